@@ -1,0 +1,39 @@
+# lorastream: `make demo` runs the main job, `make test` runs the tests.
+# Both set up everything a fresh machine needs (a virtualenv, the Kafka jars).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EVENTS ?= 2000
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	$(PY) -m deploy.kafka fetch >/dev/null
+
+demo: setup
+	$(VENV)/bin/lorastream demo --events $(EVENTS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m schemas.export --check
+
+unit: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint unit
+
+bench: setup
+	$(PY) -m benchmarks spine
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache checkpoints
