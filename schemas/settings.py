@@ -1,0 +1,294 @@
+"""The one settings object of a lorastream process.
+
+Read once, in one place (:meth:`Settings.load`), frozen afterwards. Sources,
+strongest first: keyword overrides (the CLI's flags), environment variables
+``LORASTREAM_<SECTION>__<FIELD>``, a TOML file (``--config`` or
+``LORASTREAM_CONFIG``), defaults. ``KAFKA_BOOTSTRAP_SERVERS`` is honoured as a
+shorthand for ``LORASTREAM_KAFKA__BOOTSTRAP_SERVERS``.
+
+>>> s = Settings.load(environ={"LORASTREAM_BATCH__MAX_EVENTS": "64",
+...                            "KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092"})
+>>> s.batch.max_events, s.kafka.bootstrap_servers
+(64, 'kafka-1:9092')
+>>> s.kafka.client_kwargs()["security_protocol"]
+'PLAINTEXT'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from schemas.learner_config import RiverMFConfig
+
+__all__ = [
+    "BatchSettings",
+    "CheckpointSettings",
+    "ConsumerSettings",
+    "DriftSettings",
+    "KafkaSettings",
+    "LearnerSettings",
+    "MetricsSettings",
+    "Settings",
+    "TopicSettings",
+    "WorkerSettings",
+]
+
+_SECTION = ConfigDict(extra="forbid", frozen=True)
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("lorastream_config_file", default=None)
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("lorastream_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """Environment variables read from a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class KafkaSettings(BaseModel):
+    """Connection and security; every field passes through to kafka-python."""
+
+    model_config = _SECTION
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "lorastream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None
+    ) = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs kafka.sasl_mechanism"
+                " (e.g. LORASTREAM_KAFKA__SASL_MECHANISM=SCRAM-SHA-512)"
+            )
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python's consumer, producer and admin client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": _reveal(self.sasl_plain_password),
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": _reveal(self.ssl_password),
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+        return kwargs
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+class TopicSettings(BaseModel):
+    """Topic names, and how output topics are created when absent."""
+
+    model_config = _SECTION
+
+    events: str = "lorastream.events"
+    user_vectors: str = "lorastream.user-vectors"
+    item_vectors: str = "lorastream.item-vectors"
+    dead_letters: str = "lorastream.dead-letters"
+    partitions: int = Field(default=3, ge=1, description="for topics the worker creates")
+    replication_factor: int = Field(default=1, ge=1, description="for topics the worker creates")
+    produce_item_vectors: bool = True
+
+
+class ConsumerSettings(BaseModel):
+    """Group membership. A learner step can take seconds on a CPU: the worker polls
+    only between batches, so ``max_poll_interval_ms`` must exceed the slowest batch
+    (the worker warns when a step uses more than half of it)."""
+
+    model_config = _SECTION
+
+    group_id: str = "lorastream"
+    group_instance_id: str | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_interval_ms: int = Field(default=600_000, ge=10_000)
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=500)
+    fetch_max_wait_ms: int = Field(default=100, ge=0)
+
+
+class BatchSettings(BaseModel):
+    """When a mini-batch closes: whichever limit is reached first."""
+
+    model_config = _SECTION
+
+    max_events: int = Field(default=256, ge=1)
+    max_wait_s: float = Field(default=1.0, gt=0)
+    max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_record_bytes: int = Field(
+        default=64 * 1024, ge=256, description="larger records are dead-lettered as oversize"
+    )
+
+
+class CheckpointSettings(BaseModel):
+    """Learner state + offsets, written atomically. ``dir = None`` disables them;
+    offsets are then committed after every batch."""
+
+    model_config = _SECTION
+
+    dir: Path | None = Path("checkpoints")
+    every_events: int = Field(default=5_000, ge=1)
+    every_s: float = Field(default=60.0, gt=0)
+    idle_s: float = Field(default=2.0, gt=0, description="checkpoint once the stream is idle")
+    keep: int = Field(default=3, ge=1)
+
+
+class DriftSettings(BaseModel):
+    """Drift detection on the learner's signals (River detectors)."""
+
+    model_config = _SECTION
+
+    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
+    policy: Literal["none", "adapt"] = "adapt"
+    adapt_lr_factor: float = Field(default=3.0, ge=1.0)
+    adapt_replay_factor: float = Field(default=2.0, ge=1.0)
+    adapt_events: int = Field(default=2_000, ge=1, description="how long a boost lasts")
+
+
+class LearnerSettings(BaseModel):
+    """Which learner runs, and its configuration."""
+
+    model_config = _SECTION
+
+    kind: Literal["river-mf"] = "river-mf"
+    river_mf: RiverMFConfig = Field(default_factory=RiverMFConfig)
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus endpoint (``/metrics``, ``/healthz``, ``/readyz``)."""
+
+    model_config = _SECTION
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=9477, ge=0, le=65535)
+    stall_after_s: float = Field(
+        default=120.0, gt=0, description="liveness fails when the loop has not advanced this long"
+    )
+
+
+class WorkerSettings(BaseModel):
+    """The stream worker's own limits."""
+
+    model_config = _SECTION
+
+    dedupe_window: int = Field(default=100_000, ge=0, description="recent event ids remembered")
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    delivery_timeout_s: float = Field(
+        default=120.0, gt=0, description="how long a batch's output may wait for acknowledgement"
+    )
+    on_invalid: Literal["dead-letter", "stop"] = Field(
+        default="dead-letter", description="what to do with a record that fails validation"
+    )
+    log_format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """Everything a lorastream process is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LORASTREAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    learner: LearnerSettings = Field(default_factory=LearnerSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file, environ = _CONFIG_FILE.get(), _ENVIRON.get()
+        if environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, environ)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Read settings from (overrides, environment, config file, defaults).
+
+        ``environ`` replaces ``os.environ`` (tests); ``overrides`` are nested dicts
+        per section, e.g. ``batch={"max_events": 64}``.
+        """
+        env = dict(os.environ if environ is None else environ)
+        if config_file is None and env.get("LORASTREAM_CONFIG"):
+            config_file = Path(env["LORASTREAM_CONFIG"])
+        if config_file is not None and not config_file.is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        shorthand = env.get("KAFKA_BOOTSTRAP_SERVERS")
+        if shorthand and not any(k.upper() == "LORASTREAM_KAFKA__BOOTSTRAP_SERVERS" for k in env):
+            env["LORASTREAM_KAFKA__BOOTSTRAP_SERVERS"] = shorthand
+        env = {k: v for k, v in env.items() if k.upper() != "LORASTREAM_CONFIG"}
+        file_token, env_token = _CONFIG_FILE.set(config_file), _ENVIRON.set(env)
+        try:
+            return cls(**overrides)
+        finally:
+            _CONFIG_FILE.reset(file_token)
+            _ENVIRON.reset(env_token)

@@ -1,0 +1,83 @@
+"""User and item vectors, as the worker produces them.
+
+Both live in one space: a plain dot product of a user vector with an item
+vector ranks items for that user (the vectors are L2-normalised by the LLM
+learner, with an optional extra coordinate carrying an item's popularity bias).
+User vectors are keyed by user id on a compacted topic, so the topic holds the
+newest vector of every user.
+
+>>> from datetime import datetime, UTC
+>>> v = UserVector(user_id="u-1", vector=[0.6, 0.8], model_version="river-mf:v3",
+...                produced_at=datetime(2026, 1, 1, tzinfo=UTC))
+>>> v.dim
+2
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from schemas.events import Identifier
+
+__all__ = ["ItemVector", "SourcePosition", "UserVector"]
+
+_WIRE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SourcePosition(BaseModel):
+    """Where a record came from: topic, partition, offset (and its record timestamp)."""
+
+    model_config = _WIRE
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    timestamp_ms: int | None = None
+
+
+class _Vector(BaseModel):
+    model_config = _WIRE
+
+    vector: list[float] = Field(min_length=1, max_length=65536)
+    dim: int = Field(default=0, ge=0, description="len(vector); filled in when omitted")
+    model_version: str = Field(
+        min_length=1, max_length=256, description="learner, model and adapter version"
+    )
+    produced_at: AwareDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_dim(cls, data: object) -> object:
+        if isinstance(data, dict) and not data.get("dim") and "vector" in data:
+            data = {**data, "dim": len(data["vector"])}
+        return data
+
+    @model_validator(mode="after")
+    def _check_vector(self) -> _Vector:
+        if self.dim != len(self.vector):
+            raise ValueError(f"dim is {self.dim} but the vector has {len(self.vector)} entries")
+        if not all(math.isfinite(x) for x in self.vector):
+            raise ValueError("vector entries must be finite")
+        return self
+
+
+class UserVector(_Vector):
+    """A user's current vector and the newest event it reflects."""
+
+    user_id: Identifier
+    last_event_id: str | None = None
+    last_event_at: datetime | None = None
+    last_position: SourcePosition | None = Field(
+        default=None, description="source topic/partition/offset of the newest event reflected"
+    )
+    events_seen: int = Field(default=0, ge=0, description="events of this user the model learned")
+
+
+class ItemVector(_Vector):
+    """An item's current vector (item tower output, in the users' space)."""
+
+    item_id: Identifier
+    text: str | None = Field(default=None, max_length=4000)
