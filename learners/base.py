@@ -1,0 +1,97 @@
+"""The ``Learner`` protocol: all the stream worker knows about a learner.
+
+A learner learns mini-batches of validated events, returns vectors for the
+users (and items) it knows, and saves/loads its whole state to a directory,
+in files of its choosing but never pickles. The worker owns *when* state is
+saved and couples it with the offsets it reflects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from learners.history import EventMarker
+from learners.ledger import EventLedger
+from schemas.events import InteractionEvent
+from schemas.vectors import SourcePosition
+
+__all__ = ["LearnReport", "Learner", "VectorBatch"]
+
+
+@dataclass(frozen=True)
+class VectorBatch:
+    """Vectors for a list of ids: ``vectors[i]`` belongs to ``ids[i]``.
+
+    ``markers[i]`` is the newest event reflected (users; None for items or
+    for users the learner no longer remembers).
+    """
+
+    ids: list[str]
+    vectors: np.ndarray  # [n, dim] float32
+    version: str
+    markers: list[EventMarker | None] = field(default_factory=list)
+    events_seen: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class LearnReport:
+    """What one ``learn_many`` call did; the worker turns it into metrics and logs."""
+
+    events: int = 0
+    users: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    loss: float | None = None
+    skipped_update: bool = False  # a non-finite loss left the parameters unchanged
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (batch index, reason)
+    metrics: dict[str, float] = field(default_factory=dict)  # prequential sums etc.
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What stream/ needs from a learner."""
+
+    kind: str
+
+    @property
+    def version(self) -> str:
+        """Model and adapter version stamped on every vector produced."""
+        ...
+
+    @property
+    def ledger(self) -> EventLedger:
+        """Count and fingerprint of the events this state reflects."""
+        ...
+
+    def learn_many(
+        self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
+    ) -> LearnReport:
+        """Learn a mini-batch (prequentially: evaluate each event before learning it)."""
+        ...
+
+    def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
+        """Current vectors of the given users (those it knows)."""
+        ...
+
+    def item_vectors(self, item_ids: Sequence[str]) -> VectorBatch:
+        """Current vectors of the given items (those it knows)."""
+        ...
+
+    def state_sizes(self) -> dict[str, tuple[float, float]]:
+        """``{state: (entries, capacity)}`` of every bounded state it holds."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write the whole state into ``directory`` (which exists and is empty)."""
+        ...
+
+    def load(self, directory: Path) -> None:
+        """Replace the state with the one saved in ``directory``."""
+        ...
