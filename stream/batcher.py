@@ -1,0 +1,130 @@
+"""The micro-batcher: collects decoded records until a batch should close.
+
+A batch closes when it holds ``max_events`` records, ``max_bytes`` bytes, or
+its first record has waited ``max_wait_s`` — whichever comes first.
+
+>>> clock = iter([0.0, 0.0, 0.5, 1.2]).__next__
+>>> b = MicroBatcher(max_events=10, max_wait_s=1.0, max_bytes=10_000, clock=clock)
+>>> rec = RawRecord("t", 0, 0, 0, None, b"{}")
+>>> b.add([Decoded(rec, None, None)])   # opens at t=0.0
+>>> b.ready(), b.ready()                # t=0.0, t=0.5
+(False, False)
+>>> b.ready()                           # t=1.2
+True
+>>> len(b.take().items)
+1
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+
+from schemas.events import InteractionEvent
+from schemas.vectors import SourcePosition
+from stream.decode import RawRecord, Rejection
+
+__all__ = ["Batch", "Decoded", "MicroBatcher", "PartitionKey"]
+
+PartitionKey = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A consumed record and what decoding made of it: an event, or a rejection."""
+
+    record: RawRecord
+    event: InteractionEvent | None
+    rejection: Rejection | None
+
+
+@dataclass
+class Batch:
+    """One mini-batch, in consumption order."""
+
+    items: list[Decoded] = field(default_factory=list)
+
+    def events(self) -> list[Decoded]:
+        return [d for d in self.items if d.event is not None]
+
+    def rejections(self) -> list[Rejection]:
+        return [d.rejection for d in self.items if d.rejection is not None]
+
+    def next_offsets(self) -> dict[PartitionKey, int]:
+        """Per partition, the offset after the last record in the batch."""
+        out: dict[PartitionKey, int] = {}
+        for d in self.items:
+            key = (d.record.topic, d.record.partition)
+            out[key] = max(out.get(key, 0), d.record.offset + 1)
+        return out
+
+
+def positions(items: Iterable[Decoded]) -> list[SourcePosition]:
+    return [d.record.position() for d in items]
+
+
+class MicroBatcher:
+    """Accumulates decoded records; bounded by count, bytes and wait."""
+
+    def __init__(
+        self,
+        max_events: int,
+        max_wait_s: float,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_events, self.max_wait_s, self.max_bytes = max_events, max_wait_s, max_bytes
+        self._clock = clock
+        self._items: list[Decoded] = []
+        self._bytes = 0
+        self._opened_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def room(self) -> int:
+        """How many more records fit (at least 1, so a poll can always make progress)."""
+        return max(1, self.max_events - len(self._items))
+
+    def add(self, items: Iterable[Decoded]) -> None:
+        for d in items:
+            if self._opened_at is None:
+                self._opened_at = self._clock()
+            self._items.append(d)
+            self._bytes += d.record.size
+
+    def time_left(self) -> float:
+        """Seconds until the open batch must close (``max_wait_s`` when none is open)."""
+        if self._opened_at is None:
+            return self.max_wait_s
+        return max(0.0, self._opened_at + self.max_wait_s - self._clock())
+
+    def ready(self) -> bool:
+        if not self._items:
+            return False
+        return (
+            len(self._items) >= self.max_events
+            or self._bytes >= self.max_bytes
+            or self.time_left() <= 0.0
+        )
+
+    def take(self) -> Batch:
+        batch = Batch(self._items)
+        self._items, self._bytes, self._opened_at = [], 0, None
+        return batch
+
+    def discard(self, partitions: Collection[PartitionKey]) -> int:
+        """Drop pending records of ``partitions`` (revoked: their next owner re-reads them)."""
+        keep = [d for d in self._items if (d.record.topic, d.record.partition) not in partitions]
+        dropped = len(self._items) - len(keep)
+        self._items = keep
+        self._bytes = sum(d.record.size for d in keep)
+        if not keep:
+            self._opened_at = None
+        return dropped

@@ -1,0 +1,423 @@
+"""The ``lorastream`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from schemas.settings import Settings
+from stream.clients import StreamSetupError
+from stream.logs import setup_logging
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="lorastream: keep a recommender's LLM up to date with what users do.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+produce_app = typer.Typer(
+    help="Send events to the events topic (validated first).", no_args_is_help=True
+)
+app.add_typer(produce_app, name="produce")
+topics_app = typer.Typer(help="Manage lorastream's topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+err = Console(stderr=True)
+out = Console()
+log = logging.getLogger("lorastream")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file", envvar="LORASTREAM_CONFIG"),
+]
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (host:port,...)"),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+
+
+def load_settings(
+    config: Path | None, bootstrap: str | None = None, **sections: dict[str, Any]
+) -> Settings:
+    """Settings from file/env with the CLI's flags on top; exits with a clear message if bad."""
+    overrides = {
+        k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()
+    }
+    if bootstrap:
+        overrides.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
+    try:
+        return Settings.load(config, **{k: v for k, v in overrides.items() if v})
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/] bad settings: {exc}")
+        raise typer.Exit(2) from exc
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    learner: Annotated[str | None, typer.Option(help="learner kind (llm, river-mf)")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint directory")] = None,
+    group: Annotated[str | None, typer.Option(help="consumer group id")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus/health port")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the stream worker until SIGTERM/SIGINT (then finish the batch, checkpoint, commit)."""
+    settings = load_settings(
+        config,
+        bootstrap,
+        learner={"kind": learner},
+        checkpoint={"dir": checkpoint_dir},
+        consumer={"group_id": group},
+        metrics={"port": metrics_port},
+    )
+    setup_logging(settings.worker.log_format, verbose)
+    code = run_worker(settings)
+    raise typer.Exit(code)
+
+
+def run_worker(settings: Settings) -> int:
+    """Build the learner and run a worker with metrics and signal handling; the exit code."""
+    from learners.registry import build_learner
+    from stream.http import Health, serve
+    from stream.metrics import WorkerMetrics
+    from stream.worker import InvalidRecord, Worker
+
+    metrics = WorkerMetrics()
+    health = Health(settings.metrics.stall_after_s)
+    with ExitStack() as stack:
+        if settings.metrics.enabled:
+            try:
+                server = serve(
+                    metrics.registry, health, settings.metrics.host, settings.metrics.port
+                )
+            except OSError as exc:
+                err.print(
+                    f"[red]error:[/] cannot serve metrics on {settings.metrics.host}:"
+                    f"{settings.metrics.port} ({exc}); choose another port with"
+                    " --metrics-port or LORASTREAM_METRICS__PORT"
+                )
+                return 2
+            stack.callback(server.close)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
+        learner = build_learner(settings.learner)
+        metrics.build_info.info(_build_info(settings, learner))
+        worker = Worker(settings, learner, metrics, health=health)
+        _install_signals(worker.request_stop)
+        try:
+            worker.run()
+        except StreamSetupError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            return 2
+        except InvalidRecord as exc:
+            err.print(f"[red]stopped on an invalid record[/] (worker.on_invalid=stop): {exc}")
+            return 1
+    log.info(
+        "stopped cleanly after %d records (%d events learned)",
+        worker.records_seen,
+        worker.events_learned,
+    )
+    return 0
+
+
+def _build_info(settings: Settings, learner: Any) -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
+        "version": version("lorastream"),
+        "learner": learner.kind,
+        "model": str(getattr(learner, "model_name", learner.kind)),
+        "device": str(getattr(learner, "device", "cpu")),
+    }
+
+
+def _install_signals(stop: Any) -> None:
+    state = {"signals": 0}
+
+    def handler(signum: int, _frame: object) -> None:
+        state["signals"] += 1
+        if state["signals"] > 1:
+            os._exit(130)  # a second signal: the operator insists
+        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# -- produce -----------------------------------------------------------------------------
+
+RateOpt = Annotated[
+    float | None, typer.Option(help="events per second (default: as fast as possible)")
+]
+SpeedupOpt = Annotated[
+    float | None,
+    typer.Option(help="replay with the events' original timing, sped up by this factor"),
+]
+TopicOpt = Annotated[str | None, typer.Option(help="events topic (default: topics.events)")]
+
+
+def _send(
+    settings: Settings,
+    topic: str | None,
+    events: Iterator[Any],
+    rate: float | None,
+    speedup: float | None,
+) -> int:
+    from stream.clients import make_producer
+    from stream.sender import Pacer, send_events
+
+    try:
+        producer = make_producer(settings, compression_type=None)
+    except StreamSetupError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        pacer = Pacer(rate=rate, original=speedup is not None, speedup=speedup or 1.0)
+        return send_events(producer, topic or settings.topics.events, events, pacer)
+    finally:
+        producer.close(10)
+
+
+@produce_app.command("jsonl")
+def produce_jsonl(
+    path: Annotated[Path, typer.Argument(help="JSON-lines file of events, or - for stdin")],
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    topic: TopicOpt = None,
+    rate: RateOpt = None,
+    speedup: SpeedupOpt = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            help="send the valid lines even if some are invalid (they are still reported)"
+        ),
+    ] = False,
+) -> None:
+    """Send events from a JSON-lines file in the project's schema. Every line is validated
+    first; invalid lines are reported with their numbers and nothing is sent unless
+    --skip-invalid."""
+    from stream.sources.jsonl import LineError, read_jsonl
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    with lines:
+        parsed = list(read_jsonl(lines))
+    bad = [x for _, x in parsed if isinstance(x, LineError)]
+    for line_error in bad:
+        err.print(f"[yellow]invalid[/] {line_error}")
+    if bad and not skip_invalid:
+        raise fail(
+            f"{len(bad)} invalid line(s); nothing sent. Fix them, or pass --skip-invalid.", 1
+        )
+    events = (x for _, x in parsed if not isinstance(x, LineError))
+    sent = _send(settings, topic, events, rate, speedup)
+    out.print(f"sent {sent} events" + (f"; {len(bad)} invalid lines not sent" if bad else ""))
+    if bad:
+        raise typer.Exit(1)
+
+
+@produce_app.command("synthetic")
+def produce_synthetic(
+    events: Annotated[int, typer.Option(help="how many events")] = 2000,
+    users: Annotated[int, typer.Option(help="number of users")] = 60,
+    items: Annotated[int, typer.Option(help="number of items")] = 400,
+    change_at: Annotated[
+        list[int] | None, typer.Option(help="event index of an abrupt interest change (repeatable)")
+    ] = None,
+    seed: int = 0,
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    topic: TopicOpt = None,
+    rate: RateOpt = None,
+    speedup: SpeedupOpt = None,
+) -> None:
+    """Send a seeded synthetic stream (topics, shifting interests, reviews)."""
+    from stream.sources.synthetic import ChangePoint, SyntheticConfig, SyntheticStream
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    stream = SyntheticStream(
+        SyntheticConfig(
+            n_users=users,
+            n_items=items,
+            seed=seed,
+            change_points=tuple(ChangePoint(at) for at in change_at or []),
+        )
+    )
+    sent = _send(settings, topic, stream.events(events), rate, speedup)
+    out.print(f"sent {sent} synthetic events")
+
+
+# -- tail --------------------------------------------------------------------------------
+
+
+@app.command()
+def tail(
+    what: Annotated[
+        str,
+        typer.Argument(help="user-vectors, item-vectors, dead-letters, events, or a topic name"),
+    ] = "user-vectors",
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest record")] = False,
+    max_records: Annotated[int | None, typer.Option("--max", help="stop after N records")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop after S seconds without records")
+    ] = None,
+) -> None:
+    """Print records of a topic as JSON lines (vectors shortened to their first entries)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    t = settings.topics
+    topic = {
+        "user-vectors": t.user_vectors,
+        "item-vectors": t.item_vectors,
+        "dead-letters": t.dead_letters,
+        "events": t.events,
+    }.get(what, what)
+    from stream.clients import make_admin
+
+    try:
+        admin = make_admin(settings)
+    except StreamSetupError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    parts = [
+        p["partition_index"]
+        for d in described
+        if d.get("name") == topic and not d.get("error_code")
+        for p in d.get("partitions") or []
+    ]
+    if not parts:
+        raise fail(f"topic {topic!r} does not exist")
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    shown, idle_since = 0, time.monotonic()
+    try:
+        while max_records is None or shown < max_records:
+            polled = consumer.poll(timeout_ms=500)
+            if not polled:
+                if timeout is not None and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for records in polled.values():
+                for r in records:
+                    out.print(_render(r), soft_wrap=True, highlight=False, markup=False)
+                    shown += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def _render(record: Any) -> str:
+    try:
+        doc = json.loads(record.value)
+    except (ValueError, TypeError):
+        return json.dumps(
+            {
+                "partition": record.partition,
+                "offset": record.offset,
+                "raw": repr(record.value)[:200],
+            }
+        )
+    if isinstance(doc, dict) and isinstance(doc.get("vector"), list):
+        doc["vector"] = doc["vector"][:4] + (["..."] if len(doc["vector"]) > 4 else [])
+    if isinstance(doc, dict) and isinstance(doc.get("original_value"), str):
+        doc["original_value"] = doc["original_value"][:60]
+    return json.dumps(
+        {"partition": record.partition, "offset": record.offset, **doc}
+        if isinstance(doc, dict)
+        else doc
+    )
+
+
+# -- topics and the local broker -------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Create the events topic and the output topics where they do not exist."""
+    from stream.clients import ensure_output_topics, make_admin
+
+    settings = load_settings(config, bootstrap)
+    try:
+        admin = make_admin(settings)
+        try:
+            created = ensure_output_topics(admin, settings, include_events=True)
+        finally:
+            admin.close()
+    except StreamSetupError as exc:
+        raise fail(str(exc)) from exc
+    out.print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+@app.command()
+def kafka() -> None:
+    """Run a local single-node Apache Kafka (KRaft) until Ctrl-C; prints its address."""
+    from deploy.kafka import KafkaSetupError, LocalKafka
+
+    try:
+        with LocalKafka() as broker:
+            out.print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except KafkaSetupError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="how many events to stream")] = 2000,
+    bootstrap: BootstrapOpt = None,
+    learner: Annotated[str | None, typer.Option(help="learner kind")] = None,
+) -> None:
+    """Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), stream events through the
+    worker, and show what it learns."""
+    from stream.demo import run_demo
+
+    raise typer.Exit(run_demo(events=events, bootstrap=bootstrap, learner=learner))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

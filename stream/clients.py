@@ -1,0 +1,170 @@
+"""kafka-python clients built from the settings, topic checks, and errors people can act on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from schemas.settings import Settings
+
+__all__ = [
+    "BrokerUnreachable",
+    "MissingTopic",
+    "StreamSetupError",
+    "ensure_output_topics",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "require_topic",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Dead letters carry the original record base64-encoded in JSON: allow records
+#: of up to the broker's default 1 MiB limit to fit.
+DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+class StreamSetupError(RuntimeError):
+    """The worker cannot start; the message says what to do."""
+
+
+class BrokerUnreachable(StreamSetupError):
+    pass
+
+
+class MissingTopic(StreamSetupError):
+    pass
+
+
+def _connect(factory: Callable[[], T], settings: Settings) -> T:
+    try:
+        return factory()
+    except KafkaTimeoutError as exc:
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}). Check that the"
+            " broker runs and the address is right (LORASTREAM_KAFKA__BOOTSTRAP_SERVERS or"
+            " KAFKA_BOOTSTRAP_SERVERS), and the security settings (LORASTREAM_KAFKA__*)."
+        ) from exc
+
+
+def make_admin(settings: Settings) -> KafkaAdminClient:
+    kwargs = settings.kafka.client_kwargs() | {"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
+    return _connect(lambda: KafkaAdminClient(**kwargs), settings)
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer (``acks=all``) for vectors and dead letters."""
+    kwargs = (
+        settings.kafka.client_kwargs()
+        | {
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "compression_type": "gzip",
+            "max_request_size": DEAD_LETTER_MAX_BYTES,
+            "delivery_timeout_ms": 120_000,
+            "allow_auto_create_topics": False,
+        }
+        | overrides
+    )
+    return _connect(lambda: KafkaProducer(**kwargs), settings)
+
+
+def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A group consumer with manual offset management (no auto-commit)."""
+    c = settings.consumer
+    kwargs = (
+        settings.kafka.client_kwargs()
+        | {
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+            "group_id": c.group_id,
+            "group_instance_id": c.group_instance_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": c.auto_offset_reset,
+            "max_poll_interval_ms": c.max_poll_interval_ms,
+            "session_timeout_ms": c.session_timeout_ms,
+            "heartbeat_interval_ms": c.heartbeat_interval_ms,
+            "fetch_max_wait_ms": c.fetch_max_wait_ms,
+            "max_poll_records": settings.batch.max_events,
+            "isolation_level": "read_committed",
+            "allow_auto_create_topics": False,
+            "partition_assignment_strategy": (CooperativeStickyAssignor,),
+        }
+        | overrides
+    )
+    return _connect(lambda: KafkaConsumer(**kwargs), settings)
+
+
+def require_topic(admin: KafkaAdminClient, topic: str) -> int:
+    """The topic's partition count; :class:`MissingTopic` when it does not exist."""
+    described = admin.describe_topics([topic])
+    for entry in described:
+        if entry.get("name") == topic and not entry.get("error_code"):
+            return len(entry.get("partitions") or [])
+    raise MissingTopic(
+        f"the events topic {topic!r} does not exist. Create it, e.g. `kafka-topics.sh --create"
+        f" --topic {topic} --partitions 3`, or run `lorastream topics create`; or point"
+        " LORASTREAM_TOPICS__EVENTS at the topic your producers write to."
+    )
+
+
+def output_topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """How the worker's output topics are created when absent."""
+    t = settings.topics
+    base = {"num_partitions": t.partitions, "replication_factor": t.replication_factor}
+    compacted = {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "0",
+        "segment.ms": str(60 * 60 * 1000),
+    }
+    specs = {
+        t.user_vectors: base | {"configs": compacted},
+        t.dead_letters: base
+        | {
+            "configs": {
+                "cleanup.policy": "delete",
+                "retention.ms": str(14 * 24 * 3600 * 1000),
+                "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+            }
+        },
+    }
+    if t.produce_item_vectors:
+        specs[t.item_vectors] = base | {"configs": compacted}
+    return specs
+
+
+def ensure_output_topics(
+    admin: KafkaAdminClient, settings: Settings, include_events: bool = False
+) -> list[str]:
+    """Create the output topics that do not exist yet; returns the names created."""
+    specs = output_topic_specs(settings)
+    if include_events:
+        t = settings.topics
+        specs[t.events] = {
+            "num_partitions": t.partitions,
+            "replication_factor": t.replication_factor,
+        }
+    existing = set(admin.list_topics())
+    missing = {name: spec for name, spec in specs.items() if name not in existing}
+    if not missing:
+        return []
+    try:
+        admin.create_topics(missing, wait_for_metadata=True)
+    except TopicAlreadyExistsError:
+        pass  # another worker created it meanwhile
+    except KafkaError as exc:
+        raise StreamSetupError(
+            f"could not create topics {sorted(missing)}: {exc}. Create them yourself (user and"
+            " item vector topics with cleanup.policy=compact) or grant CREATE on the cluster."
+        ) from exc
+    log.info("created topics %s", sorted(missing))
+    return sorted(missing)

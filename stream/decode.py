@@ -1,0 +1,125 @@
+"""Turning Kafka records into validated events, or into rejections with a precise reason.
+
+>>> from schemas import RejectCode
+>>> r = RawRecord(topic="events", partition=0, offset=5, timestamp_ms=0, key=None,
+...               value=b'{"event_id": "e", "user_id": "u", "item_id": "i",'
+...                     b' "event_type": "teleport", "timestamp": "2026-01-01T00:00:00Z"}')
+>>> out = decode(r, max_bytes=1024)
+>>> out.code is RejectCode.UNKNOWN_EVENT_TYPE, out.reason.split(":")[0]
+(True, 'event_type')
+>>> decode(RawRecord("events", 0, 6, 0, None, b"{nope"), 1024).code
+<RejectCode.MALFORMED_JSON: 'malformed_json'>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from schemas.dead_letter import DeadLetter, RejectCode
+from schemas.events import InteractionEvent
+from schemas.vectors import SourcePosition
+
+__all__ = ["RawRecord", "Rejection", "decode"]
+
+_MAX_REASON = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """The parts of a consumed Kafka record the worker uses."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def size(self) -> int:
+        return len(self.value or b"") + len(self.key or b"")
+
+    def position(self) -> SourcePosition:
+        return SourcePosition(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            timestamp_ms=self.timestamp_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that will not be learned, and why."""
+
+    record: RawRecord
+    code: RejectCode
+    reason: str
+
+    def dead_letter(self, worker: str | None = None) -> DeadLetter:
+        return DeadLetter(
+            code=self.code,
+            reason=self.reason,
+            original_value=self.record.value,
+            original_key=self.record.key,
+            source=self.record.position(),
+            first_seen_at=datetime.now(UTC),
+            worker=worker,
+        )
+
+
+def decode(record: RawRecord, max_bytes: int) -> InteractionEvent | Rejection:
+    """Validate one record's value as an :class:`InteractionEvent`."""
+    value = record.value
+    if value is None:
+        return Rejection(
+            record,
+            RejectCode.MALFORMED_JSON,
+            "the record has no value (a tombstone); events must be JSON objects",
+        )
+    if len(value) > max_bytes:
+        return Rejection(
+            record,
+            RejectCode.OVERSIZE,
+            f"the record value is {len(value)} bytes; the limit is {max_bytes}"
+            " (batch.max_record_bytes). Send item text once per item, not whole"
+            " documents, or raise the limit.",
+        )
+    try:
+        return InteractionEvent.model_validate_json(value)
+    except ValidationError as exc:
+        return _rejection(record, exc)
+
+
+def _rejection(record: RawRecord, exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False)
+    kinds = {e["type"] for e in errors}
+    if "json_invalid" in kinds or "json_type" in kinds:
+        try:
+            (record.value or b"").decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Rejection(record, RejectCode.NOT_UTF8, f"the record value is not UTF-8: {bad}")
+        return Rejection(
+            record,
+            RejectCode.MALFORMED_JSON,
+            f"the record value is not valid JSON: {errors[0]['msg']}",
+        )
+    reason = "; ".join(_describe(e) for e in errors)[:_MAX_REASON]
+    locations = {e["loc"][0] if e["loc"] else "" for e in errors}
+    if any(e["type"] == "enum" and e["loc"] == ("event_type",) for e in errors):
+        return Rejection(record, RejectCode.UNKNOWN_EVENT_TYPE, reason)
+    if locations == {"timestamp"} and "in the future" in reason:
+        return Rejection(record, RejectCode.FUTURE_TIMESTAMP, reason)
+    return Rejection(record, RejectCode.SCHEMA_VIOLATION, reason)
+
+
+def _describe(error: object) -> str:
+    assert isinstance(error, dict)
+    loc = ".".join(str(x) for x in error["loc"]) or "(event)"
+    shown = repr(error.get("input"))
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{loc}: {error['msg']} (got {shown})"

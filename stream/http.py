@@ -1,0 +1,93 @@
+"""The worker's HTTP endpoint: ``/metrics`` (Prometheus), ``/healthz`` (liveness: the
+consume loop advances) and ``/readyz`` (readiness: model loaded, partitions assigned).
+
+>>> from prometheus_client import CollectorRegistry
+>>> import urllib.request
+>>> health = Health(stall_after_s=60)
+>>> server = serve(CollectorRegistry(), health, "127.0.0.1", 0)
+>>> urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz").status
+200
+>>> server.close()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["Health", "MetricsServer", "serve"]
+
+
+class Health:
+    """Liveness and readiness as the worker reports them."""
+
+    def __init__(self, stall_after_s: float) -> None:
+        self.stall_after_s = stall_after_s
+        self._last_beat = time.monotonic()
+        self.model_loaded = False
+        self.assigned_partitions = 0
+
+    def beat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self._last_beat
+        if idle > self.stall_after_s:
+            return False, f"the consume loop has not advanced for {idle:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.model_loaded:
+            return False, "the model is loading"
+        if self.assigned_partitions == 0:
+            return False, "no partitions assigned"
+        return True, "ok"
+
+
+class MetricsServer:
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="lorastream-http", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve(registry: CollectorRegistry, health: Health, host: str, port: int) -> MetricsServer:
+    """Start serving on ``host:port`` (port 0 picks a free one) in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = health.live() if path == "/healthz" else health.ready()
+                self._reply(200 if ok else 503, (why + "\n").encode(), "text/plain")
+            else:
+                self._reply(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+
+        def _reply(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would drown the worker's log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return MetricsServer(server)

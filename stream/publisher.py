@@ -1,0 +1,167 @@
+"""Publishing the worker's output (user vectors, item vectors, dead letters) and
+waiting until the broker has acknowledged every record.
+
+Vectors are keyed by user (item) id on compacted topics; dead letters keep the
+original record key. Nothing counts as published until :meth:`Publisher.deliver`
+returns: it flushes, checks every send, and re-sends failures until they are
+acknowledged or its deadline passes (then it raises; offsets stay uncommitted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from learners.base import VectorBatch
+from schemas.settings import TopicSettings
+from stream.decode import Rejection
+
+__all__ = ["DeliveryError", "Publisher", "user_vector_json"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RuntimeError):
+    """Records could not be acknowledged by the broker in time."""
+
+
+@dataclass
+class _Send:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    future: Any = None
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
+    """The :class:`schemas.UserVector` JSON of every user in ``batch`` (built in bulk)."""
+    rows = _rounded(batch.vectors)
+    out = []
+    for k, user_id in enumerate(batch.ids):
+        marker = batch.markers[k] if batch.markers else None
+        doc: dict[str, Any] = {
+            "user_id": user_id,
+            "vector": rows[k],
+            "dim": len(rows[k]),
+            "model_version": batch.version,
+            "produced_at": produced_at,
+            "events_seen": batch.events_seen[k] if batch.events_seen else 0,
+        }
+        if marker is not None:
+            doc["last_event_id"] = marker.event_id
+            doc["last_event_at"] = _iso(marker.timestamp)
+            if marker.topic is not None:
+                doc["last_position"] = {
+                    "topic": marker.topic,
+                    "partition": marker.partition,
+                    "offset": marker.offset,
+                }
+        out.append(json.dumps(doc, separators=(",", ":")).encode())
+    return out
+
+
+def _rounded(vectors: np.ndarray) -> list[list[float]]:
+    # float32 has ~7 significant digits; rounding keeps the JSON short.
+    if not np.isfinite(vectors).all():
+        raise ValueError("the learner produced non-finite vectors")
+    return np.asarray(vectors, dtype=np.float64).round(7).tolist()  # type: ignore[no-any-return]
+
+
+class Publisher:
+    """Sends output records and confirms their delivery."""
+
+    def __init__(
+        self, producer: KafkaProducer, topics: TopicSettings, worker_id: str | None = None
+    ) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._worker_id = worker_id
+        self._pending: list[_Send] = []
+
+    def _send(self, send: _Send) -> None:
+        send.future = self._producer.send(
+            send.topic, value=send.value, key=send.key, headers=send.headers or None
+        )
+        self._pending.append(send)
+
+    def user_vectors(self, batch: VectorBatch) -> int:
+        produced_at = datetime.now(UTC).isoformat()
+        for user_id, value in zip(batch.ids, user_vector_json(batch, produced_at), strict=True):
+            self._send(_Send(self._topics.user_vectors, user_id.encode(), value, []))
+        return len(batch)
+
+    def item_vectors(self, batch: VectorBatch, texts: dict[str, str] | None = None) -> int:
+        produced_at = datetime.now(UTC).isoformat()
+        rows = _rounded(batch.vectors)
+        for k, item_id in enumerate(batch.ids):
+            doc = {
+                "item_id": item_id,
+                "vector": rows[k],
+                "dim": len(rows[k]),
+                "model_version": batch.version,
+                "produced_at": produced_at,
+                "text": (texts or {}).get(item_id),
+            }
+            self._send(
+                _Send(
+                    self._topics.item_vectors,
+                    item_id.encode(),
+                    json.dumps(doc, separators=(",", ":")).encode(),
+                    [],
+                )
+            )
+        return len(batch)
+
+    def dead_letter(self, rejection: Rejection) -> None:
+        letter = rejection.dead_letter(self._worker_id)
+        self._send(
+            _Send(
+                self._topics.dead_letters,
+                rejection.record.key,
+                letter.model_dump_json().encode(),
+                letter.headers(),
+            )
+        )
+
+    def deliver(self, timeout_s: float = 120.0) -> int:
+        """Flush; re-send what failed until all is acknowledged. Returns the re-send rounds."""
+        deadline = time.monotonic() + timeout_s
+        retries = 0
+        while self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryError(
+                    f"{len(self._pending)} records were not acknowledged within {timeout_s:.0f}s"
+                    " (is the broker reachable? are the output topics writable?)"
+                )
+            try:
+                self._producer.flush(timeout=remaining)
+            except KafkaError as exc:
+                log.warning("flush did not complete: %s", exc)
+            failed = [s for s in self._pending if not (s.future.is_done and s.future.succeeded())]
+            self._pending = []
+            if failed:
+                retries += 1
+                errors = {type(s.future.exception).__name__ for s in failed if s.future.is_done}
+                log.warning(
+                    "re-sending %d unacknowledged records (%s)",
+                    len(failed),
+                    ", ".join(sorted(errors)) or "timeout",
+                )
+                time.sleep(min(1.0, 0.1 * retries))
+                for s in failed:
+                    self._send(s)
+        return retries

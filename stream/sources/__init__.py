@@ -1,0 +1,1 @@
+"""Event sources: files and generators that become :class:`~schemas.InteractionEvent` streams."""
