@@ -1,0 +1,160 @@
+"""Helpers shared by the tests: building events, reading topics, waiting."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from schemas.events import InteractionEvent
+from schemas.settings import Settings
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def make_events(n: int, n_users: int, n_items: int = 40, seed: int = 0) -> list[InteractionEvent]:
+    """``n`` valid events spread over ``n_users`` users, with unique ids."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = ["click", "view", "add_to_cart", "purchase", "rating", "impression", "skip"]
+    out = []
+    for i in range(n):
+        kind = rng.choice(kinds)
+        out.append(
+            InteractionEvent(
+                event_id=f"{uuid.uuid4().hex}",
+                user_id=f"user-{i % n_users}",
+                item_id=f"item-{rng.randrange(n_items)}",
+                event_type=kind,
+                value=float(rng.randint(1, 5)) if kind == "rating" else None,
+                timestamp=T0 + timedelta(seconds=i),
+                item={"title": f"Item {i % n_items}", "categories": ["cat"]},
+            )
+        )
+    return out
+
+
+def create_topic(settings: Settings, topic: str, partitions: int = 3) -> None:
+    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        admin.create_topics(
+            {topic: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True
+        )
+    finally:
+        admin.close()
+
+
+def producer_for(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(**settings.kafka.client_kwargs(), acks="all")
+
+
+def send_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Send (key, value) records to the events topic, in order, and wait for acks."""
+    producer = producer_for(settings)
+    try:
+        futures = [
+            producer.send(settings.topics.events, key=k, value=v, partition=None)
+            for k, v in records
+        ]
+        producer.flush()
+        for f in futures:
+            f.get(30)
+    finally:
+        producer.close()
+
+
+def event_record(event: InteractionEvent) -> tuple[bytes, bytes]:
+    return event.user_id.encode(), event.model_dump_json(exclude_none=True).encode()
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    idle_s: float = 3.0,
+    expect: int | None = None,
+    timeout_s: float = 60.0,
+) -> list[Any]:
+    """All records of ``topic`` from the beginning (until ``expect`` or ``idle_s`` of quiet)."""
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    records: list[Any] = []
+    deadline, quiet_since = time.monotonic() + timeout_s, time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=300)
+            if polled:
+                quiet_since = time.monotonic()
+                for recs in polled.values():
+                    records.extend(recs)
+            if expect is not None and len(records) >= expect:
+                # read a little longer to catch extras
+                if time.monotonic() - quiet_since > 1.0:
+                    break
+            elif expect is None and time.monotonic() - quiet_since > idle_s:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
+    """The newest JSON value per record key (what a compacted topic converges to)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
+        out[r.key.decode()] = json.loads(r.value)
+    return out
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs())
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    """The group's committed offsets on the events topic ({} while the group has none)."""
+    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        group = settings.consumer.group_id
+        offsets = admin.list_group_offsets({group: None})[group]
+        return {
+            tp.partition: om.offset
+            for tp, om in offsets.items()
+            if tp.topic == settings.topics.events
+        }
+    except KafkaError:  # e.g. the coordinator is still loading the new group
+        return {}
+    finally:
+        admin.close()
+
+
+def all_committed(settings: Settings) -> bool:
+    """True when the group has committed the end offset of every events partition."""
+    ends = end_offsets(settings, settings.topics.events)
+    committed = committed_offsets(settings)
+    return all(committed.get(p, 0) == o for p, o in ends.items())
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")

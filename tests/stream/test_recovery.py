@@ -1,0 +1,227 @@
+"""Crash and shutdown behaviour of the real worker process (``lorastream run``) on real Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    all_committed,
+    committed_offsets,
+    create_topic,
+    event_record,
+    latest_by_key,
+    make_events,
+    producer_for,
+    read_topic,
+    wait_for,
+)
+
+from learners.ledger import EventLedger
+from schemas.settings import Settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SHUTDOWN_BOUND_S = 30.0
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """The test's settings as a TOML file for the worker process."""
+    lines = []
+    for section in (
+        "kafka",
+        "topics",
+        "consumer",
+        "batch",
+        "checkpoint",
+        "learner",
+        "metrics",
+        "worker",
+    ):
+        data = getattr(settings, section).model_dump(mode="json", exclude_none=True)
+        lines.append(f"[{section}]")
+        lines += [
+            f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class WorkerProcess:
+    """``lorastream run`` in a subprocess, its log in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_file.close()
+
+
+def newest_manifest(checkpoints: Path) -> dict[str, Any] | None:
+    found = sorted(checkpoints.glob("ckpt-*"))
+    for path in reversed(found):
+        try:
+            return json.loads((path / "manifest.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def learned_in_checkpoint(checkpoints: Path) -> int:
+    manifest = newest_manifest(checkpoints)
+    return int(manifest["ledger"]["count"]) if manifest else 0
+
+
+def produce_paced(
+    settings: Settings, records: list[tuple[bytes, bytes]], rate: float
+) -> threading.Thread:
+    """Send records at ``rate`` per second in a background thread."""
+
+    def run() -> None:
+        producer = producer_for(settings)
+        start = time.monotonic()
+        for k, (key, value) in enumerate(records):
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send(settings.topics.events, key=key, value=value)
+        producer.flush()
+        producer.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_zero(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3},
+        checkpoint={"every_events": 1000, "idle_s": 1.0},
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(2000, n_users=50)
+    config = write_config(tmp_path / "worker.toml", settings)
+    checkpoints = Path(str(settings.checkpoint.dir))
+    producer = produce_paced(settings, [event_record(e) for e in events], rate=500)
+
+    worker = WorkerProcess(config, tmp_path / "run1.log")
+    wait_for(
+        lambda: learned_in_checkpoint(checkpoints) > 0 or "learned" in worker.tail(),
+        60,
+        "the worker to start learning",
+    )
+    time.sleep(1.0)
+    started = time.monotonic()
+    code = worker.stop(signal.SIGTERM)
+    elapsed = time.monotonic() - started
+    assert code == 0, worker.tail()
+    assert elapsed < SHUTDOWN_BOUND_S
+    manifest = newest_manifest(checkpoints)
+    assert manifest is not None
+    stopped_at = {p: o for _, p, o in manifest["offsets"]}
+    assert 0 < manifest["ledger"]["count"] < len(events), "the stop must come mid-stream"
+    assert {p: committed_offsets(settings).get(p, 0) for p in stopped_at} == stopped_at
+
+    producer.join(30)
+    worker = WorkerProcess(config, tmp_path / "run2.log")
+    try:
+        wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
+    finally:
+        assert worker.stop() == 0, worker.tail()
+    final = newest_manifest(checkpoints)
+    assert final is not None
+    expected = EventLedger.expected(e.event_id for e in events)
+    assert EventLedger.from_json(final["ledger"]) == expected, "no event lost, none twice"
+
+
+def test_kill_9_then_restart_loses_no_event(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3},
+        checkpoint={"every_events": 400, "every_s": 600.0, "idle_s": 1.0},
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(3000, n_users=50)
+    config = write_config(tmp_path / "worker.toml", settings)
+    checkpoints = Path(str(settings.checkpoint.dir))
+    producer = produce_paced(settings, [event_record(e) for e in events], rate=400)
+
+    worker = WorkerProcess(config, tmp_path / "run1.log")
+    wait_for(lambda: learned_in_checkpoint(checkpoints) >= 1000, 90, "a few checkpoints")
+    time.sleep(0.37)  # land between checkpoints
+    worker.proc.kill()
+    worker.proc.wait(10)
+    killed_at = time.time()
+    restored = newest_manifest(checkpoints)
+    assert restored is not None
+    assert restored["ledger"]["count"] < len(events), "the kill must come mid-stream"
+
+    producer.join(60)
+    worker = WorkerProcess(config, tmp_path / "run2.log")
+    try:
+        wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+    # the restored state plus the re-applied events cover every event exactly once
+    final = newest_manifest(checkpoints)
+    assert final is not None
+    expected = EventLedger.expected(e.event_id for e in events)
+    assert EventLedger.from_json(final["ledger"]) == expected
+
+    # every user's final vector reflects their last event
+    records = read_topic(settings, settings.topics.user_vectors)
+    last_event = {e.user_id: e.event_id for e in events}
+    vectors = latest_by_key(records)
+    assert {u: v["last_event_id"] for u, v in vectors.items()} == last_event
+
+    # how many events the first run had learned (and published) after its last checkpoint
+    restored_at = {p: o for _, p, o in restored["offsets"]}
+    reached: dict[int, int] = {}
+    for r in records:
+        if r.timestamp / 1000 <= killed_at:
+            pos = json.loads(r.value)["last_position"]
+            reached[pos["partition"]] = max(reached.get(pos["partition"], 0), pos["offset"] + 1)
+    reapplied = sum(max(0, o - restored_at.get(p, 0)) for p, o in reached.items())
+    print(
+        f"\nkill -9 after {restored['ledger']['count']} checkpointed events;"
+        f" {reapplied} events learned after that checkpoint were re-applied on restart"
+    )
+    assert reapplied >= 0

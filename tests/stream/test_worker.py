@@ -1,0 +1,153 @@
+"""The stream worker against the real local Kafka broker: a clean run with bad records mixed in."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from helpers import (
+    all_committed,
+    committed_offsets,
+    create_topic,
+    end_offsets,
+    event_record,
+    latest_by_key,
+    make_events,
+    read_topic,
+    send_raw,
+    wait_for,
+)
+
+from learners.ledger import EventLedger
+from learners.river_mf import RiverMFLearner
+from schemas.dead_letter import HEADER_PREFIX, DeadLetter
+from schemas.settings import Settings
+from stream.metrics import WorkerMetrics
+from stream.worker import Worker
+
+pytestmark = pytest.mark.kafka
+
+
+def invalid_records(n: int) -> list[tuple[bytes | None, bytes, str]]:
+    """``n`` bad records of every kind: (key, value, expected reject code)."""
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    good = {
+        "event_id": "x",
+        "user_id": "user-1",
+        "item_id": "item-1",
+        "event_type": "click",
+        "timestamp": "2026-03-01T00:00:00Z",
+    }
+    kinds: list[tuple[bytes, str]] = [
+        (b'{"event_id": "broken', "malformed_json"),
+        (b"\xff\xfe not utf-8", "not_utf8"),
+        (json.dumps({**good, "event_type": "teleport"}).encode(), "unknown_event_type"),
+        (json.dumps({**good, "event_type": "rating", "value": 9}).encode(), "schema_violation"),
+        (json.dumps({**good, "surprise": 1}).encode(), "schema_violation"),
+        (
+            json.dumps({k: v for k, v in good.items() if k != "user_id"}).encode(),
+            "schema_violation",
+        ),
+        (json.dumps({**good, "timestamp": future}).encode(), "future_timestamp"),
+        (json.dumps({**good, "review_text": "x" * 70_000}).encode(), "oversize"),
+        (
+            b'{"event_id": "n", "user_id": "u", "item_id": "i", "event_type": "view",'
+            b' "value": NaN, "timestamp": "2026-03-01T00:00:00Z"}',
+            "schema_violation",
+        ),
+        (b"[1, 2, 3]", "schema_violation"),
+    ]
+    return [
+        (f"bad-{i}".encode(), kinds[i % len(kinds)][0], kinds[i % len(kinds)][1]) for i in range(n)
+    ]
+
+
+def test_clean_run_learns_every_valid_event_once_and_dead_letters_the_rest(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        batch={"max_events": 64, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.5, "every_events": 500}
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(2000, n_users=50)
+    bad = invalid_records(100)
+    # interleave: a bad record after every 20 good ones
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for i, event in enumerate(events):
+        records.append(event_record(event))
+        if i % 20 == 19:
+            key, value, _ = bad[i // 20]
+            records.append((key, value))
+    send_raw(settings, records)
+
+    learner = RiverMFLearner(settings.learner.river_mf)
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        ends = end_offsets(settings, settings.topics.events)
+        wait_for(
+            lambda: committed_offsets(settings) == ends,
+            120,
+            "committed offsets to reach the end offsets",
+        )  # every partition has records
+        # every valid event learned exactly once
+        assert learner.ledger == EventLedger.expected(e.event_id for e in events)
+        # every user's newest vector reflects their last event
+        last_event = {e.user_id: e.event_id for e in events}
+        vectors = latest_by_key(read_topic(settings, settings.topics.user_vectors))
+        assert set(vectors) == set(last_event)
+        assert {u: v["last_event_id"] for u, v in vectors.items()} == last_event
+        # exactly the bad records as dead letters, with reasons, sources and original bytes
+        letters = read_topic(settings, settings.topics.dead_letters, expect=100)
+        assert len(letters) == 100
+        by_key = {k: (v, code) for k, v, code in bad}
+        for record in letters:
+            letter = DeadLetter.model_validate_json(record.value)
+            value, code = by_key[record.key]
+            assert letter.code.value == code
+            assert letter.original_value == value
+            assert letter.reason
+            assert letter.source.topic == settings.topics.events
+            headers = dict(record.headers)
+            assert headers[HEADER_PREFIX + "code"] == code.encode()
+            assert int(headers[HEADER_PREFIX + "offset"]) == letter.source.offset
+            assert base64.b64decode(json.loads(record.value)["original_value"]) == value
+        assert thread.is_alive(), "the worker must still be running"
+    finally:
+        worker.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(
+        batch={"max_events": 16, "max_wait_s": 0.2}, checkpoint={"idle_s": 0.3}
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(100, n_users=5)
+    records = [event_record(e) for e in events]
+    send_raw(settings, records + records[:30])  # a producer retried 30 events
+    learner = RiverMFLearner()
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: all_committed(settings), 60, "all records committed")
+        assert learner.ledger == EventLedger.expected(e.event_id for e in events)
+    finally:
+        worker.request_stop()
+        thread.join(30)
+
+
+def test_missing_events_topic_is_a_clear_error(make_settings: Callable[..., Settings]) -> None:
+    from stream.clients import MissingTopic
+
+    settings = make_settings()
+    worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False))
+    with pytest.raises(MissingTopic, match="does not exist"):
+        worker.run()
