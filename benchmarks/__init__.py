@@ -1,0 +1,1 @@
+"""lorastream's benchmarks: ``python -m benchmarks <suite>`` (see benchmarks/README.md)."""

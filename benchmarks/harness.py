@@ -1,0 +1,168 @@
+"""The benchmark harness: machine description, result files, the README's tables.
+
+Every suite writes ``benchmarks/results/<suite>.json``::
+
+    {"suite", "generated_at", "machine": {...}, "params": {...},
+     "results": [{"contender", "stream", "metric", "value", "unit"}, ...]}
+
+and :func:`render_readme` rebuilds the results section of ``benchmarks/README.md``
+from all result files, so the tables are never edited by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+__all__ = ["README", "RESULTS_DIR", "Row", "machine", "render_readme", "write_results"]
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class Row:
+    contender: str
+    stream: str | None
+    metric: str
+    value: float
+    unit: str
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"model name\s*:\s*(.+)", text)
+    return match.group(1).strip() if match else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import psutil
+
+    libs = {}
+    for name in ("torch", "transformers", "peft", "river", "kafka-python", "numpy"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    from deploy.kafka.broker import _kafka_version
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "libraries": libs,
+        "kafka_broker": _kafka_version(),
+    }
+
+
+def write_results(
+    suite: str, params: dict[str, Any], rows: list[Row], notes: list[str] | None = None
+) -> Path:
+    """Write the suite's result file and refresh the README."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{suite}.json"
+    doc = {
+        "suite": suite,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "params": params,
+        "results": [asdict(r) for r in rows],
+        "notes": notes or [],
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    render_readme()
+    return path
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _section(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    lines = [
+        f"### `{doc['suite']}`",
+        "",
+        f"Measured {doc['generated_at'][:16].replace('T', ' ')} UTC on {m['cpu']},"
+        f" {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB{gpu};"
+        f" Kafka {m.get('kafka_broker', '?')}, "
+        + ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items())
+        + ".",
+        "",
+        "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in doc["params"].items()) + ".",
+        "",
+        *_pivot(doc["results"]),
+    ]
+    plots = sorted(RESULTS_DIR.glob(f"{doc['suite']}*.png"))
+    lines += [""] + [f"![{p.stem}](results/{p.name})" for p in plots]
+    if doc.get("notes"):
+        lines += [""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _pivot(results: list[dict[str, Any]]) -> list[str]:
+    """One row per (contender, stream), one column per metric (unit in the header)."""
+    metrics: dict[str, str] = {}
+    table: dict[tuple[str, str], dict[str, float]] = {}
+    for r in results:
+        metrics.setdefault(r["metric"], r["unit"])
+        table.setdefault((r["contender"], r["stream"] or ""), {})[r["metric"]] = float(r["value"])
+    header = (
+        "| contender | stream | "
+        + " | ".join(f"{m} ({u})" if u else m for m, u in metrics.items())
+        + " |"
+    )
+    lines = [header, "|---|---|" + "---:|" * len(metrics)]
+    for (contender, stream), values in table.items():
+        cells = [_fmt(values[m]) if m in values else "" for m in metrics]
+        lines.append(f"| {contender} | {stream} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_readme() -> None:
+    """Rebuild the generated part of benchmarks/README.md from the result files."""
+    sections = []
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        sections.append(_section(json.loads(path.read_text())))
+    generated = (
+        f"{BEGIN}\n<!-- generated by `python -m benchmarks`; do not edit by hand -->\n\n"
+        + "\n".join(sections)
+        + END
+    )
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    README.write_text(head + generated + tail)
