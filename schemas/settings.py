@@ -32,7 +32,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from schemas.learner_config import RiverMFConfig
+from schemas.learner_config import LLMConfig, RiverMFConfig
 
 __all__ = [
     "BatchSettings",
@@ -194,7 +194,8 @@ class LearnerSettings(BaseModel):
 
     model_config = _SECTION
 
-    kind: Literal["river-mf"] = "river-mf"
+    kind: Literal["llm", "river-mf"] = "llm"
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     river_mf: RiverMFConfig = Field(default_factory=RiverMFConfig)
 
 
