@@ -78,16 +78,22 @@ def run(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
     learner: Annotated[str | None, typer.Option(help="learner kind (llm, river-mf)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Hugging Face model id or path for the llm learner")
+    ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint directory")] = None,
     group: Annotated[str | None, typer.Option(help="consumer group id")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus/health port")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the stream worker until SIGTERM/SIGINT (then finish the batch, checkpoint, commit)."""
+    learner_section: dict[str, Any] = {"kind": learner}
+    if model:
+        learner_section["llm"] = {"model": model}
     settings = load_settings(
         config,
         bootstrap,
-        learner={"kind": learner},
+        learner=learner_section,
         checkpoint={"dir": checkpoint_dir},
         consumer={"group_id": group},
         metrics={"port": metrics_port},
