@@ -170,21 +170,37 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     assert EventLedger.from_json(final["ledger"]) == expected, "no event lost, none twice"
 
 
+# (learner, events, rate/s, checkpoint every, kill after this many checkpointed events)
+KILL_CASES = [("river-mf", 3000, 400.0, 400, 1000), ("llm", 900, 60.0, 150, 300)]
+
+
+@pytest.mark.parametrize(
+    ("learner", "n_events", "rate", "every", "kill_after"),
+    KILL_CASES,
+    ids=[c[0] for c in KILL_CASES],
+)
 def test_kill_9_then_restart_loses_no_event(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    learner: str,
+    n_events: int,
+    rate: float,
+    every: int,
+    kill_after: int,
 ) -> None:
     settings = make_settings(
         batch={"max_events": 50, "max_wait_s": 0.3},
-        checkpoint={"every_events": 400, "every_s": 600.0, "idle_s": 1.0},
+        checkpoint={"every_events": every, "every_s": 600.0, "idle_s": 1.0},
+        learner={"kind": learner},
     )
     create_topic(settings, settings.topics.events)
-    events = make_events(3000, n_users=50)
+    events = make_events(n_events, n_users=50)
     config = write_config(tmp_path / "worker.toml", settings)
     checkpoints = Path(str(settings.checkpoint.dir))
-    producer = produce_paced(settings, [event_record(e) for e in events], rate=400)
+    producer = produce_paced(settings, [event_record(e) for e in events], rate=rate)
 
     worker = WorkerProcess(config, tmp_path / "run1.log")
-    wait_for(lambda: learned_in_checkpoint(checkpoints) >= 1000, 90, "a few checkpoints")
+    wait_for(lambda: learned_in_checkpoint(checkpoints) >= kill_after, 180, "a few checkpoints")
     time.sleep(0.37)  # land between checkpoints
     worker.proc.kill()
     worker.proc.wait(10)
@@ -196,9 +212,10 @@ def test_kill_9_then_restart_loses_no_event(
     producer.join(60)
     worker = WorkerProcess(config, tmp_path / "run2.log")
     try:
-        wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
+        wait_for(lambda: all_committed(settings), 240, "the restarted worker to catch up")
     finally:
         assert worker.stop() == 0, worker.tail()
+    assert f"resuming from checkpoint ckpt-{restored['sequence']:012d}" in worker.tail()
 
     # the restored state plus the re-applied events cover every event exactly once
     final = newest_manifest(checkpoints)
@@ -221,7 +238,7 @@ def test_kill_9_then_restart_loses_no_event(
             reached[pos["partition"]] = max(reached.get(pos["partition"], 0), pos["offset"] + 1)
     reapplied = sum(max(0, o - restored_at.get(p, 0)) for p, o in reached.items())
     print(
-        f"\nkill -9 after {restored['ledger']['count']} checkpointed events;"
+        f"\n{learner}: kill -9 after {restored['ledger']['count']} checkpointed events;"
         f" {reapplied} events learned after that checkpoint were re-applied on restart"
     )
     assert reapplied >= 0

@@ -1,0 +1,212 @@
+"""The LLM learner: frozen backbone, LoRA through PEFT, learning, checkpoints, bounds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learners.backbone import frozen_fingerprint, resolve_model_path
+from learners.llm import LLMLearner
+from schemas.events import InteractionEvent
+from schemas.learner_config import LLMConfig, ReplayConfig
+from schemas.vectors import SourcePosition
+from stream.sources.synthetic import SyntheticConfig, SyntheticStream
+
+
+def positions(start: int, n: int) -> list[SourcePosition]:
+    return [SourcePosition(topic="t", partition=0, offset=start + k) for k in range(n)]
+
+
+def stream(n: int, seed: int = 0, **kw: object) -> list[InteractionEvent]:
+    return list(SyntheticStream(SyntheticConfig(seed=seed, **kw)).events(n))  # type: ignore[arg-type]
+
+
+def learn(
+    learner: LLMLearner, events: list[InteractionEvent], batch: int = 64, start: int = 0
+) -> list[float]:
+    losses = []
+    for k in range(0, len(events), batch):
+        chunk = events[k : k + batch]
+        report = learner.learn_many(chunk, positions(start + k, len(chunk)))
+        if report.loss is not None:
+            losses.append(report.loss)
+    return losses
+
+
+def test_the_backbone_is_bit_identical_after_updates_and_the_adapter_is_not() -> None:
+    learner = LLMLearner(LLMConfig())
+    before = frozen_fingerprint(learner.backbone.model)
+    lora_before = [p.detach().clone() for p in learner._lora]
+    learn(learner, stream(192))
+    assert frozen_fingerprint(learner.backbone.model) == before
+    assert any(not torch.equal(a, p) for a, p in zip(lora_before, learner._lora, strict=True))
+    trainable = {n for n, p in learner.backbone.model.named_parameters() if p.requires_grad}
+    assert trainable
+    assert all("lora_" in n for n in trainable)
+
+
+def test_vectors_are_unit_length_and_fold_the_item_bias() -> None:
+    learner = LLMLearner(LLMConfig())
+    events = stream(128)
+    learn(learner, events)
+    users = learner.user_vectors([e.user_id for e in events])
+    items = learner.item_vectors([e.item_id for e in events])
+    np.testing.assert_allclose(np.linalg.norm(users.vectors[:, :-1], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(users.vectors[:, -1], 1.0)
+    np.testing.assert_allclose(np.linalg.norm(items.vectors[:, :-1], axis=1), 1.0, atol=1e-5)
+    # a plain dot product ranks items exactly as the model scores them (times temperature)
+    user = users.ids[0]
+    model = learner.score(user, items.ids)
+    dot = items.vectors @ users.vectors[0]
+    np.testing.assert_allclose(dot, model * learner.config.temperature, rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_decoders_learn_with_last_token_pooling(tiny_decoder: Path) -> None:
+    learner = LLMLearner(LLMConfig(model=str(tiny_decoder), max_item_tokens=24))
+    assert learner.backbone.family == "decoder"
+    assert learner.backbone.pooling == "last"
+    before = frozen_fingerprint(learner.backbone.model)
+    losses = learn(learner, stream(128))
+    assert losses
+    assert all(np.isfinite(losses))
+    vectors = learner.user_vectors(["user-0", "user-1"]).vectors
+    assert vectors.shape[1] == 64 + 1
+    assert np.isfinite(vectors).all()
+    assert frozen_fingerprint(learner.backbone.model) == before
+
+
+def test_prompt_user_tower_reads_the_history() -> None:
+    learner = LLMLearner(LLMConfig(user_tower="prompt", max_user_tokens=64))
+    losses = learn(learner, stream(96))
+    assert losses
+    assert all(np.isfinite(losses))
+    assert "Recent activity" in learner._prompt(learner._snapshot("user-0"))
+
+
+def test_a_non_finite_loss_skips_the_update_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    learner = LLMLearner(LLMConfig())
+    events = stream(128)
+    learn(learner, events[:64])
+    params = {n: p.detach().clone() for n, p in learner.heads.named_parameters()}
+    lora = [p.detach().clone() for p in learner._lora]
+    original = learner._loss
+
+    def poisoned(*args: object, **kwargs: object) -> object:
+        loss, slots, pooled = original(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan"), slots, pooled
+
+    monkeypatch.setattr(learner, "_loss", poisoned)
+    report = learner.learn_many(events[64:], positions(64, 64))
+    assert report.skipped_update
+    assert learner.skipped_updates == 1
+    for name, p in learner.heads.named_parameters():
+        assert torch.equal(p, params[name]), name
+    assert all(torch.equal(a, b) for a, b in zip(lora, learner._lora, strict=True))
+
+
+def test_state_stays_bounded() -> None:
+    config = LLMConfig(
+        max_users=10,
+        max_items=50,
+        history_len=5,
+        replay=ReplayConfig(capacity=40, max_bytes=20_000),
+    )
+    learner = LLMLearner(config)
+    learn(learner, stream(640, n_users=40, n_items=200))
+    sizes = learner.state_sizes()
+    assert sizes["users"][0] <= 10
+    assert sizes["items"][0] <= 50
+    assert sizes["replay_examples"][0] <= 40
+    assert sizes["replay_bytes"][0] <= 20_000
+    assert all(len(learner.history.recent(u)) <= 5 for u in learner.history.users())
+
+
+def test_the_adapter_is_saved_in_peft_format(tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    learner = LLMLearner(LLMConfig())
+    learn(learner, stream(64))
+    learner.save(tmp_path)
+    config = json.loads((tmp_path / "adapter" / "learner_config.json").read_text())
+    assert config["model"] == "all-MiniLM-L6-v2"
+    base = AutoModel.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
+    loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    ours = dict(learner.backbone.model.named_parameters())
+    for name, p in loaded.named_parameters():
+        if "lora_" in name:
+            torch.testing.assert_close(p, ours[name])
+
+
+RESTORE_SCRIPT = """
+import sys, json, numpy as np
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_llm import positions, stream
+from learners.llm import LLMLearner
+from schemas.learner_config import LLMConfig
+learner = LLMLearner(LLMConfig())
+learner.load(Path({ckpt!r}))
+users = [f"user-{{i}}" for i in range(60)]
+before = learner.user_vectors(users)
+events = stream(384, seed=5)[320:384]
+learner.learn_many(events, positions(320, 64))
+after = learner.user_vectors(users)
+items = learner.item_vectors([f"item-{{i}}" for i in range(400)])
+np.savez({out!r}, before=before.vectors, after=after.vectors, items=items.vectors)
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_restores_in_a_fresh_process_to_the_same_vectors_and_next_update(
+    tmp_path: Path,
+) -> None:
+    events = stream(384, seed=5)
+    learner = LLMLearner(LLMConfig())
+    learn(learner, events[:320])
+    learner.save(tmp_path / "ckpt")
+    users = [f"user-{i}" for i in range(60)]
+    before = learner.user_vectors(users).vectors
+    learner.learn_many(events[320:384], positions(320, 64))
+    after = learner.user_vectors(users).vectors
+    items = learner.item_vectors([f"item-{i}" for i in range(400)]).vectors
+    script = RESTORE_SCRIPT.format(
+        tests=str(Path(__file__).parent), ckpt=str(tmp_path / "ckpt"), out=str(tmp_path / "out.npz")
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    other = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(other["before"], before, atol=1e-6)
+    np.testing.assert_allclose(other["after"], after, atol=1e-6)
+    np.testing.assert_allclose(other["items"], items, atol=1e-6)
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
+    learner = LLMLearner(LLMConfig())
+    learn(learner, stream(64))
+    learner.save(tmp_path)
+    with pytest.raises(ValueError, match="different learner settings"):
+        LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_runs_the_backbone_in_bfloat16_and_learns() -> None:
+    learner = LLMLearner(LLMConfig(device="cuda"))
+    assert learner.backbone.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in learner._lora)
+    before = frozen_fingerprint(learner.backbone.model)
+    losses = learn(learner, stream(256))
+    assert losses
+    assert all(np.isfinite(losses))
+    assert learner.prequential.tests > 0
+    assert frozen_fingerprint(learner.backbone.model) == before
+    vectors = learner.user_vectors(["user-0"]).vectors
+    assert np.isfinite(vectors).all()
