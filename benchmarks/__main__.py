@@ -8,6 +8,8 @@ import sys
 
 SUITES = {
     "spine": "benchmarks.spine",
+    "quality": "benchmarks.quality",
+    "speed": "benchmarks.speed",
 }
 
 

@@ -1,0 +1,474 @@
+"""Suite ``speed``: how fast the LLM learner learns, alone and behind the real Kafka pipeline.
+
+Parts (``--parts``, comma-separated):
+
+``step``
+    The bare learner step (``learn_many``) for the default model over batch sizes and
+    item text lengths: events/s, backbone tokens/s, and model-FLOPs utilisation.
+    FLOPs are estimated as ``4·N·T`` per trained token (forward ``2·N·T`` plus the
+    backward pass to the activations ``2·N·T``; the frozen base needs no weight
+    gradients, LoRA's are negligible) and ``2·N·T`` per forward-only token, with ``N``
+    the backbone's non-embedding parameters. The peak is a measured large fp32 matmul
+    on the same machine (stated in the results), not a datasheet number.
+``pipeline``
+    End-to-end events/s through the real local Kafka (produce → consume → validate →
+    learn → vectors acknowledged → commit) divided by the bare step's events/s on the
+    same events at the same batch shape; the share of the work thread's time per stage.
+``freshness``
+    Event→vector latency p50/p95/p99 at offered loads of 50% and 80% of the measured
+    pipeline capacity.
+``memory``
+    Resident memory sampled over a long run with small state limits: it must stay flat
+    once the buffers are full.
+
+    python -m benchmarks speed [--parts step,pipeline,freshness,memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from benchmarks.harness import RESULTS_DIR, Row, write_results
+from schemas.events import InteractionEvent
+from schemas.learner_config import LLMConfig, ReplayConfig
+from schemas.settings import Settings
+from schemas.vectors import SourcePosition
+
+log = logging.getLogger(__name__)
+
+
+def peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s on this machine (the MFU denominator)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
+def text_events(n: int, tokens: int, seed: int = 0) -> list[InteractionEvent]:
+    """Synthetic events whose item texts run to about ``tokens`` tokens."""
+    from stream.sources.synthetic import SyntheticConfig, SyntheticStream
+
+    stream = SyntheticStream(SyntheticConfig(n_users=500, n_items=3000, seed=seed))
+    out = []
+    for e in stream.events(n):
+        assert e.item is not None
+        description = (
+            (e.item.description or "")
+            + " "
+            + " ".join(["with details about its make, use and story"] * (tokens // 8))
+        )
+        item = e.item.model_copy(update={"description": description[:2000]})
+        out.append(e.model_copy(update={"item": item}))
+    return out
+
+
+def positions(start: int, n: int) -> list[SourcePosition]:
+    return [SourcePosition(topic="bench", partition=0, offset=start + k) for k in range(n)]
+
+
+@dataclass
+class StepResult:
+    events_per_s: float
+    tokens_per_s: float
+    train_tokens_per_s: float
+    mfu: float
+
+
+def bare_steps(
+    config: LLMConfig,
+    events: list[InteractionEvent],
+    batch: int,
+    warmup: int,
+    measure: int,
+    peak: float,
+) -> StepResult:
+    from learners.llm import LLMLearner
+
+    learner = LLMLearner(config)
+    for k in range(warmup):
+        learner.learn_many(events[k * batch : (k + 1) * batch], positions(k * batch, batch))
+    bb = learner.backbone
+    trained0, encoded0 = bb.tokens_trained, bb.tokens_encoded
+    t0 = time.perf_counter()
+    done = 0
+    for k in range(warmup, warmup + measure):
+        chunk = events[k * batch : (k + 1) * batch]
+        learner.learn_many(chunk, positions(k * batch, len(chunk)))
+        done += len(chunk)
+    if learner.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    trained, encoded = bb.tokens_trained - trained0, bb.tokens_encoded - encoded0
+    n = bb.non_embedding_parameters()
+    flops = 4 * n * trained + 2 * n * encoded
+    return StepResult(
+        done / elapsed, (trained + encoded) / elapsed, trained / elapsed, flops / elapsed / peak
+    )
+
+
+def part_step(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> None:
+    peak = peak_flops()
+    from learners.backbone import load_backbone
+
+    n = load_backbone(LLMConfig()).non_embedding_parameters()
+    notes.append(
+        f"MFU = (4·N·T_trained + 2·N·T_forward) / time / peak, N = {n:,} non-embedding"
+        f" parameters of {LLMConfig().model}; peak = measured fp32 2048² matmul"
+        f" = {peak / 1e9:.0f} GFLOP/s."
+    )
+    for tokens in args.token_lengths:
+        events = text_events((args.warmup + args.measure) * max(args.batch_sizes), tokens)
+        for batch in args.batch_sizes:
+            config = LLMConfig(max_item_tokens=tokens, max_grad_items=batch)
+            r = bare_steps(config, events, batch, args.warmup, args.measure, peak)
+            name = f"learner step B={batch} T≤{tokens}"
+            log.info(
+                "%s: %.1f events/s, %.0f tokens/s, MFU %.3f",
+                name,
+                r.events_per_s,
+                r.tokens_per_s,
+                r.mfu,
+            )
+            rows += [
+                Row(name, "synthetic", "events_per_s", r.events_per_s, "events/s"),
+                Row(name, "synthetic", "tokens_per_s", r.tokens_per_s, "tokens/s"),
+                Row(name, "synthetic", "train_tokens_per_s", r.train_tokens_per_s, "tokens/s"),
+                Row(name, "synthetic", "mfu", r.mfu, "fraction"),
+            ]
+
+
+# -- through Kafka ---------------------------------------------------------------------------
+
+
+def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings.load(
+        None,
+        {},
+        kafka={"bootstrap_servers": bootstrap, "client_id": f"speed-{run}"},
+        topics={
+            "events": f"speed-{run}.events",
+            "user_vectors": f"speed-{run}.users",
+            "item_vectors": f"speed-{run}.items",
+            "dead_letters": f"speed-{run}.dlq",
+        },
+        consumer={"group_id": f"speed-{run}"},
+        batch={"max_events": batch, "max_wait_s": 1.0},
+        checkpoint={"dir": str(root / run), "every_events": 10_000, "every_s": 120.0},
+        learner={"kind": "llm", "llm": llm.model_dump()},
+        metrics={"enabled": False},
+    )
+
+
+class RunningWorker:
+    """A worker in a background thread, with per-batch timestamps."""
+
+    def __init__(self, settings: Settings) -> None:
+        from learners.llm import LLMLearner
+        from stream.metrics import WorkerMetrics
+        from stream.worker import BatchSummary, Worker
+
+        create_topics(settings)
+        self.settings = settings
+        self.marks: list[tuple[float, int]] = []
+        self.latencies: list[np.ndarray] = []
+
+        def observe(summary: BatchSummary) -> None:
+            self.marks.append((time.perf_counter(), summary.records))
+            self.latencies.append(summary.latencies)
+
+        self.learner = LLMLearner(settings.learner.llm)
+        self.worker = Worker(
+            settings, self.learner, WorkerMetrics(process=False), observers=[observe]
+        )
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+
+    def __enter__(self) -> RunningWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.request_stop()
+        self.thread.join(120)
+
+    def processed(self) -> int:
+        return sum(n for _, n in self.marks)
+
+
+def create_topics(settings: Settings) -> None:
+    from stream.clients import ensure_output_topics, make_admin
+
+    admin = make_admin(settings)
+    try:
+        ensure_output_topics(admin, settings, include_events=True)
+    finally:
+        admin.close()
+
+
+def send(settings: Settings, events: list[InteractionEvent], rate: float | None = None) -> None:
+    from stream.clients import make_producer
+    from stream.sender import Pacer, send_events
+
+    producer = make_producer(settings, compression_type=None)
+    try:
+        send_events(producer, settings.topics.events, events, Pacer(rate=rate))
+    finally:
+        producer.close(10)
+
+
+def part_pipeline(
+    args: argparse.Namespace,
+    bootstrap: str,
+    root: Path,
+    rows: list[Row],
+    notes: list[str],
+    state: dict[str, Any],
+) -> None:
+    batch = args.pipeline_batch
+    events = text_events(args.pipeline_events, 32, seed=3)
+    config = LLMConfig()
+    bare = bare_steps(
+        config, events, batch, warmup=0, measure=len(events) // batch, peak=peak_flops()
+    )
+    settings = worker_settings(bootstrap, root, batch, config)
+    create_topics(settings)
+    send(settings, events)  # pre-produced: the worker always finds full batches
+    with RunningWorker(settings) as running:
+        deadline = time.monotonic() + 1800
+        while running.processed() < len(events) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        marks = running.marks
+        stages = dict(running.worker.stages.seconds)
+    first_end, first_n = marks[0]
+    e2e = (sum(n for _, n in marks) - first_n) / (marks[-1][0] - first_end)
+    efficiency = e2e / bare.events_per_s
+    state["capacity"] = e2e
+    name = f"lorastream worker B={batch}"
+    rows += [
+        Row(name, "synthetic", "events_per_s", e2e, "events/s"),
+        Row(
+            f"learner step B={batch} (same events)",
+            "synthetic",
+            "events_per_s",
+            bare.events_per_s,
+            "events/s",
+        ),
+        Row(name, "synthetic", "pipeline_efficiency", efficiency, "ratio"),
+    ]
+    total = sum(v for k, v in stages.items() if k != "poll") or 1.0
+    for stage, seconds in sorted(stages.items()):
+        if stage != "poll":
+            rows.append(Row(name, "synthetic", f"stage_share_{stage}", seconds / total, "fraction"))
+    notes.append(
+        f"pipeline: {e2e:.1f} events/s through Kafka vs {bare.events_per_s:.1f}"
+        f" events/s for the bare step on the same {len(events)} events at B={batch}"
+        f" (efficiency {efficiency:.2f}); stage shares exclude time waiting in poll."
+    )
+
+
+def part_freshness(
+    args: argparse.Namespace,
+    bootstrap: str,
+    root: Path,
+    rows: list[Row],
+    notes: list[str],
+    state: dict[str, Any],
+) -> None:
+    capacity = state.get("capacity") or args.capacity
+    if not capacity:
+        raise SystemExit("freshness needs the pipeline part first, or --capacity")
+    for load in (0.5, 0.8):
+        rate = load * capacity
+        n = int(rate * args.freshness_seconds)
+        events = text_events(n, 32, seed=int(load * 10))
+        settings = worker_settings(bootstrap, root, args.pipeline_batch, LLMConfig())
+        with RunningWorker(settings) as running:
+            while not running.worker.health.model_loaded or not running.worker.health.ready()[0]:
+                time.sleep(0.2)
+            send(settings, events, rate=rate)
+            deadline = time.monotonic() + 600
+            while running.processed() < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            latencies = np.concatenate(running.latencies) if running.latencies else np.zeros(0)
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        name = f"lorastream worker at {int(load * 100)}% load"
+        log.info("%s (%.1f events/s): p50 %.2fs p95 %.2fs p99 %.2fs", name, rate, p50, p95, p99)
+        rows += [
+            Row(name, "synthetic", "offered_events_per_s", rate, "events/s"),
+            Row(name, "synthetic", "latency_p50_s", float(p50), "s"),
+            Row(name, "synthetic", "latency_p95_s", float(p95), "s"),
+            Row(name, "synthetic", "latency_p99_s", float(p99), "s"),
+        ]
+
+
+def part_memory(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> None:
+    from learners.llm import LLMLearner
+
+    config = LLMConfig(
+        max_users=300,
+        max_items=1000,
+        history_len=10,
+        replay=ReplayConfig(capacity=2000, max_bytes=2_000_000),
+    )
+    learner = LLMLearner(config)
+    process = psutil.Process()
+    batch, samples = 64, []
+    from stream.sources.synthetic import SyntheticConfig, SyntheticStream
+
+    stream = SyntheticStream(SyntheticConfig(n_users=3000, n_items=5000, seed=9))
+    events = stream.events(args.memory_events)
+    chunk: list[InteractionEvent] = []
+    seen = 0
+    for e in events:
+        chunk.append(e)
+        if len(chunk) == batch:
+            learner.learn_many(chunk, positions(seen, batch))
+            seen += batch
+            chunk = []
+            if (seen // batch) % 10 == 0:
+                samples.append((seen, process.memory_info().rss))
+    xs, rss = np.array([s for s, _ in samples]), np.array([r for _, r in samples])
+    half = len(rss) // 2
+    growth = (rss[half:].max() - rss[half]) / rss[half]
+    rows += [
+        Row(
+            "lorastream learner (bounded state)",
+            "synthetic",
+            "rss_bytes_max",
+            float(rss.max()),
+            "bytes",
+        ),
+        Row(
+            "lorastream learner (bounded state)",
+            "synthetic",
+            "rss_growth_second_half",
+            float(growth),
+            "fraction",
+        ),
+    ]
+    notes.append(
+        f"memory: {args.memory_events} events through a learner bounded at 300 users,"
+        f" 1000 items, 2000 replay examples; RSS {rss[0] / 2**20:.0f} → "
+        f"{rss.max() / 2**20:.0f} MiB, growth over the second half {growth:.1%}."
+    )
+    plot_memory(xs, rss, RESULTS_DIR / "speed-memory.png")
+
+
+def plot_memory(xs: np.ndarray, rss: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, rss / 2**20)
+    ax.set(title="resident memory, bounded state", xlabel="events learned", ylabel="MiB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_steps(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [
+        r
+        for r in rows
+        if r.contender.startswith("learner step B=")
+        and "T≤" in r.contender
+        and r.metric == "events_per_s"
+    ]
+    if not steps:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    by_t: dict[str, list[tuple[int, float]]] = {}
+    for r in steps:
+        b, t = r.contender.split("B=")[1].split(" T≤")
+        by_t.setdefault(t, []).append((int(b), r.value))
+    for t, points in sorted(by_t.items(), key=lambda x: int(x[0])):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"T≤{t}")
+    ax.set(xscale="log", title="bare learner step", xlabel="batch size", ylabel="events/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks speed")
+    parser.add_argument("--parts", default="step,pipeline,freshness,memory")
+    parser.add_argument(
+        "--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256]
+    )
+    parser.add_argument(
+        "--token-lengths", type=lambda s: [int(x) for x in s.split(",")], default=[32, 128]
+    )
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--measure", type=int, default=4)
+    parser.add_argument("--pipeline-batch", type=int, default=64)
+    parser.add_argument("--pipeline-events", type=int, default=1280)
+    parser.add_argument("--freshness-seconds", type=float, default=60.0)
+    parser.add_argument("--capacity", type=float, default=None)
+    parser.add_argument("--memory-events", type=int, default=20_000)
+    parser.add_argument("--bootstrap-servers", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("learners.backbone", "stream", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    parts = args.parts.split(",")
+    rows: list[Row] = []
+    notes: list[str] = []
+    state: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if "step" in parts:
+            part_step(args, rows, notes)
+        if {"pipeline", "freshness"} & set(parts):
+            from deploy.kafka import LocalKafka
+
+            bootstrap = (
+                args.bootstrap_servers or stack.enter_context(LocalKafka()).bootstrap_servers
+            )
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            if "pipeline" in parts:
+                part_pipeline(args, bootstrap, root, rows, notes, state)
+            if "freshness" in parts:
+                part_freshness(args, bootstrap, root, rows, notes, state)
+        if "memory" in parts:
+            part_memory(args, rows, notes)
+    plot_steps(rows, RESULTS_DIR / "speed-steps.png")
+    suite = (
+        "speed"
+        if set(parts) == {"step", "pipeline", "freshness", "memory"}
+        else "speed-" + "-".join(parts)
+    )
+    write_results(
+        suite, {k: v for k, v in vars(args).items() if k != "bootstrap_servers"}, rows, notes
+    )
+    return 0
