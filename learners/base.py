@@ -51,7 +51,9 @@ class LearnReport:
     loss: float | None = None
     skipped_update: bool = False  # a non-finite loss left the parameters unchanged
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (batch index, reason)
-    metrics: dict[str, float] = field(default_factory=dict)  # prequential sums etc.
+    metrics: dict[str, float] = field(default_factory=dict)  # rolling prequential metrics etc.
+    test_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 1 - hit@10 per test
+    example_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per example
 
 
 @runtime_checkable
@@ -68,6 +70,15 @@ class Learner(Protocol):
     @property
     def ledger(self) -> EventLedger:
         """Count and fingerprint of the events this state reflects."""
+        ...
+
+    @property
+    def updates(self) -> int:
+        """Updates applied so far (the adapter version)."""
+        ...
+
+    def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
+        """Scale learning rate (and replay mix, where there is one) until called again."""
         ...
 
     def learn_many(

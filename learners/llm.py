@@ -149,7 +149,7 @@ class LLMLearner:
         started = time.perf_counter()
         self._register_items(events)
         batch = self._walk(events, positions)
-        tested = self._test(batch)
+        hits = self._test(batch)
         if batch.positive_slots:  # counted after the test: a test never sees its own event
             self.catalog.add_counts(
                 np.asarray(batch.positive_slots),
@@ -157,7 +157,7 @@ class LLMLearner:
                 self._t + len(events),
             )
         replayed = self._replayed(len(batch.examples))
-        loss, skipped = self._step(batch, replayed)
+        loss, skipped, losses = self._step(batch, replayed)
         if self.config.replay.enabled:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
         self._refresh_cache()
@@ -166,13 +166,14 @@ class LLMLearner:
         self._updates += 0 if skipped else 1
         metrics = {
             **self.prequential.summary(),
-            "tested": float(tested),
+            "tested": float(len(hits)),
             "replayed": float(len(replayed)),
             "learn_seconds": time.perf_counter() - started,
             "replay_fill": len(self.replay) / self.config.replay.capacity,
             "replay_ratio": self.config.replay.ratio * self._replay_factor
             if self.config.replay.enabled
             else 0.0,
+            **self._gpu_memory(),
         }
         return LearnReport(
             events=len(events),
@@ -181,7 +182,17 @@ class LLMLearner:
             loss=loss,
             skipped_update=skipped,
             metrics=metrics,
+            test_errors=1.0 - hits,
+            example_losses=losses,
         )
+
+    def _gpu_memory(self) -> dict[str, float]:
+        if self.device.type != "cuda":
+            return {}
+        return {
+            "gpu_memory_allocated_bytes": float(torch.cuda.memory_allocated(self.device)),
+            "gpu_memory_reserved_bytes": float(torch.cuda.memory_reserved(self.device)),
+        }
 
     # -- items ---------------------------------------------------------------------------
 
@@ -343,11 +354,11 @@ class LLMLearner:
         bias = self._biases(flat, t).reshape(E, C)
         return torch.einsum("ed,ecd->ec", users, items) / self.config.temperature + bias
 
-    def _test(self, batch: _Batch) -> int:
-        """Rank each new positive's item before learning it; returns how many were tested."""
+    def _test(self, batch: _Batch) -> np.ndarray:
+        """Rank each new positive's item before learning it; returns hit@10 per test."""
         tests = [e for e in batch.examples if e.weight > 0]
         if not tests or len(self.catalog) < 2:
-            return 0
+            return np.zeros(0)
         with torch.no_grad():
             users = self._user_reps(tests)
             true = self._slots([e.item_id for e in tests])
@@ -363,13 +374,13 @@ class LLMLearner:
             duplicate = candidates[:, 1:] == true[:, None]
             scores[:, 1:][duplicate] = -np.inf
             greater, ties = rank_of_true(scores)
-            self.prequential.record_ranks(greater, ties)
+            hits = self.prequential.record_ranks(greater, ties)
             if batch.impressions:
                 shown = self._user_reps(batch.impressions)
                 slots = self._slots([e.item_id for e in batch.impressions])[:, None]
                 negative = self._scores(shown, slots, self._t)[:, 0].cpu().numpy()
                 self.prequential.record_auc(scores[:, 0], negative)
-        return len(tests)
+        return hits
 
     # -- one optimisation step -------------------------------------------------------------
 
@@ -379,16 +390,22 @@ class LLMLearner:
             return []
         return self.replay.sample(round(c.ratio * self._replay_factor * n_new))
 
-    def _step(self, batch: _Batch, replayed: list[Example]) -> tuple[float | None, bool]:
+    def _step(
+        self, batch: _Batch, replayed: list[Example]
+    ) -> tuple[float | None, bool, np.ndarray]:
+        """One update; returns (loss, skipped, per-example ranking losses)."""
         examples = [e for e in batch.examples + replayed if e.item_id in self.catalog.index]
         if not examples:
-            return None, False
+            return None, False, np.zeros(0)
         self.heads.train()
-        loss, grad_slots, pooled = self._loss(examples, batch)
+        loss, grad_slots, pooled, rows = self._loss(examples, batch)
+        # the per-example losses reported are the new examples' (replayed ones follow them)
+        known = self.catalog.index
+        rows = rows[: sum(1 for e in batch.examples if e.weight > 0 and e.item_id in known)]
         if loss is None:
-            return None, False
+            return None, False, rows
         if not torch.isfinite(loss):
-            return self._skip(float(loss.detach()))
+            return (*self._skip(float(loss.detach())), rows)
         self._dense.zero_grad(set_to_none=True)
         self._sparse.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -396,7 +413,7 @@ class LLMLearner:
             p.grad is None or bool(torch.isfinite(p.grad).all())
             for p in self._lora + self.heads.dense_parameters()
         ):
-            return self._skip(float(loss.detach()))
+            return (*self._skip(float(loss.detach())), rows)
         torch.nn.utils.clip_grad_norm_(
             self._lora + self.heads.dense_parameters(), self.config.grad_clip
         )
@@ -407,7 +424,7 @@ class LLMLearner:
         if len(grad_slots):  # these were just encoded: keep them (stale by this one step)
             self.catalog.vectors[torch.as_tensor(grad_slots, device=self.device)] = pooled.detach()
             self.catalog.version[grad_slots] = self._updates
-        return float(loss.detach()), False
+        return float(loss.detach()), False, rows
 
     def _skip(self, loss: float) -> tuple[float, bool]:
         self.skipped_updates += 1
@@ -418,13 +435,16 @@ class LLMLearner:
 
     def _loss(
         self, examples: list[Example], batch: _Batch
-    ) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor]:
+    ) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]:
         c = self.config
         positives = [e for e in examples if e.weight > 0]
         columns, grad_slots, pooled = self._columns(positives, batch)
         loss = torch.zeros((), device=self.device)
+        rows = np.zeros(0)
         if positives:
-            loss = loss + self._ranking_loss(positives, columns, batch)
+            ranking, row_losses = self._ranking_loss(positives, columns, batch)
+            loss = loss + ranking
+            rows = row_losses.detach().float().cpu().numpy()
         if c.rating_head:
             loss = loss + self._rating_loss([e for e in examples if e.rating is not None])
             loss = loss + self._review_loss(batch.reviews)
@@ -432,8 +452,8 @@ class LLMLearner:
             drift = sum(((p - a) ** 2).sum() for p, a in zip(self._lora, self._anchor, strict=True))
             loss = loss + c.proximal_weight * drift
         if not loss.requires_grad:
-            return None, grad_slots, pooled
-        return loss, grad_slots, pooled
+            return None, grad_slots, pooled, rows
+        return loss, grad_slots, pooled, rows
 
     def _columns(
         self, positives: list[Example], batch: _Batch
@@ -467,7 +487,8 @@ class LLMLearner:
 
     def _ranking_loss(
         self, positives: list[Example], columns: tuple[np.ndarray, torch.Tensor], batch: _Batch
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted mean sampled-softmax loss, and each row's [E] cross-entropy."""
         c = self.config
         col_slots, col_reps = columns
         E, N = len(positives), len(col_slots)
@@ -486,8 +507,8 @@ class LLMLearner:
             self._mask(positives, col_slots, target_slots, batch), float("-inf")
         )
         weights = torch.as_tensor([e.weight for e in positives], device=self.device)
-        ce = F.cross_entropy(logits, target, reduction="none")
-        return (ce * weights).sum() / weights.sum()
+        ce = F.cross_entropy(logits, target, reduction="none")  # [E]
+        return (ce * weights).sum() / weights.sum(), ce
 
     def _log_q(
         self, col_slots: np.ndarray, n_in_batch: int, targets: np.ndarray, E: int

@@ -33,6 +33,7 @@ from river import optim, reco
 from learners.base import LearnReport, VectorBatch
 from learners.history import EventMarker, Interaction, UserHistory
 from learners.ledger import EventLedger
+from learners.prequential import Prequential, rank_of_true
 from learners.slots import SlotIndex
 from learners.state_io import (
     load_arrays,
@@ -84,6 +85,7 @@ class RiverMFLearner:
         self._rng = np.random.default_rng(self.config.seed)
         self._ledger = EventLedger()
         self._updates = 0
+        self.prequential = Prequential(window=2000)
 
     def _new_model(self) -> reco.BiasedMF:
         c = self.config
@@ -113,20 +115,37 @@ class RiverMFLearner:
             return float(event.value)
         return self.config.implicit_targets.get(event.event_type.value, 3.0)
 
+    @property
+    def updates(self) -> int:
+        return self._updates
+
+    def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
+        """Scale the SGD learning rates (River MF has no replay)."""
+        for optimizer in self._optimizers():
+            optimizer.lr = self.config.learning_rate * lr_factor
+
     def learn_many(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
-        """Learn each event in order (River learns one at a time), with sampled negatives."""
+        """Learn each event in order (River learns one at a time), with sampled negatives.
+
+        Prequentially, each event's rating is predicted before it is learned (the squared
+        errors are the per-event losses) and each positive event's item is ranked among
+        ``eval_candidates`` sampled known items."""
         started = time.perf_counter()
         model, k = self._model, self.config.negative_samples
-        for event, position in zip(events, positions, strict=True):
+        hits = self._test(events)
+        errors = np.empty(len(events))
+        for index, (event, position) in enumerate(zip(events, positions, strict=True)):
             user, item = event.user_id, event.item_id
+            target = self._target(event)
+            errors[index] = (model.predict_one(user, item) - target) ** 2
             for gone in self._history.add(user, interaction_of(event), marker_of(event, position)):
                 self._forget_user(gone)
             _, gone_item = self._items.add(item)
             if gone_item is not None:
                 self._forget_item(gone_item)
-            model.learn_one(user, item, self._target(event))
+            model.learn_one(user, item, target)
             if k and event.event_type not in _NEGATIVE_TYPES and event.event_type != "impression":
                 for negative in self._items.ids_of(self._items.sample(k, self._rng)):
                     if negative != item:
@@ -137,8 +156,26 @@ class RiverMFLearner:
             events=len(events),
             users=list(dict.fromkeys(e.user_id for e in events)),
             items=list(dict.fromkeys(e.item_id for e in events)),
-            metrics={"learn_seconds": time.perf_counter() - started},
+            loss=float(errors.mean()) if len(errors) else None,
+            metrics={**self.prequential.summary(), "learn_seconds": time.perf_counter() - started},
+            test_errors=1.0 - hits,
+            example_losses=errors,
         )
+
+    def _test(self, events: Sequence[InteractionEvent]) -> np.ndarray:
+        """Rank each positive event's item among sampled known items, before learning."""
+        c = self.config.eval_candidates
+        tests = [e for e in events if self._target(e) >= 4.0 and e.item_id in self._items]
+        if not c or not tests or len(self._items) < 2:
+            return np.zeros(0)
+        rows = []
+        for e in tests:
+            candidates = [e.item_id, *self._items.ids_of(self._items.sample(c, self._rng))]
+            scores = self.score(e.user_id, candidates)
+            scores[1:][np.array(candidates[1:]) == e.item_id] = -np.inf
+            rows.append(scores)
+        greater, ties = rank_of_true(np.stack(rows))
+        return self.prequential.record_ranks(greater, ties)
 
     def _forget_user(self, user_id: str) -> None:
         self._model.u_latents.pop(user_id, None)
@@ -172,15 +209,16 @@ class RiverMFLearner:
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
         """``BiasedMF``'s predictions for ``user_id`` on each item (unknown parts count 0)."""
-        m = self._model
+        m, zeros = self._model, np.zeros(self.config.n_factors)
         p = m.u_latents.get(user_id)
         base = m.global_mean.get() + m.u_biases.get(user_id, 0.0)
-        out = np.full(len(item_ids), base, dtype=np.float64)
-        for k, item in enumerate(item_ids):
-            q = m.i_latents.get(item)
-            out[k] += m.i_biases.get(item, 0.0) + (
-                float(p @ q) if p is not None and q is not None else 0.0
-            )
+        bias = np.fromiter(
+            (m.i_biases.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids)
+        )
+        if p is None:
+            return base + bias
+        q = np.stack([m.i_latents.get(i, zeros) for i in item_ids]) if item_ids else zeros[None]
+        out: np.ndarray = base + bias + q[: len(item_ids)] @ p
         return out
 
     def state_sizes(self) -> dict[str, tuple[float, float]]:
@@ -220,6 +258,7 @@ class RiverMFLearner:
                 "history": self._history.to_json(),
                 "item_index": self._items.to_json(),
                 "updates": self._updates,
+                "prequential": self.prequential.to_json(),
             },
         )
 
@@ -248,6 +287,7 @@ class RiverMFLearner:
         self._history = UserHistory.from_json(state["history"])
         self._items = SlotIndex.from_json(state["item_index"])
         self._updates = int(state["updates"])
+        self.prequential = Prequential.from_json(state["prequential"])
 
     def clone(self) -> RiverMFLearner:
         """An independent copy (for evaluation side-runs)."""

@@ -65,6 +65,9 @@ class RiverMFConfig(BaseModel):
     max_users: int = Field(default=100_000, ge=1)
     max_items: int = Field(default=200_000, ge=1)
     history_len: int = Field(default=20, ge=1, le=1000)
+    eval_candidates: int = Field(
+        default=100, ge=0, description="sampled candidates per prequential test; 0: no tests"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
