@@ -182,11 +182,19 @@ class DriftSettings(BaseModel):
 
     model_config = _SECTION
 
+    enabled: bool = True
     detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
-    policy: Literal["none", "adapt"] = "adapt"
+    policy: Literal["none", "adapt"] = Field(
+        default="adapt",
+        description="none: alert only; adapt: scale learning rate and replay mix for a while",
+    )
     adapt_lr_factor: float = Field(default=3.0, ge=1.0)
-    adapt_replay_factor: float = Field(default=2.0, ge=1.0)
-    adapt_events: int = Field(default=2_000, ge=1, description="how long a boost lasts")
+    adapt_replay_factor: float = Field(
+        default=1.0,
+        gt=0,
+        description="above 1 protects the past during the change, below 1 follows it faster",
+    )
+    adapt_events: int = Field(default=2_000, ge=1, description="how long an adaptation lasts")
 
 
 class LearnerSettings(BaseModel):

@@ -84,6 +84,9 @@ def run(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint directory")] = None,
     group: Annotated[str | None, typer.Option(help="consumer group id")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus/health port")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="append one JSON line per batch here (for `report`)")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the stream worker until SIGTERM/SIGINT (then finish the batch, checkpoint, commit)."""
@@ -99,11 +102,11 @@ def run(
         metrics={"port": metrics_port},
     )
     setup_logging(settings.worker.log_format, verbose)
-    code = run_worker(settings)
+    code = run_worker(settings, history)
     raise typer.Exit(code)
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings, history: Path | None = None) -> int:
     """Build the learner and run a worker with metrics and signal handling; the exit code."""
     from learners.registry import build_learner
     from stream.http import Health, serve
@@ -129,7 +132,14 @@ def run_worker(settings: Settings) -> int:
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
         learner = build_learner(settings.learner)
         metrics.build_info.info(_build_info(settings, learner))
-        worker = Worker(settings, learner, metrics, health=health)
+        observers = []
+        if history is not None:
+            from stream.history import RunHistory
+
+            run_history = RunHistory(path=history)
+            stack.callback(run_history.close)
+            observers.append(run_history)
+        worker = Worker(settings, learner, metrics, health=health, observers=observers)
         _install_signals(worker.request_stop)
         try:
             worker.run()
@@ -406,6 +416,40 @@ def kafka() -> None:
         pass
     except KafkaSetupError as exc:
         raise fail(str(exc)) from exc
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("lorastream-report.png"),
+    history: Annotated[
+        Path | None, typer.Option(help="a history file written by `run --history`")
+    ] = None,
+    prometheus: Annotated[
+        str | None, typer.Option(help="Prometheus URL, e.g. http://localhost:9090")
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="how far back (with --prometheus)")] = 60.0,
+) -> None:
+    """Render a run's throughput, latency, learning quality, lag and drift to a PNG."""
+    from stream.report import from_history, from_prometheus, render
+
+    if (history is None) == (prometheus is None):
+        raise fail("give exactly one of --history or --prometheus")
+    try:
+        if history is not None:
+            from stream.history import load_history
+
+            series = from_history(load_history(history))
+        else:
+            assert prometheus is not None
+            series = from_prometheus(prometheus, minutes)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise fail(f"cannot read the run: {exc}") from exc
+    if not series.lines:
+        raise fail("the run has no data points yet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render(series, out)
+    console_path = out.resolve()
+    typer.echo(f"wrote {console_path}")
 
 
 @app.command()

@@ -24,6 +24,9 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from schemas.dead_letter import RejectCode
+from stream.drift import SIGNALS
+
 __all__ = ["LATENCY_BUCKETS", "STEP_BUCKETS", "BulkHistogram", "WorkerMetrics"]
 
 #: Learner steps and checkpoints: tens of milliseconds to minutes.
@@ -258,6 +261,14 @@ class WorkerMetrics:
             ["signal"],
             registry=r,
         )
+        self.replay_ratio = Gauge(
+            p + "replay_ratio", "Replayed examples per new example in each update", registry=r
+        )
+        self.lr_factor = Gauge(
+            p + "learning_rate_factor",
+            "Factor on the learner's learning rates (above 1 while adapting to drift)",
+            registry=r,
+        )
         self.drift_boost = Gauge(
             p + "drift_adaptation_active",
             "1 while the drift policy has raised learning rate / replay",
@@ -282,6 +293,13 @@ class WorkerMetrics:
             p + "start_timestamp_seconds", "Unix time the worker started", registry=r
         )
         self.started.set(time.time())
+        # Label values known up front are exported at 0 from the start, so that rate() and
+        # increase() see the first dead letter or detection as a change.
+        for code in RejectCode:
+            self.dead_letters.labels(code.value)
+        for signal in SIGNALS:
+            self.drift_detections.labels(signal)
+            self.drift_last.labels(signal).set(0)
 
     def set_state_sizes(self, sizes: Mapping[str, tuple[float, float]]) -> None:
         """``{state: (entries, capacity)}`` for every bounded state."""

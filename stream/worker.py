@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +35,7 @@ from stream.clients import (
 )
 from stream.decode import RawRecord, Rejection, decode
 from stream.dedupe import RecentEvents
+from stream.drift import Detection, DriftMonitor
 from stream.http import Health
 from stream.metrics import WorkerMetrics
 from stream.publisher import Publisher
@@ -90,6 +92,7 @@ class BatchSummary:
     batch_seconds: float
     latencies: np.ndarray  # event record timestamp -> vectors acknowledged, seconds
     users: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # signals whose detector fired
 
 
 BatchObserver = Callable[[BatchSummary], None]
@@ -188,6 +191,14 @@ class Worker:
         self._last_checkpoint_at = time.monotonic()
         self._last_record_at = time.monotonic()
         self.stages = StageClock(self.metrics.stage_seconds)
+        self.drift = (
+            DriftMonitor(settings.drift, on_detection=self._on_drift)
+            if settings.drift.enabled
+            else None
+        )
+        self._adapting = False
+        self.metrics.lr_factor.set(1.0)
+        self.metrics.drift_boost.set(0.0)
         self.restored: Checkpoint | None = None
         self.records_seen = 0
         self.events_learned = 0
@@ -234,6 +245,12 @@ class Worker:
         if self._store is None:
             return
         checkpoint = self._store.restore(self.learner)
+        # checkpoint age counts from the restored checkpoint, or from now when there is none
+        self.metrics.last_checkpoint.set(
+            datetime.fromisoformat(checkpoint.manifest["created_at"]).timestamp()
+            if checkpoint is not None
+            else time.time()
+        )
         if checkpoint is None:
             log.info("no checkpoint in %s: starting from a fresh learner", self._store.root)
             return
@@ -400,11 +417,12 @@ class Worker:
         m.update_duration.observe(s.learn_seconds)
         m.event_to_vector.observe_many(s.latencies)
         m.last_update.set_to_current_time()
-        m.model_version.inc()
-        if s.report.loss is not None:
+        m.model_version.set(self.learner.updates)
+        if s.report.loss is not None and np.isfinite(s.report.loss):
             m.loss.set(s.report.loss)
         if s.report.skipped_update:
             m.skipped_updates.inc()
+        self._record_learner_metrics(s.report)
         newest = max(d.record.timestamp_ms for d in learned) / 1000.0
         m.processing_lag.set(max(0.0, time.time() - newest))
         m.set_state_sizes(
@@ -413,6 +431,43 @@ class Worker:
                 "dedupe_window": (len(self._recent), self._recent.capacity),
             }
         )
+        s.drift = self._watch_drift(s.report, counts, s.learned)
+
+    def _record_learner_metrics(self, report: LearnReport) -> None:
+        m = self.metrics
+        for name in ("hr_at_10", "ndcg_at_10", "mrr", "auc"):
+            value = report.metrics.get(name)
+            if value is not None and np.isfinite(value):
+                m.prequential.labels(name).set(value)
+        if "replay_ratio" in report.metrics:
+            m.replay_ratio.set(report.metrics["replay_ratio"])
+        for kind in ("allocated", "reserved"):
+            value = report.metrics.get(f"gpu_memory_{kind}_bytes")
+            if value is not None:
+                m.gpu_memory.labels(kind).set(value)
+
+    def _watch_drift(self, report: LearnReport, counts: dict[str, int], learned: int) -> list[str]:
+        """Feed the drift detectors; start or end the adaptation the policy asks for.
+        Returns the signals whose detector fired."""
+        if self.drift is None:
+            return []
+        found = self.drift.update("prequential_error", report.test_errors)
+        found += self.drift.update("loss", report.example_losses)
+        found += self.drift.update("event_mix", self.drift.event_mix_surprise(counts))
+        active = self.drift.consume_boost(learned)
+        d = self.settings.drift
+        if active != self._adapting:
+            factors = (d.adapt_lr_factor, d.adapt_replay_factor) if active else (1.0, 1.0)
+            self.learner.set_boost(*factors)
+            self._adapting = active
+            log.info("drift policy: learning-rate factor %.1f, replay factor %.1f", *factors)
+        self.metrics.drift_boost.set(1.0 if active else 0.0)
+        self.metrics.lr_factor.set(d.adapt_lr_factor if active else 1.0)
+        return [f.signal for f in found]
+
+    def _on_drift(self, detection: Detection) -> None:
+        self.metrics.drift_detections.labels(detection.signal).inc()
+        self.metrics.drift_last.labels(detection.signal).set(detection.at_time)
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         with self._lock:
