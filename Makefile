@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EVENTS ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint unit bench clean
+.PHONY: setup tools demo test lint unit bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,19 +21,26 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/lorastream demo --events $(EVENTS)
 
+# Prometheus and promtool (Debian's package) for the observability tests.
+tools:
+	deploy/prometheus/install.sh
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m schemas.export --check
+	$(PY) -m deploy.grafana.dashboard --check
 
-unit: setup
+unit: setup tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint unit
 
 bench: setup
 	$(PY) -m benchmarks spine
+	$(PY) -m benchmarks speed
+	$(PY) -m benchmarks quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache checkpoints
