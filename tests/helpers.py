@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -158,3 +163,63 @@ def wait_for(
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+SHUTDOWN_BOUND_S = 30.0
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """The test's settings as a TOML file for the worker process."""
+    lines = []
+    for section in (
+        "kafka",
+        "topics",
+        "consumer",
+        "batch",
+        "checkpoint",
+        "learner",
+        "metrics",
+        "worker",
+    ):
+        data = getattr(settings, section).model_dump(mode="json", exclude_none=True)
+        lines.append(f"[{section}]")
+        lines += [
+            f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class WorkerProcess:
+    """``lorastream run`` in a subprocess, its log in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_file.close()

@@ -100,8 +100,8 @@ def test_a_non_finite_loss_skips_the_update_and_changes_nothing(
     original = learner._loss
 
     def poisoned(*args: object, **kwargs: object) -> object:
-        loss, slots, pooled = original(*args, **kwargs)  # type: ignore[arg-type]
-        return loss * float("nan"), slots, pooled
+        loss, slots, pooled, rows = original(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan"), slots, pooled, rows
 
     monkeypatch.setattr(learner, "_loss", poisoned)
     report = learner.learn_many(events[64:], positions(64, 64))
