@@ -13,22 +13,13 @@ never dropped silently.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from schemas.events import InteractionEvent
+from stream.sources.base import LineError
 
 __all__ = ["LineError", "read_jsonl"]
-
-
-@dataclass(frozen=True)
-class LineError:
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, InteractionEvent | LineError]]:
@@ -43,4 +34,4 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, InteractionEvent | L
             reason = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in first
             )
-            yield number, LineError(number, reason)
+            yield number, LineError("", number, reason)

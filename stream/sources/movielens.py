@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from schemas.events import EventType, InteractionEvent, ItemText
+from stream.sources.base import LineError
 
-__all__ = ["MovieLens", "RowError"]
+__all__ = ["MovieLens"]
 
 ML100K_GENRES = [
     "unknown",
@@ -44,16 +44,6 @@ ML100K_GENRES = [
 ]
 
 
-@dataclass(frozen=True)
-class RowError:
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-
 class MovieLens:
     """A MovieLens folder (either layout) as a time-ordered event stream.
 
@@ -73,7 +63,7 @@ class MovieLens:
     def __init__(self, folder: Path, include_tags: bool = True) -> None:
         self.folder = Path(folder)
         self.include_tags = include_tags
-        self.errors: list[RowError] = []
+        self.errors: list[LineError] = []
         if (self.folder / "ratings.csv").is_file():
             self.layout = "latest"
         elif (self.folder / "u.data").is_file():
@@ -116,7 +106,7 @@ class MovieLens:
             try:
                 ts, value = float(stamp), min(5.0, max(1.0, float(rating)))
             except ValueError as exc:
-                self.errors.append(RowError(path.name, line, f"rating is not a number: {exc}"))
+                self.errors.append(LineError(path.name, line, f"rating is not a number: {exc}"))
                 continue
             yield (
                 ts,
@@ -135,7 +125,7 @@ class MovieLens:
             try:
                 ts = float(stamp)
             except ValueError as exc:
-                self.errors.append(RowError("tags.csv", line, f"bad timestamp: {exc}"))
+                self.errors.append(LineError("tags.csv", line, f"bad timestamp: {exc}"))
                 continue
             if tag.strip():
                 yield (
@@ -157,7 +147,7 @@ class MovieLens:
             next(reader, None)
             for line, row in enumerate(reader, start=2):
                 if len(row) != 4:
-                    self.errors.append(RowError(name, line, f"expected 4 columns, got {len(row)}"))
+                    self.errors.append(LineError(name, line, f"expected 4 columns, got {len(row)}"))
                     continue
                 yield line, row
 
@@ -166,7 +156,7 @@ class MovieLens:
             for line, text in enumerate(f, start=1):
                 row = text.split()
                 if len(row) != 4:
-                    self.errors.append(RowError(name, line, f"expected 4 columns, got {len(row)}"))
+                    self.errors.append(LineError(name, line, f"expected 4 columns, got {len(row)}"))
                     continue
                 yield line, row
 
