@@ -95,6 +95,14 @@ class Learner(Protocol):
         """Current vectors of the given items (those it knows)."""
         ...
 
+    def known_items(self) -> list[str]:
+        """Ids of every item the learner holds state for."""
+        ...
+
+    def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """The text the learner knows for these items (may be empty)."""
+        ...
+
     def state_sizes(self) -> dict[str, tuple[float, float]]:
         """``{state: (entries, capacity)}`` of every bounded state it holds."""
         ...

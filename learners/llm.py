@@ -669,6 +669,9 @@ class LLMLearner:
         clipped: np.ndarray = np.clip(out, 1.0, 5.0)
         return clipped
 
+    def known_items(self) -> list[str]:
+        return self.catalog.index.ids()
+
     def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
         out = {}
         for item_id in item_ids:

@@ -221,6 +221,12 @@ class RiverMFLearner:
         out: np.ndarray = base + bias + q[: len(item_ids)] @ p
         return out
 
+    def known_items(self) -> list[str]:
+        return self._items.ids()
+
+    def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
+        return {}  # matrix factorisation keeps no text
+
     def state_sizes(self) -> dict[str, tuple[float, float]]:
         return {
             "users": (len(self._history), self.config.max_users),

@@ -133,6 +133,12 @@ class TopicSettings(BaseModel):
     partitions: int = Field(default=3, ge=1, description="for topics the worker creates")
     replication_factor: int = Field(default=1, ge=1, description="for topics the worker creates")
     produce_item_vectors: bool = True
+    item_refresh_per_batch: int = Field(
+        default=64,
+        ge=0,
+        description="items re-published per batch besides the batch's own, round robin over"
+        " the catalog, so item vectors (and their popularity coordinate) never go stale",
+    )
 
 
 class ConsumerSettings(BaseModel):

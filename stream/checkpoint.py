@@ -189,12 +189,22 @@ class CheckpointStore:
                 log.warning("skipping damaged checkpoint: %s; trying the previous one", exc)
         return None
 
-    def restore(self, learner: Learner) -> Checkpoint | None:
-        """Load the newest intact checkpoint into ``learner``; None when there is none."""
+    def restore(self, learner: Learner, events_topic: str | None = None) -> Checkpoint | None:
+        """Load the newest intact checkpoint into ``learner``; None when there is none.
+
+        A checkpoint made while consuming another events topic is refused: its state and
+        offsets belong to that stream."""
         started = time.perf_counter()
         checkpoint = self.latest()
         if checkpoint is None:
             return None
+        made_for = checkpoint.manifest.get("events_topic")
+        if events_topic is not None and made_for is not None and made_for != events_topic:
+            raise CheckpointError(
+                f"the checkpoint in {checkpoint.path} was made consuming {made_for!r}, but this"
+                f" worker consumes {events_topic!r}: use another checkpoint directory"
+                " (checkpoint.dir), or the topic the checkpoint belongs to"
+            )
         kind = checkpoint.manifest.get("learner_kind")
         if kind != learner.kind:
             raise CheckpointError(

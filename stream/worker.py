@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -197,6 +198,7 @@ class Worker:
             else None
         )
         self._adapting = False
+        self._refresh_queue: deque[str] = deque()
         self.metrics.lr_factor.set(1.0)
         self.metrics.drift_boost.set(0.0)
         self.restored: Checkpoint | None = None
@@ -244,7 +246,7 @@ class Worker:
     def _restore(self) -> None:
         if self._store is None:
             return
-        checkpoint = self._store.restore(self.learner)
+        checkpoint = self._store.restore(self.learner, self.settings.topics.events)
         # checkpoint age counts from the restored checkpoint, or from now when there is none
         self.metrics.last_checkpoint.set(
             datetime.fromisoformat(checkpoint.manifest["created_at"]).timestamp()
@@ -384,7 +386,10 @@ class Worker:
         with self.stages.time("vectors"):
             vectors = {"user": publisher.user_vectors(self.learner.user_vectors(report.users))}
             if self.settings.topics.produce_item_vectors and report.items:
-                vectors["item"] = publisher.item_vectors(self.learner.item_vectors(report.items))
+                refresh = self._items_to_refresh(self.settings.topics.item_refresh_per_batch)
+                items = self.learner.item_vectors(list(dict.fromkeys(report.items + refresh)))
+                texts = self.learner.item_texts(items.ids)
+                vectors["item"] = publisher.item_vectors(items, texts)
         budget = self.settings.consumer.max_poll_interval_ms / 1000
         if learn_s > 0.5 * budget:
             log.warning(
@@ -395,6 +400,17 @@ class Worker:
                 budget,
             )
         return report, learn_s, vectors
+
+    def _items_to_refresh(self, n: int) -> list[str]:
+        """The next ``n`` items of a round robin over the learner's catalog."""
+        if n <= 0:
+            return []
+        if not self._refresh_queue:
+            self._refresh_queue = deque(self.learner.known_items())
+        out: list[str] = []
+        while self._refresh_queue and len(out) < n:
+            out.append(self._refresh_queue.popleft())
+        return out
 
     def _record_metrics(self, s: BatchSummary, learned: list[Decoded], retries: int) -> None:
         m = self.metrics
@@ -520,6 +536,7 @@ class Worker:
                 {
                     "worker": self.settings.kafka.client_id,
                     "group_id": self.settings.consumer.group_id,
+                    "events_topic": self.settings.topics.events,
                 },
             )
         except Exception:

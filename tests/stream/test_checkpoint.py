@@ -84,3 +84,16 @@ def test_no_pickle_anywhere(tmp_path: Path) -> None:
     save(store, learner_with(50), 50)
     suffixes = {p.suffix for p in tmp_path.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".safetensors"}
+
+
+def test_a_checkpoint_of_another_events_topic_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(
+        learner_with(10),
+        {("clicks", 0): 10},
+        {"recent_event_hashes": np.zeros(0, np.uint64)},
+        {"events_topic": "clicks"},
+    )
+    with pytest.raises(CheckpointError, match="made consuming 'clicks'"):
+        store.restore(RiverMFLearner(), events_topic="purchases")
+    assert store.restore(RiverMFLearner(), events_topic="clicks") is not None

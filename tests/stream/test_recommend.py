@@ -1,0 +1,78 @@
+"""lorastream recommend: a user's top-k from the vector topics, or from a checkpoint."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import all_committed, cli, create_topic, env_for, event_record, send_raw, wait_for
+
+from learners.llm import LLMLearner
+from schemas.settings import Settings
+from stream.metrics import WorkerMetrics
+from stream.recommend import VectorIndex
+from stream.sources.synthetic import SyntheticConfig, SyntheticStream
+from stream.worker import Worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        learner={"kind": "llm"},
+        batch={"max_events": 64, "max_wait_s": 0.3},
+        checkpoint={"idle_s": 0.5},
+    )
+    create_topic(settings, settings.topics.events)
+    stream = SyntheticStream(SyntheticConfig(n_users=10, n_items=60, seed=3))
+    events = list(stream.events(300))
+    others = [e for e in events if e.user_id != "user-1"]
+    last = [e for e in events if e.user_id == "user-1"][-20:]
+    learner = LLMLearner(settings.learner.llm)
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        send_raw(settings, [event_record(e) for e in others])
+        wait_for(lambda: all_committed(settings), 180, "the stream to be learned")
+        # user-1's events come last, alone: its vector and every item's (60 items, fewer
+        # than item_refresh_per_batch) are then published from the same, final update
+        send_raw(settings, [event_record(e) for e in last])
+        wait_for(lambda: all_committed(settings), 180, "user-1's events to be learned")
+    finally:
+        worker.request_stop()
+        thread.join(60)
+
+    index = VectorIndex.from_topics(settings)
+    top = index.top_k("user-1", 5)
+    assert len(top) == 5
+    assert all(r.text for r in top)  # item vectors carry their text
+    # the published vectors rank exactly as the learner does
+    ranked = sorted(learner.known_items(), key=lambda i: -learner.score("user-1", [i])[0])
+    assert [r.item_id for r in top] == ranked[:5]
+
+    shown = cli("recommend", "--user", "user-1", "-k", "3", env=env_for(settings))
+    assert shown.returncode == 0, shown.stderr
+    assert top[0].item_id in shown.stdout
+    assert "top 3 for user-1" in shown.stdout
+
+    from_checkpoint = cli(
+        "recommend",
+        "--user",
+        "user-1",
+        "-k",
+        "3",
+        "--checkpoint",
+        str(settings.checkpoint.dir),
+        env=env_for(settings),
+    )
+    assert from_checkpoint.returncode == 0, from_checkpoint.stderr
+    assert top[0].item_id in from_checkpoint.stdout
+
+    missing = cli("recommend", "--user", "nobody", env=env_for(settings))
+    assert missing.returncode == 1
+    assert "no vector for user 'nobody'" in missing.stderr
