@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 2000
+RATE ?= 30
 PYTEST_ARGS ?=
 
 .PHONY: setup tools demo test lint unit bench clean
@@ -19,7 +20,7 @@ setup: $(VENV)/.installed
 	$(PY) -m deploy.kafka fetch >/dev/null
 
 demo: setup
-	$(VENV)/bin/lorastream demo --events $(EVENTS)
+	$(VENV)/bin/lorastream demo --events $(EVENTS) --rate $(RATE)
 
 # Prometheus and promtool (Debian's package) for the observability tests.
 tools:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -216,8 +217,11 @@ def load_backbone(config: LLMConfig) -> Backbone:
     """Load the backbone named by ``config.model`` (frozen) and wrap it with a LoRA adapter."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if config.model in BUNDLED_NAMES:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything it needs is on disk
     path = resolve_model_path(config.model)
     device = _device(config)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
@@ -228,7 +232,11 @@ def load_backbone(config: LLMConfig) -> Backbone:
     pooling = (
         config.pooling if config.pooling != "auto" else ("last" if family == "decoder" else "mean")
     )
-    base = AutoModel.from_pretrained(path, dtype=dtype)
+    with warnings.catch_warnings():
+        # transformers' own deprecation chatter about its internals is not the user's to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        base = AutoModel.from_pretrained(path, dtype=dtype)
     base.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
@@ -247,7 +255,9 @@ def load_backbone(config: LLMConfig) -> Backbone:
         bias="none",
         fan_in_fan_out=hf_config.model_type == "gpt2",
     )
-    model = get_peft_model(base, lora)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(base, lora)
     model.to(device)
     model.train(config.lora_dropout > 0)
     hidden = int(getattr(hf_config, "hidden_size", None) or hf_config.n_embd)

@@ -109,6 +109,7 @@ def run(
 def run_worker(settings: Settings, history: Path | None = None) -> int:
     """Build the learner and run a worker with metrics and signal handling; the exit code."""
     from learners.registry import build_learner
+    from stream.checkpoint import CheckpointError
     from stream.http import Health, serve
     from stream.metrics import WorkerMetrics
     from stream.worker import InvalidRecord, Worker
@@ -143,7 +144,7 @@ def run_worker(settings: Settings, history: Path | None = None) -> int:
         _install_signals(worker.request_stop)
         try:
             worker.run()
-        except StreamSetupError as exc:
+        except (StreamSetupError, CheckpointError) as exc:
             err.print(f"[red]error:[/] {exc}")
             return 2
         except InvalidRecord as exc:
@@ -262,6 +263,12 @@ def produce_synthetic(
     change_at: Annotated[
         list[int] | None, typer.Option(help="event index of an abrupt interest change (repeatable)")
     ] = None,
+    gradual_at: Annotated[
+        list[int] | None,
+        typer.Option(help="event index where a gradual change starts (repeatable)"),
+    ] = None,
+    gradual_width: Annotated[int, typer.Option(help="events a gradual change takes")] = 1000,
+    change_share: Annotated[float, typer.Option(help="share of users who change")] = 0.5,
     seed: int = 0,
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
@@ -279,11 +286,136 @@ def produce_synthetic(
             n_users=users,
             n_items=items,
             seed=seed,
-            change_points=tuple(ChangePoint(at) for at in change_at or []),
+            change_points=tuple(
+                [ChangePoint(at, share=change_share) for at in change_at or []]
+                + [
+                    ChangePoint(at, share=change_share, gradual=True, width=gradual_width)
+                    for at in gradual_at or []
+                ]
+            ),
         )
     )
     sent = _send(settings, topic, stream.events(events), rate, speedup)
     out.print(f"sent {sent} synthetic events")
+
+
+def _report_errors(errors: list[Any]) -> None:
+    for error in errors[:50]:
+        err.print(f"[yellow]skipped[/] {error}")
+    if len(errors) > 50:
+        err.print(f"[yellow]... and {len(errors) - 50} more rows that did not parse[/]")
+
+
+LimitOpt = Annotated[int | None, typer.Option(help="send at most this many events")]
+
+
+@produce_app.command("movielens")
+def produce_movielens(
+    folder: Annotated[Path, typer.Argument(help="a MovieLens folder (ml-latest* or ml-100k)")],
+    tags: Annotated[bool, typer.Option(help="replay tags as review events")] = True,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    topic: TopicOpt = None,
+    rate: RateOpt = None,
+    speedup: SpeedupOpt = None,
+) -> None:
+    """Replay MovieLens ratings (and tags) in timestamp order; titles and genres as item text.
+    Rows that do not parse are reported with file and line and not sent."""
+    from stream.sources.movielens import MovieLens
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    try:
+        movielens = MovieLens(folder, include_tags=tags)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from exc
+    sent = _send(settings, topic, movielens.events(limit), rate, speedup)
+    _report_errors(movielens.errors)
+    out.print(
+        f"sent {sent} MovieLens events"
+        + (f"; {len(movielens.errors)} rows did not parse" if movielens.errors else "")
+    )
+    if movielens.errors:
+        raise typer.Exit(1)
+
+
+@produce_app.command("amazon-reviews")
+def produce_amazon(
+    reviews: Annotated[Path, typer.Argument(help="reviews as JSON lines (.json or .json.gz)")],
+    metadata: Annotated[
+        Path | None, typer.Option(help="product metadata JSON lines, for item titles")
+    ] = None,
+    sort: Annotated[bool, typer.Option(help="sort by review time (reads the file first)")] = True,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    topic: TopicOpt = None,
+    rate: RateOpt = None,
+    speedup: SpeedupOpt = None,
+) -> None:
+    """Replay Amazon product reviews (2014/2018 or 2023 layout) as rating events with their
+    text. Lines that do not parse are reported with their number and not sent."""
+    from stream.sources.amazon import AmazonReviews
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    source = AmazonReviews(reviews, metadata, sort=sort)
+    sent = _send(settings, topic, source.events(limit), rate, speedup)
+    _report_errors(source.errors)
+    out.print(
+        f"sent {sent} reviews"
+        + (f"; {len(source.errors)} lines did not parse" if source.errors else "")
+    )
+    if source.errors:
+        raise typer.Exit(1)
+
+
+# -- recommend ---------------------------------------------------------------------------
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Option("--user", "-u", help="the user id")],
+    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="read a checkpoint directory instead of the vector topics"),
+    ] = None,
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """A user's current top-k items from the newest vectors, with their text."""
+    from rich.table import Table
+
+    from stream.recommend import VectorIndex
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text")
+    try:
+        index = (
+            VectorIndex.from_checkpoint(checkpoint, settings, user)
+            if checkpoint
+            else VectorIndex.from_topics(settings)
+        )
+    except (FileNotFoundError, StreamSetupError) as exc:
+        raise fail(str(exc)) from exc
+    if user not in index.users:
+        raise fail(f"no vector for user {user!r} (yet): has the worker seen their events?", 1)
+    doc = index.user_docs.get(user, {})
+    table = Table(
+        title=f"top {k} for {user}"
+        + (
+            f" (as of event {doc['last_event_id']}, {doc.get('model_version')})"
+            if doc.get("last_event_id")
+            else ""
+        )
+    )
+    for column in ("rank", "item", "score", "text"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, rec in enumerate(index.top_k(user, k), start=1):
+        table.add_row(str(rank), rec.item_id, f"{rec.score:.3f}", rec.text or "")
+    out.print(table)
 
 
 # -- tail --------------------------------------------------------------------------------
@@ -455,14 +587,21 @@ def report(
 @app.command()
 def demo(
     events: Annotated[int, typer.Option(help="how many events to stream")] = 2000,
+    rate: Annotated[float, typer.Option(help="events per second")] = 30.0,
     bootstrap: BootstrapOpt = None,
-    learner: Annotated[str | None, typer.Option(help="learner kind")] = None,
+    learner: Annotated[str | None, typer.Option(help="learner kind (llm, river-mf)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/demo-*)")] = None,
+    live: Annotated[bool, typer.Option(help="live terminal view")] = True,
 ) -> None:
-    """Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), stream events through the
-    worker, and show what it learns."""
+    """Start a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), stream a synthetic
+    stream with shifting interests through the worker, and watch it learn."""
     from stream.demo import run_demo
 
-    raise typer.Exit(run_demo(events=events, bootstrap=bootstrap, learner=learner))
+    raise typer.Exit(
+        run_demo(
+            events=events, rate=rate, bootstrap=bootstrap, learner=learner, out_dir=out, live=live
+        )
+    )
 
 
 def main() -> None:

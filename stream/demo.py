@@ -1,141 +1,347 @@
-"""``lorastream demo``: the whole path on one machine, in a few minutes.
+"""``lorastream demo`` / ``make demo``: watch lorastream learn, live, on one machine.
 
-Starts the local Apache Kafka broker (unless a cluster is configured), creates
-fresh topics, runs the worker in a background thread, feeds it the synthetic
-stream, and reports what it learned.
+Starts the local Apache Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster),
+creates fresh topics, runs the worker with the LLM learner on the offline default model,
+and feeds it the synthetic stream — users whose interests change half-way — at a chosen
+rate. A live view shows throughput, freshness, learning quality, replay, drift alarms and
+one user's top-5 items (read back from the user- and item-vector topics) as their interests
+move. At the end: a summary table and a PNG of the run, with drift marked.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 import threading
 import time
 import uuid
+from collections import deque
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from rich.console import Console
+import psutil
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from learners.registry import build_learner
 from schemas.settings import Settings
 from stream.clients import StreamSetupError, ensure_output_topics, make_admin, make_producer
+from stream.history import RunHistory
 from stream.logs import setup_logging
 from stream.metrics import WorkerMetrics
-from stream.sender import send_events
-from stream.sources.synthetic import ChangePoint, SyntheticConfig, SyntheticStream
-from stream.worker import Worker
+from stream.recommend import VectorIndex
+from stream.report import from_history, render
+from stream.sender import Pacer, send_events
+from stream.sources.synthetic import TOPICS, ChangePoint, SyntheticConfig, SyntheticStream
+from stream.worker import BatchSummary, Worker
 
 __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
-console = Console()
+MIN_FREE_BYTES = 1_500 * 2**20
+
+
+class DemoError(RuntimeError):
+    """Something the person running the demo can fix; the message says how."""
 
 
 def run_demo(
     events: int = 2000,
+    rate: float = 30.0,
     bootstrap: str | None = None,
     learner: str | None = None,
-    workdir: Path | None = None,
+    out_dir: Path | None = None,
+    live: bool = True,
 ) -> int:
     """Run the demo; returns the process exit code."""
-    from deploy.kafka import KafkaSetupError, LocalKafka
-
+    console = Console()
     setup_logging("text")
     logging.getLogger().setLevel(logging.WARNING)
-    with ExitStack() as stack:
-        settings = Settings.load()
-        servers = bootstrap or (settings.kafka.bootstrap_servers if _configured_cluster() else None)
-        if servers is None:
-            console.print("starting a local Apache Kafka broker (KRaft)...")
-            try:
-                broker = stack.enter_context(LocalKafka())
-            except KafkaSetupError as exc:
-                console.print(f"[red]error:[/] {exc}")
-                return 2
-            servers = broker.bootstrap_servers
-        run_id = uuid.uuid4().hex[:8]
-        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        overrides: dict[str, Any] = dict(
-            kafka={"bootstrap_servers": servers},
-            topics={
-                "events": f"lorastream-demo-{run_id}.events",
-                "user_vectors": f"lorastream-demo-{run_id}.user-vectors",
-                "item_vectors": f"lorastream-demo-{run_id}.item-vectors",
-                "dead_letters": f"lorastream-demo-{run_id}.dead-letters",
-            },
-            consumer={"group_id": f"lorastream-demo-{run_id}"},
-            checkpoint={"dir": str(root / "checkpoints")},
-            metrics={"enabled": False},
-            **({"learner": {"kind": learner}} if learner else {}),
+    try:
+        with ExitStack() as stack:
+            _check_memory()
+            servers = bootstrap or _configured_cluster()
+            if servers is None:
+                servers = _start_broker(stack, console)
+            out = out_dir or Path("runs") / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
+            out.mkdir(parents=True, exist_ok=True)
+            settings = _settings(servers, out, learner)
+            return Demo(settings, events, rate, out, console).run(live)
+    except (DemoError, StreamSetupError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+def _check_memory() -> None:
+    free = psutil.virtual_memory().available
+    if free < MIN_FREE_BYTES:
+        raise DemoError(
+            f"only {free / 2**20:.0f} MiB of memory are free; the demo needs about"
+            f" {MIN_FREE_BYTES / 2**20:.0f} MiB (the model and the Kafka broker). Close other"
+            " programs, or point KAFKA_BOOTSTRAP_SERVERS at a cluster elsewhere."
         )
-        settings = Settings.load(None, None, **overrides)
+
+
+def _configured_cluster() -> str | None:
+    return (
+        os.environ.get("LORASTREAM_KAFKA__BOOTSTRAP_SERVERS")
+        or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        or None
+    )
+
+
+def _start_broker(stack: ExitStack, console: Console) -> str:
+    from deploy.kafka import KafkaSetupError, LocalKafka, fetch_jars
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("fetching Apache Kafka's jars (once, from Maven Central)")
         try:
-            return _run(settings, events)
-        except StreamSetupError as exc:
-            console.print(f"[red]error:[/] {exc}")
-            return 2
+            fetch_jars()
+            progress.update(task, description="starting a local Apache Kafka broker (KRaft)")
+            broker = stack.enter_context(LocalKafka())
+        except KafkaSetupError as exc:
+            raise DemoError(str(exc)) from exc
+    console.print(f"Kafka broker ready at [bold]{broker.bootstrap_servers}[/]")
+    return broker.bootstrap_servers
 
 
-def _configured_cluster() -> bool:
-    import os
-
-    return bool(
-        os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        or os.environ.get("LORASTREAM_KAFKA__BOOTSTRAP_SERVERS")
-    )
-
-
-def _run(settings: Settings, n_events: int) -> int:
-    admin = make_admin(settings)
-    try:
-        ensure_output_topics(admin, settings, include_events=True)
-    finally:
-        admin.close()
-    learner = build_learner(settings.learner)
-    metrics = WorkerMetrics(process=False)
-    worker = Worker(settings, learner, metrics)
-    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-    thread.start()
-    stream = SyntheticStream(SyntheticConfig(change_points=(ChangePoint(n_events // 2, 0.5),)))
-    producer = make_producer(settings)
-    started = time.monotonic()
-    try:
-        sent = send_events(producer, settings.topics.events, stream.events(n_events))
-    finally:
-        producer.close(10)
-    console.print(f"sent {sent} events; learning...")
-    while worker.events_learned < sent and thread.is_alive():
-        time.sleep(0.2)
-    elapsed = time.monotonic() - started
-    worker.request_stop()
-    thread.join(settings.worker.shutdown_timeout_s + 10)
-    _summary(worker, sent, elapsed, stream)
-    return 0
+def _settings(servers: str, out: Path, learner: str | None) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    overrides: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": servers, "client_id": f"lorastream-demo-{run}"},
+        "topics": {
+            "events": f"lorastream-demo-{run}.events",
+            "user_vectors": f"lorastream-demo-{run}.user-vectors",
+            "item_vectors": f"lorastream-demo-{run}.item-vectors",
+            "dead_letters": f"lorastream-demo-{run}.dead-letters",
+        },
+        "consumer": {"group_id": f"lorastream-demo-{run}"},
+        "batch": {"max_events": 64, "max_wait_s": 1.0},
+        "checkpoint": {"dir": str(out / f"checkpoints-{run}")},
+        "metrics": {"enabled": False},
+    }
+    if learner:
+        overrides["learner"] = {"kind": learner}
+    return Settings.load(None, None, **overrides)
 
 
-def _summary(worker: Worker, sent: int, elapsed: float, stream: SyntheticStream) -> None:
-    table = Table(title="lorastream demo")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("events sent", str(sent))
-    table.add_row("events learned", str(worker.events_learned))
-    table.add_row("throughput (events/s)", f"{worker.events_learned / elapsed:.0f}")
-    table.add_row(
-        "event→vector latency p50 / p99 (s)",
-        f"{worker.metrics.event_to_vector.quantile(0.5):.2f} / "
-        f"{worker.metrics.event_to_vector.quantile(0.99):.2f}",
-    )
-    console.print(table)
-    users = worker.learner.user_vectors(["user-0"])
-    items = worker.learner.item_vectors([stream.item_id(i) for i in range(len(stream.items))])
-    if len(users) and len(items):
-        scores = items.vectors @ users.vectors[0]
-        top = np.argsort(-scores)[:5]
-        console.print("user-0's top 5 items now:")
-        for k in top:
-            item = stream.items[int(items.ids[k].rsplit("-", 1)[1])][1]
-            console.print(f"  {item.title}  [dim]({', '.join(item.categories)})[/]")
+class Demo:
+    """One demo run: a worker thread, a producer thread, a vector follower, a live view."""
+
+    def __init__(
+        self, settings: Settings, events: int, rate: float, out: Path, console: Console
+    ) -> None:
+        self.settings, self.n_events, self.rate = settings, events, rate
+        self.out, self.console = out, console
+        change = ChangePoint(at=events // 2, share=0.5)
+        self.stream = SyntheticStream(SyntheticConfig(seed=7, change_points=(change,)))
+        changed = self.stream.truth.changed_users[0]
+        self.sample_user = f"user-{int(changed[0])}"
+        self.sample_index = int(changed[0])
+        self.history = RunHistory(path=out / "history.jsonl")
+        self.index = VectorIndex()
+        self.sent = 0
+        self.drift: deque[str] = deque(maxlen=5)
+        self.dead_letters = 0
+        self.processed = 0  # records the worker finished (learned, duplicate or rejected)
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+
+    def observe(self, summary: BatchSummary) -> None:
+        self.dead_letters += sum(summary.rejected.values())
+        self.processed += summary.records
+        for signal in summary.drift:
+            self.drift.append(f"{time.strftime('%H:%M:%S')} {signal} (event {self.learned})")
+
+    @property
+    def learned(self) -> int:
+        return int(self.history.points[-1]["events"]) if self.history.points else 0
+
+    def run(self, live: bool) -> int:
+        admin = make_admin(self.settings)
+        try:
+            ensure_output_topics(admin, self.settings, include_events=True)
+        finally:
+            admin.close()
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        ) as progress:
+            progress.add_task(
+                f"loading the model ({self.settings.learner.llm.model})"
+                if self.settings.learner.kind == "llm"
+                else "building the learner"
+            )
+            learner = build_learner(self.settings.learner)
+        metrics = WorkerMetrics(process=False)
+        self.worker = Worker(
+            self.settings, learner, metrics, observers=[self.history, self.observe]
+        )
+        worker = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        worker.start()
+        follower = self.index.follow(self.settings, self.stop)
+        producer = threading.Thread(target=self._produce, name="producer", daemon=True)
+        producer.start()
+        try:
+            self._watch(live, producer)
+        except KeyboardInterrupt:
+            self.console.print("stopping: finishing the batch in hand, checkpointing...")
+        finally:
+            self.stop.set()
+            self.worker.request_stop()
+            worker.join(self.settings.worker.shutdown_timeout_s + 10)
+            follower.join(5)
+            self.history.close()
+        self._summary()
+        return 0
+
+    def _produce(self) -> None:
+        producer = make_producer(self.settings, compression_type=None)
+        try:
+            events = (e for e in self.stream.events(self.n_events) if not self.stop.is_set())
+
+            def count(n: int) -> None:
+                self.sent = n
+
+            send_events(
+                producer, self.settings.topics.events, events, Pacer(rate=self.rate), on_sent=count
+            )
+        finally:
+            producer.close(10)
+
+    def _watch(self, live: bool, producer: threading.Thread) -> None:
+        def finished() -> bool:
+            return (
+                not producer.is_alive() and self.processed >= self.sent
+            ) or not self.worker_alive()
+
+        if not live:
+            while not finished():
+                time.sleep(0.5)
+            return
+        with Live(self._view(), console=self.console, refresh_per_second=2) as view:
+            while not finished():
+                time.sleep(0.5)
+                view.update(self._view())
+            view.update(self._view())
+
+    def worker_alive(self) -> bool:
+        return any(t.name == "worker" and t.is_alive() for t in threading.enumerate())
+
+    # -- the live view -----------------------------------------------------------------------
+
+    def _view(self) -> Group:
+        return Group(self._stats(), self._user_panel())
+
+    def _stats(self) -> Table:
+        points = list(self.history.points)
+        recent = [p for p in points if p["t"] >= time.time() - 10]
+        rate = (sum(p["learned"] for p in recent) / 10.0) if recent else 0.0
+        last = points[-1] if points else {}
+        latencies = self.worker.metrics.event_to_vector
+        table = Table(title="lorastream demo — live", expand=True)
+        for column in (
+            "sent / learned",
+            "events/s",
+            "latency p50/p99",
+            "loss",
+            "HR@10",
+            "replay",
+            "drift alarms",
+        ):
+            table.add_column(column, justify="center", no_wrap=column != "drift alarms")
+        table.add_row(
+            f"{self.sent} / {self.learned}",
+            f"{rate:.0f}",
+            f"{latencies.quantile(0.5):.1f}s/{latencies.quantile(0.99):.1f}s" if points else "-",
+            f"{last['loss']:.3f}" if last.get("loss") is not None else "-",
+            f"{last['hr_at_10']:.2f}" if "hr_at_10" in last else "-",
+            f"{last['replay_fill']:.1%}" if "replay_fill" in last else "-",
+            "\n".join(self.drift) or "none yet",
+        )
+        return table
+
+    def _user_panel(self) -> Panel:
+        at = min(self.learned, self.n_events - 1)
+        likes = self.stream.truth.liked_topics(self.sample_index, at)
+        liked = ", ".join(TOPICS[t][0] for t in sorted(likes))
+        change = self.stream.truth.change_points[0].at
+        phase = "after" if at >= change else "before"
+        lines = [
+            f"[bold]{self.sample_user}[/] likes [green]{liked}[/] now"
+            f" ({phase} the interest change at event {change})",
+            "",
+        ]
+        recs = self.index.top_k(self.sample_user, 5)
+        for rank, rec in enumerate(recs, start=1):
+            topic = self.stream.truth.topic_of(rec.item_id)
+            mark = "[green]✓[/]" if topic in likes else " "
+            title = " | ".join((rec.text or rec.item_id).split(" | ")[:2])  # title | categories
+            lines.append(f"{mark} {rank}. {title}")
+        if not recs:
+            lines.append("(no vector for this user yet)")
+        return Panel("\n".join(lines), title="one user's top 5, from the vector topics")
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _summary(self) -> None:
+        points = list(self.history.points)
+        elapsed = time.monotonic() - self.started
+        table = Table(title="lorastream demo — summary")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        hr = [p["hr_at_10"] for p in points if "hr_at_10" in p]
+        lat = self.worker.metrics.event_to_vector
+        learned = self.worker.events_learned
+        learn_s = sum(p["learn_s"] for p in points)
+        drift = self.worker.drift.detections if self.worker.drift else []
+        rows = [
+            ("events sent / learned", f"{self.sent} / {learned}"),
+            ("wall time", f"{elapsed:.0f} s"),
+            ("learner throughput", f"{learned / learn_s:.0f} events/s" if learn_s else "-"),
+            (
+                "event→vector latency p50 / p99",
+                f"{lat.quantile(0.5):.1f} s / {lat.quantile(0.99):.1f} s",
+            ),
+            (
+                "prequential HR@10 (rolling): first / last",
+                f"{hr[0]:.2f} / {hr[-1]:.2f}" if hr else "-",
+            ),
+            ("drift detections", ", ".join(d.signal for d in drift) or "none"),
+            ("dead letters", str(self.dead_letters)),
+            ("run directory", str(self.out.resolve())),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        self.console.print(table)
+        if len(points) > 1:
+            path = render(
+                from_history(points),
+                self.out / "quality.png",
+                title=f"lorastream demo ({self.settings.learner.kind} learner)",
+            )
+            self.console.print(f"plot of the run: [bold]{path.resolve()}[/]")
+        recs = self.index.top_k(self.sample_user, 5)
+        if recs:
+            likes = self.stream.truth.liked_topics(self.sample_index, self.n_events - 1)
+            hits = sum(self.stream.truth.topic_of(r.item_id) in likes for r in recs)
+            self.console.print(
+                f"{self.sample_user}'s top 5 at the end: {hits} of 5 in topics they like now"
+            )

@@ -223,3 +223,30 @@ class WorkerProcess:
             return self.proc.wait(timeout)
         finally:
             self._log_file.close()
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {
+        "LORASTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LORASTREAM_TOPICS__EVENTS": settings.topics.events,
+        "LORASTREAM_TOPICS__USER_VECTORS": settings.topics.user_vectors,
+        "LORASTREAM_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
+        "LORASTREAM_TOPICS__ITEM_VECTORS": settings.topics.item_vectors,
+        "COLUMNS": "200",
+    }

@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import create_topic, make_events, read_topic
+from helpers import cli, create_topic, env_for, make_events, read_topic
 
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.kafka
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=stdin,
-        timeout=120,
-        check=False,
-    )
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    return {
-        "LORASTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "LORASTREAM_TOPICS__EVENTS": settings.topics.events,
-        "LORASTREAM_TOPICS__USER_VECTORS": settings.topics.user_vectors,
-        "LORASTREAM_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
-        "LORASTREAM_TOPICS__ITEM_VECTORS": settings.topics.item_vectors,
-        "COLUMNS": "200",
-    }
 
 
 def test_produce_jsonl_validates_first_and_reports_line_numbers(
@@ -145,3 +115,44 @@ def test_topics_create_then_tail(make_settings: Callable[..., Settings]) -> None
     assert tailed.returncode == 0, tailed.stderr
     printed = [json.loads(line) for line in tailed.stdout.splitlines() if line.strip()]
     assert [p["event_id"] for p in printed] == [e.event_id for e in events]
+
+
+def test_produce_movielens_replays_in_time_order_and_reports_bad_rows(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events)
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,Heat (1995),Action\n")
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n2,1,4.0,200\n1,1,5.0,100\n3,1,bad,300\n"
+    )
+    done = cli("produce", "movielens", str(tmp_path), env=env_for(settings))
+    assert done.returncode == 1
+    assert "ratings.csv:4: rating is not a number" in done.stderr
+    assert "sent 2 MovieLens events" in done.stdout
+    sent = sorted(read_topic(settings, settings.topics.events, expect=2), key=lambda r: r.timestamp)
+    values = [json.loads(r.value) for r in sent]
+    assert sorted(v["user_id"] for v in values) == ["1", "2"]
+    assert all(v["item"]["title"] == "Heat (1995)" for v in values)
+
+
+def test_produce_amazon_reviews(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events)
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "reviewerID": "A",
+                "asin": "B",
+                "overall": 5,
+                "summary": "Great",
+                "unixReviewTime": 1_500_000_000,
+            }
+        )
+        + "\n"
+    )
+    done = cli("produce", "amazon-reviews", str(path), env=env_for(settings))
+    assert done.returncode == 0, done.stderr
+    [record] = read_topic(settings, settings.topics.events, expect=1)
+    assert json.loads(record.value)["review_text"] == "Great"
