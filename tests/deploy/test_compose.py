@@ -1,0 +1,96 @@
+"""The docker-compose stack and the Dockerfile, checked structurally (no Docker engine here):
+services, ports, volumes and provisioning paths exist and agree with each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.settings import MetricsSettings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = DEPLOY.parent
+
+
+def compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / name).read_text())  # type: ignore[no-any-return]
+
+
+def test_the_stack_has_its_services() -> None:
+    services = compose()["services"]
+    assert {"kafka", "topics", "worker", "prometheus", "grafana"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert (
+        services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    )
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_lorastream_services_reach_kafka_on_its_advertised_listener() -> None:
+    services = compose()["services"]
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    for name in ("topics", "worker"):
+        bootstrap = services[name]["environment"]["LORASTREAM_KAFKA__BOOTSTRAP_SERVERS"]
+        assert f"//{bootstrap}" in advertised
+
+
+def test_every_bind_mount_source_exists_in_the_repository() -> None:
+    for name, service in compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source}"
+    build = compose()["services"]["topics"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_prometheus_scrapes_the_worker_port_and_loads_the_rules() -> None:
+    services = compose()["services"]
+    port = MetricsSettings().port
+    assert f"{port}:{port}" in services["worker"]["ports"]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"worker:{port}"]
+    mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    config_dir = Path(mounts["./prometheus/prometheus.yml"]).parent
+    for pattern in prometheus["rule_files"]:
+        mounted = (config_dir / pattern).parent.as_posix()
+        local = next(src for src, dst in mounts.items() if dst == mounted)
+        assert list((DEPLOY / local).glob(Path(pattern).name))
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
+    services = compose()["services"]
+    mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "9090:9090" in services["prometheus"]["ports"]
+    provider = yaml.safe_load((provisioning / "dashboards" / "lorastream.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    local = next(src for src, dst in mounts.items() if dst == path)
+    assert (DEPLOY / local / "lorastream.json").is_file()
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_the_dockerfile_builds_the_worker() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=python:3\.11", text, re.M)
+    for source in re.findall(r"^COPY (\S+)", text, re.M):
+        assert (ROOT / source).exists(), source
+    assert f"EXPOSE {MetricsSettings().port}" in text
+    assert "/healthz" in text
+    assert 'ENTRYPOINT ["lorastream"]' in text
+    grace = compose()["services"]["worker"]["stop_grace_period"]
+    assert int(grace.rstrip("s")) > 30  # longer than worker.shutdown_timeout_s
+
+
+def test_the_gpu_override_reserves_a_gpu_and_uses_a_cuda_base() -> None:
+    gpu = compose("docker-compose.gpu.yml")["services"]
+    devices = gpu["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "cuda" in gpu["topics"]["build"]["args"]["BASE"]
