@@ -79,9 +79,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     events = make_events(2000, n_users=50)
     config = write_config(tmp_path / "worker.toml", settings)
     checkpoints = Path(str(settings.checkpoint.dir))
-    producer = produce_paced(settings, [event_record(e) for e in events], rate=500)
-
     worker = WorkerProcess(config, tmp_path / "run1.log")
+    # produce only once the worker owns the partition, so that the stop lands mid-stream
+    # however long the worker took to start
+    wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
+    producer = produce_paced(settings, [event_record(e) for e in events], rate=200)
     wait_for(
         lambda: learned_in_checkpoint(checkpoints) > 0 or "learned" in worker.tail(),
         60,
