@@ -190,7 +190,7 @@ class Worker:
         self._released: list[set[PartitionKey]] = []
         self._unsaved_records = 0
         self._last_checkpoint_at = time.monotonic()
-        self._last_record_at = time.monotonic()
+        self._idle_since: float | None = None  # first empty poll since the last record
         self.stages = StageClock(self.metrics.stage_seconds)
         self.drift = (
             DriftMonitor(settings.drift, on_detection=self._on_drift)
@@ -299,9 +299,13 @@ class Worker:
                         self._decode(r, max_record) for recs in polled.values() for r in recs
                     ]
                 self._batcher.add(decoded)
-                self._last_record_at = time.monotonic()
+                self._idle_since = None
                 self.records_seen += len(decoded)
                 self.metrics.records_consumed.inc(len(decoded))
+            elif self._idle_since is None:
+                # idle is measured from the first empty poll, not from the last record: a
+                # long learner step is not a quiet stream
+                self._idle_since = time.monotonic()
             if self._batcher.ready():
                 self._process(self._batcher.take(), publisher)
                 self._update_lag(consumer)
@@ -509,7 +513,7 @@ class Worker:
                 force
                 or self._unsaved_records >= c.every_events
                 or now - self._last_checkpoint_at >= c.every_s
-                or now - self._last_record_at >= c.idle_s
+                or (self._idle_since is not None and now - self._idle_since >= c.idle_s)
             )
             if not due:
                 return

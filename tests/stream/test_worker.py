@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -151,3 +152,36 @@ def test_missing_events_topic_is_a_clear_error(make_settings: Callable[..., Sett
     worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False))
     with pytest.raises(MissingTopic, match="does not exist"):
         worker.run()
+
+
+class SlowLearner(RiverMFLearner):
+    """River MF whose every update takes longer than the idle interval."""
+
+    def learn_many(self, *args: object, **kwargs: object) -> object:
+        time.sleep(0.6)
+        return super().learn_many(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settings]) -> None:
+    """Idle checkpoints wait for a quiet stream, not for a step longer than ``idle_s``."""
+    settings = make_settings(
+        batch={"max_events": 32, "max_wait_s": 0.2},
+        checkpoint={"idle_s": 0.3, "every_events": 100_000, "every_s": 600.0},
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(320, n_users=20)
+    send_raw(settings, [event_record(e) for e in events])  # 10 batches, all there at the start
+    metrics = WorkerMetrics(process=False)
+    worker = Worker(settings, SlowLearner(settings.learner.river_mf), metrics)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        ends = end_offsets(settings, settings.topics.events)
+        wait_for(lambda: committed_offsets(settings) == ends, 120, "the idle checkpoint")
+        checkpoints = metrics.registry.get_sample_value(
+            "lorastream_checkpoints_total", {"result": "ok"}
+        )
+        assert checkpoints == 1, "one checkpoint once the stream went quiet, none mid-stream"
+    finally:
+        worker.request_stop()
+        thread.join(30)
