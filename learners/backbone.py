@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")  # the layer number in a parameter's name
 
 BUNDLED_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
@@ -126,11 +128,11 @@ def target_modules_for(model: nn.Module, model_type: str) -> list[str]:
     return found
 
 
-def _layer_count(hf_config: Any) -> int:
+def _layer_count(hf_config: Any) -> int | None:
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(hf_config, attr):
             return int(getattr(hf_config, attr))
-    raise ValueError("cannot tell how many layers the model has; unset lora_top_layers")
+    return None
 
 
 @dataclass
@@ -158,6 +160,24 @@ class Backbone:
                 and "wte" not in name
                 and "wpe" not in name
             ):
+                total += param.numel()
+        return total
+
+    def backward_parameters(self) -> int:
+        """N_bw: the non-embedding weights the gradient passes through, from the lowest
+        adapted layer up (all of N when every layer is adapted)."""
+        adapted = [
+            int(m.group(1))
+            for name, _ in self.model.named_parameters()
+            if "lora_" in name and (m := _LAYER_INDEX.search(name))
+        ]
+        if not adapted:
+            return self.non_embedding_parameters()
+        lowest = min(adapted)
+        total = 0
+        for name, param in self.model.named_parameters():
+            m = _LAYER_INDEX.search(name)
+            if "lora_" not in name and m and int(m.group(1)) >= lowest:
                 total += param.numel()
         return total
 
@@ -243,9 +263,11 @@ def load_backbone(config: LLMConfig) -> Backbone:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     targets = config.lora_target_modules or target_modules_for(base, hf_config.model_type)
     layers = None
-    if config.lora_top_layers is not None:
-        n = _layer_count(hf_config)
-        layers = list(range(max(0, n - config.lora_top_layers), n))
+    n = _layer_count(hf_config) if config.lora_top_layers is not None else None
+    if config.lora_top_layers is not None and n is None:
+        log.warning("cannot tell how many layers the model has: adapting all of them")
+    if config.lora_top_layers is not None and n is not None and config.lora_top_layers < n:
+        layers = list(range(n - config.lora_top_layers, n))
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,

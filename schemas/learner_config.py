@@ -140,9 +140,10 @@ class LLMConfig(BaseModel):
         default=None, description="module names to adapt; detected per model family when unset"
     )
     lora_top_layers: int | None = Field(
-        default=None,
+        default=2,
         ge=1,
-        description="adapt only the top N transformer layers (cheaper backward); all when unset",
+        description="adapt only the top N transformer layers: the backward pass stops there"
+        " (on MiniLM-L6 as good as all six and a third faster); None: every layer",
     )
     max_item_tokens: int = Field(default=48, ge=4, le=4096)
     max_user_tokens: int = Field(default=256, ge=8, le=8192)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from learners.backbone import frozen_fingerprint, resolve_model_path
+from learners.backbone import frozen_fingerprint, load_backbone, resolve_model_path
 from learners.llm import LLMLearner
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
@@ -49,6 +49,19 @@ def test_the_backbone_is_bit_identical_after_updates_and_the_adapter_is_not() ->
     trainable = {n for n, p in learner.backbone.model.named_parameters() if p.requires_grad}
     assert trainable
     assert all("lora_" in n for n in trainable)
+
+
+def test_only_the_top_layers_are_adapted_and_the_backward_stops_there() -> None:
+    top = load_backbone(LLMConfig(lora_top_layers=2))  # MiniLM-L6: layers 0-5
+    every = load_backbone(LLMConfig(lora_top_layers=None))
+    adapted = {
+        int(n.split(".layer.")[1].split(".")[0])
+        for n, _ in top.model.named_parameters()
+        if "lora_" in n
+    }
+    assert adapted == {4, 5}
+    assert top.backward_parameters() * 3 == every.backward_parameters()
+    assert every.backward_parameters() <= every.non_embedding_parameters()
 
 
 def test_vectors_are_unit_length_and_fold_the_item_bias() -> None:
