@@ -164,7 +164,8 @@ class BatchRetrained:
     """The common practice lorastream replaces: the same LLM + LoRA model, retrained from
     scratch every ``every`` events on everything seen so far (``epochs`` passes in time
     order), frozen in between. Between retrains user histories and item counts still
-    update, as a feature store would; the weights do not."""
+    update, as a feature store would; the weights do not. A due retrain runs when the
+    next batch arrives, so none is wasted after the stream's last event."""
 
     def __init__(
         self, config: LLMConfig, every: int, epochs: int = 1, batch: int = 64, seed: int = 0
@@ -174,10 +175,16 @@ class BatchRetrained:
         self._rng = np.random.default_rng(seed)
         self._all: list[InteractionEvent] = []
         self._since = 0
+        self._due = False
         self.learn_seconds = 0.0
         self._live = LoRAStream(config)
 
     def observe(self, events: Sequence[InteractionEvent]) -> None:
+        if self._due:
+            t0 = time.perf_counter()
+            self._due = False
+            self._retrain()
+            self.learn_seconds += time.perf_counter() - t0
         self._live.observe(events)
 
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
@@ -193,7 +200,7 @@ class BatchRetrained:
         self._live.learner.observe_history(events)  # features move on; weights do not
         if self._since >= self.every:
             self._since = 0
-            self._retrain()
+            self._due = True
         self.learn_seconds += time.perf_counter() - t0
 
     def _retrain(self) -> None:

@@ -124,11 +124,22 @@ def _section(doc: dict[str, Any]) -> str:
         "",
         *_pivot(doc["results"]),
     ]
-    plots = sorted(RESULTS_DIR.glob(f"{doc['suite']}*.png"))
+    plots = _plots_for(doc["suite"])
     lines += [""] + [f"![{p.stem}](results/{p.name})" for p in plots]
     if doc.get("notes"):
         lines += [""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _plots_for(suite: str) -> list[Path]:
+    """``<suite>.png`` and ``<suite>-*.png``, except another suite's own plots."""
+    others = {p.stem for p in RESULTS_DIR.glob("*.json")} - {suite}
+    plots = [RESULTS_DIR / f"{suite}.png", *RESULTS_DIR.glob(f"{suite}-*.png")]
+    return sorted(
+        p
+        for p in plots
+        if p.exists() and not any(p.stem == o or p.stem.startswith(o + "-") for o in others)
+    )
 
 
 def _pivot(results: list[dict[str, Any]]) -> list[str]:

@@ -263,8 +263,8 @@ def plot(runs: list[tuple[StreamRun, dict[str, Tests]]], path: Path) -> None:
             title=f"{run.name}: prequential HR@10 (full catalog)",
             xlabel="events",
             ylabel="HR@10",
-            ylim=(0, 1),
         )
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -274,10 +274,30 @@ def llm_config(**overrides: Any) -> LLMConfig:
     return LLMConfig(**overrides)
 
 
-def contenders_for(args: argparse.Namespace, replay: bool = True) -> list[Contender]:
+def parse_ablation(text: str) -> dict[str, Any]:
+    """``"id_embeddings=false"`` → ``{"id_embeddings": False}``, validated by LLMConfig.
+
+    >>> parse_ablation("lora_top_layers=2")
+    {'lora_top_layers': 2}
+    >>> parse_ablation("lora_top_layers=none")
+    {'lora_top_layers': None}
+    """
+    key, _, raw = text.partition("=")
+    value: Any = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    LLMConfig(**{key: value})  # fails with pydantic's message for an unknown or bad setting
+    return {key: value}
+
+
+def contenders_for(args: argparse.Namespace) -> list[Contender]:
     base = llm_config()
     out: list[Contender] = [Popularity(window=args.popularity_window), RiverMF()]
     out.append(LoRAStream(base, name="lorastream"))
+    if args.ablations:  # an ablation run: the default against one change at a time
+        for text in args.ablations.split(","):
+            out.append(LoRAStream(llm_config(**parse_ablation(text)), name=f"lorastream ({text})"))
+        return out
     out.append(
         LoRAStream(
             base.model_copy(update={"replay": ReplayConfig(enabled=False)}),
@@ -320,6 +340,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--popularity-window", type=int, default=2000)
     parser.add_argument("--retrain-every", type=int, default=3000)
+    parser.add_argument(
+        "--ablations",
+        default="",
+        help="comma-separated LLMConfig changes, e.g. id_embeddings=false,lora_top_layers=2;"
+        " each runs beside the default (instead of the replay and retrain contenders) and"
+        " the results go to quality-ablations.json",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     runs = []
@@ -331,15 +358,17 @@ def main(argv: list[str]) -> int:
         contenders = contenders_for(args)
         runs.append((run, evaluate(run, contenders, args.batch), contenders))
     rows = [r for run, results, contenders in runs for r in rows_for(run, results, contenders)]
-    plot([(run, results) for run, results, _ in runs], RESULTS_DIR / "quality.png")
+    suite = "quality-ablations" if args.ablations else "quality"
+    plot([(run, results) for run, results, _ in runs], RESULTS_DIR / f"{suite}.png")
     write_results(
-        "quality",
+        suite,
         {
             "batch": args.batch,
             "synthetic_events": args.synthetic_events,
             "movielens_events": "all" if args.full else args.movielens_events,
             "popularity_window": args.popularity_window,
             "retrain_every": args.retrain_every,
+            **({"ablations": args.ablations} if args.ablations else {}),
             "protocol": "prequential, full catalog, ties broken fairly",
         },
         rows,
