@@ -15,18 +15,58 @@ import json
 import os
 import platform
 import re
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["README", "RESULTS_DIR", "Row", "machine", "render_readme", "write_results"]
+__all__ = [
+    "README",
+    "RESULTS_DIR",
+    "Row",
+    "bench_settings",
+    "machine",
+    "render_readme",
+    "write_results",
+]
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def bench_settings(
+    bootstrap: str,
+    root: Path,
+    prefix: str,
+    *,
+    batch: dict[str, Any],
+    checkpoint: dict[str, Any],
+    learner: dict[str, Any],
+) -> Any:
+    """Worker settings for one benchmark run: fresh topic and group names, no metrics server."""
+    from schemas.settings import Settings
+
+    run = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return Settings.load(
+        None,
+        {},
+        kafka={"bootstrap_servers": bootstrap, "client_id": run},
+        topics={
+            "events": f"{run}.events",
+            "user_vectors": f"{run}.users",
+            "item_vectors": f"{run}.items",
+            "dead_letters": f"{run}.dlq",
+        },
+        consumer={"group_id": run},
+        batch=batch,
+        checkpoint={"dir": str(root / run), **checkpoint},
+        learner=learner,
+        metrics={"enabled": False},
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 import psutil
 import torch
 
-from benchmarks.harness import RESULTS_DIR, Row, write_results
+from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.settings import Settings
@@ -172,23 +171,15 @@ def part_step(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> No
 
 
 def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    return Settings.load(
-        None,
-        {},
-        kafka={"bootstrap_servers": bootstrap, "client_id": f"speed-{run}"},
-        topics={
-            "events": f"speed-{run}.events",
-            "user_vectors": f"speed-{run}.users",
-            "item_vectors": f"speed-{run}.items",
-            "dead_letters": f"speed-{run}.dlq",
-        },
-        consumer={"group_id": f"speed-{run}"},
+    settings: Settings = bench_settings(
+        bootstrap,
+        root,
+        "speed",
         batch={"max_events": batch, "max_wait_s": 1.0},
-        checkpoint={"dir": str(root / run), "every_events": 10_000, "every_s": 120.0},
+        checkpoint={"every_events": 10_000, "every_s": 120.0},
         learner={"kind": "llm", "llm": llm.model_dump()},
-        metrics={"enabled": False},
     )
+    return settings
 
 
 class RunningWorker:

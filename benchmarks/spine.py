@@ -14,11 +14,10 @@ import argparse
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import RESULTS_DIR, Row, write_results
+from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
 from learners.river_mf import RiverMFLearner
 from schemas.settings import Settings
 from stream.clients import ensure_output_topics, make_admin, make_producer
@@ -31,23 +30,15 @@ STAGES = ("poll", "decode", "dedupe", "learn", "vectors", "deliver", "checkpoint
 
 
 def settings_for(bootstrap: str, batch: int, root: Path) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    return Settings.load(
-        None,
-        {},
-        kafka={"bootstrap_servers": bootstrap, "client_id": f"bench-{run}"},
-        topics={
-            "events": f"bench-{run}.events",
-            "user_vectors": f"bench-{run}.users",
-            "item_vectors": f"bench-{run}.items",
-            "dead_letters": f"bench-{run}.dlq",
-        },
-        consumer={"group_id": f"bench-{run}"},
+    settings: Settings = bench_settings(
+        bootstrap,
+        root,
+        "bench",
         batch={"max_events": batch, "max_wait_s": 0.5},
-        checkpoint={"dir": str(root / run), "every_events": 5000, "every_s": 60.0},
+        checkpoint={"every_events": 5000, "every_s": 60.0},
         learner={"kind": "river-mf"},
-        metrics={"enabled": False},
     )
+    return settings
 
 
 def run_once(bootstrap: str, n_events: int, batch: int, root: Path) -> dict[str, Any]:
