@@ -188,7 +188,8 @@ class RunningWorker:
     def __init__(self, settings: Settings) -> None:
         from learners.llm import LLMLearner
         from stream.metrics import WorkerMetrics
-        from stream.worker import BatchSummary, Worker
+        from stream.observers import BatchSummary
+        from stream.worker import Worker
 
         create_topics(settings)
         self.settings = settings

@@ -22,9 +22,10 @@ from learners.river_mf import RiverMFLearner
 from schemas.settings import Settings
 from stream.clients import ensure_output_topics, make_admin, make_producer
 from stream.metrics import WorkerMetrics
+from stream.observers import BatchSummary
 from stream.sender import send_events
 from stream.sources.synthetic import SyntheticConfig, SyntheticStream
-from stream.worker import BatchSummary, Worker
+from stream.worker import Worker
 
 STAGES = ("poll", "decode", "dedupe", "learn", "vectors", "deliver", "checkpoint", "commit")
 

@@ -256,7 +256,7 @@ def load_backbone(config: LLMConfig) -> Backbone:
         # transformers' own deprecation chatter about its internals is not the user's to fix
         warnings.simplefilter("ignore", FutureWarning)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        base = AutoModel.from_pretrained(path, dtype=dtype)
+        base = AutoModel.from_pretrained(path, dtype=dtype, use_safetensors=True)
     base.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:

@@ -99,6 +99,11 @@ class Learner(Protocol):
         """Ids of every item the learner holds state for."""
         ...
 
+    def forget_users(self, user_ids: Sequence[str]) -> list[str]:
+        """Drop every state kept about these users (history, replay, per-user parameters);
+        returns the ids it knew. Learned shared parameters stay."""
+        ...
+
     def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
         """The text the learner knows for these items (may be empty)."""
         ...

@@ -99,6 +99,10 @@ class UserHistory:
             evicted.append(old)
         return evicted
 
+    def remove(self, user_id: str) -> bool:
+        """Forget ``user_id`` entirely; True when it was known."""
+        return self._users.pop(user_id, None) is not None
+
     def to_json(self) -> dict[str, Any]:
         """Columnar JSON, in LRU order (least recent first)."""
         users = []

@@ -672,6 +672,26 @@ class LLMLearner:
     def known_items(self) -> list[str]:
         return self.catalog.index.ids()
 
+    def forget_users(self, user_ids: Sequence[str]) -> list[str]:
+        """History, replayed examples, and the user's rows of the hashed user tables (and
+        their optimiser moments) — shared by any user hashed to the same row, who lose
+        what that row had learned: erasure wins over their small loss."""
+        replayed = self.replay.users()
+        known = [u for u in user_ids if u in self.history or u in replayed]
+        for user in known:
+            self.history.remove(user)
+            self.replay.remove_user(user)
+        rows = torch.as_tensor(
+            [bucket_of(u, self.config.id_buckets) for u in user_ids], device=self.device
+        )
+        with torch.no_grad():
+            for table in (self.heads.user_ids.weight, self.heads.user_rating_bias.weight):
+                table[rows] = 0.0
+                for moment in self._sparse.state.get(table, {}).values():
+                    if isinstance(moment, torch.Tensor) and moment.dim() > 0:
+                        moment[rows] = 0.0
+        return known
+
     def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
         out = {}
         for item_id in item_ids:

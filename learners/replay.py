@@ -124,6 +124,13 @@ class ReplayBuffer:
             del self._by_user[example.user_id]
         self.bytes -= example.nbytes()
 
+    def remove_user(self, user_id: str) -> int:
+        """Drop every example of ``user_id``; returns how many there were."""
+        slots = list(self._by_user.get(user_id, []))
+        for slot in slots:
+            self._remove(slot)
+        return len(slots)
+
     def sample(self, n: int) -> list[Example]:
         """Up to ``n`` distinct examples, uniformly from the buffer."""
         live = [e for e in self._examples if e is not None]

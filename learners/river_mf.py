@@ -120,9 +120,17 @@ class RiverMFLearner:
         return self._updates
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
-        """Scale the SGD learning rates (River MF has no replay)."""
+        """Scale the SGD learning rates (River MF has no replay). River optimizers read
+        their rate from a scheduler, so the scaled rate is a constant schedule."""
         for optimizer in self._optimizers():
-            optimizer.lr = self.config.learning_rate * lr_factor
+            optimizer.lr = optim.schedulers.Constant(self.config.learning_rate * lr_factor)
+
+    def forget_users(self, user_ids: Sequence[str]) -> list[str]:
+        known = [u for u in user_ids if u in self._history or u in self._model.u_latents]
+        for user in known:
+            self._history.remove(user)
+            self._forget_user(user)
+        return known
 
     def learn_many(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]

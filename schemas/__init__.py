@@ -6,7 +6,7 @@ validate before sending (``python -m schemas.export`` regenerates them).
 """
 
 from schemas.dead_letter import HEADER_PREFIX, DeadLetter, RejectCode
-from schemas.events import EventType, InteractionEvent, ItemText
+from schemas.events import EventType, InteractionEvent, ItemText, UserDeletion
 from schemas.learner_config import RiverMFConfig
 from schemas.settings import Settings
 from schemas.vectors import ItemVector, SourcePosition, UserVector
@@ -22,5 +22,6 @@ __all__ = [
     "RiverMFConfig",
     "Settings",
     "SourcePosition",
+    "UserDeletion",
     "UserVector",
 ]

@@ -50,7 +50,9 @@ class RejectCode(StrEnum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     SCHEMA_VIOLATION = "schema_violation"
     FUTURE_TIMESTAMP = "future_timestamp"
+    KEY_MISMATCH = "key_mismatch"
     LEARNER_REJECTED = "learner_rejected"
+    PUBLISH_FAILED = "publish_failed"
 
 
 def _from_base64(value: Any) -> Any:

@@ -24,41 +24,88 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for Interaction
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
 
 __all__ = [
+    "EARLIEST_TIMESTAMP",
     "FUTURE_TOLERANCE",
     "MAX_CONTEXT_ENTRIES",
+    "MAX_VALUE",
+    "STREAM_RECORD",
     "EventType",
     "InteractionEvent",
     "ItemText",
+    "StreamRecord",
+    "UserDeletion",
 ]
 
 #: How far past the consumer's clock an event's timestamp may lie. Clocks drift;
 #: a day ahead is a bug in the producer, not drift.
 FUTURE_TOLERANCE: Final = timedelta(minutes=10)
+#: Nothing a user did online predates the Unix epoch; older timestamps are a
+#: producer's bug (a zero date, a missing field filled with year 1).
+EARLIEST_TIMESTAMP: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: The largest magnitude of ``value`` (ratings, dwell seconds, amounts): far above any
+#: real one, far below where float arithmetic in a learner overflows.
+MAX_VALUE: Final = 1e9
 MAX_CONTEXT_ENTRIES: Final = 16
+_MAX_CONTEXT_INT: Final = 2**53  # what every JSON reader holds exactly
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
-ShortText = Annotated[str, StringConstraints(max_length=300)]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
-Category = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-ContextValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
+# Text may hold tabs and line breaks, never other control characters: they break
+# tokenizers, terminals and log lines downstream.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_controls(text: str) -> str:
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ValueError(
+            f"contains the control character U+{ord(found.group()):04X} at position"
+            f" {found.start()}; text may hold tabs and line breaks, no other control characters"
+        )
+    return text
+
+
+_NO_CONTROLS = AfterValidator(_no_controls)
+_TEXT_SCHEMA = Field(
+    json_schema_extra={"pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"}
+)
+
+ShortText = Annotated[str, StringConstraints(max_length=300), _NO_CONTROLS, _TEXT_SCHEMA]
+LongText = Annotated[str, StringConstraints(max_length=4000), _NO_CONTROLS, _TEXT_SCHEMA]
+Description = Annotated[str, StringConstraints(max_length=2000), _NO_CONTROLS, _TEXT_SCHEMA]
+Category = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), _NO_CONTROLS, _TEXT_SCHEMA
+]
+ContextKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), _NO_CONTROLS, _TEXT_SCHEMA
+]
+ContextValue = (
+    Annotated[str, StringConstraints(max_length=256), _NO_CONTROLS, _TEXT_SCHEMA]
+    | Annotated[int, Field(ge=-_MAX_CONTEXT_INT, le=_MAX_CONTEXT_INT)]
+    | Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+    | bool
+)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=False)
 
@@ -76,6 +123,8 @@ class EventType(StrEnum):
     REVIEW = "review"
     SKIP = "skip"
     DISLIKE = "dislike"
+    #: Forget the user (see :class:`UserDeletion`); never learned.
+    DELETE_USER = "delete_user"
 
     @property
     def is_negative(self) -> bool:
@@ -89,7 +138,7 @@ class ItemText(BaseModel):
     model_config = _STRICT
 
     title: ShortText | None = None
-    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    description: Description | None = None
     categories: list[Category] = Field(default_factory=list, max_length=16)
 
     def text(self) -> str:
@@ -125,25 +174,24 @@ class InteractionEvent(BaseModel):
     @field_validator("value")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
-        # allow_inf_nan covers JSON's NaN/Infinity literals; this covers huge ints.
-        if value is not None and not math.isfinite(value):
-            raise ValueError("value must be a finite number")
+        # allow_inf_nan covers JSON's NaN/Infinity literals; this covers huge numbers.
+        if value is not None and not (math.isfinite(value) and abs(value) <= MAX_VALUE):
+            raise ValueError(f"value must be a finite number of magnitude at most {MAX_VALUE:g}")
         return value
 
     @field_validator("timestamp")
     @classmethod
-    def _not_far_future(cls, timestamp: datetime) -> datetime:
-        latest = datetime.now(UTC) + FUTURE_TOLERANCE
-        if timestamp > latest:
-            raise ValueError(
-                f"timestamp {timestamp.isoformat()} is more than {FUTURE_TOLERANCE} in the future;"
-                " check the producer's clock and time zone"
-            )
-        return timestamp
+    def _sane_time(cls, timestamp: datetime) -> datetime:
+        return check_timestamp(timestamp)
 
     @model_validator(mode="after")
     def _value_fits_type(self) -> InteractionEvent:
         kind, value = self.event_type, self.value
+        if kind is EventType.DELETE_USER:
+            raise ValueError(
+                "a delete_user record has only event_id, user_id, event_type and timestamp"
+                " (see UserDeletion)"
+            )
         if kind is EventType.RATING:
             if value is None:
                 raise ValueError("a rating event needs a value between 1 and 5")
@@ -159,3 +207,58 @@ class InteractionEvent(BaseModel):
     def item_text(self) -> str:
         """The item's text, or its id when the producer sent none."""
         return self.item.text() if self.item is not None else self.item_id
+
+
+def check_timestamp(timestamp: datetime) -> datetime:
+    """``timestamp`` if it lies between the Unix epoch and a little past now; else ValueError."""
+    latest = datetime.now(UTC) + FUTURE_TOLERANCE
+    if timestamp > latest:
+        raise ValueError(
+            f"timestamp {timestamp.isoformat()} is more than {FUTURE_TOLERANCE} in the future;"
+            " check the producer's clock and time zone"
+        )
+    if timestamp < EARLIEST_TIMESTAMP:
+        raise ValueError(
+            f"timestamp {timestamp.isoformat()} is before {EARLIEST_TIMESTAMP.date()}; a zero or"
+            " default date is a producer bug: send when the user acted"
+        )
+    return timestamp
+
+
+class UserDeletion(BaseModel):
+    """Forget a user: the worker drops them from every state it holds (history, replay,
+    user tables) and publishes a tombstone (a null value) under their key on the
+    user-vectors topic. Sent to the events topic, keyed by the user id like their events,
+    so it lands after them on the same partition.
+
+    >>> d = UserDeletion.model_validate_json(
+    ...     '{"event_id": "d-1", "user_id": "u-7", "event_type": "delete_user",'
+    ...     ' "timestamp": "2026-01-02T03:04:05Z"}')
+    >>> d.user_id, d.event_type.value
+    ('u-7', 'delete_user')
+    """
+
+    model_config = _STRICT
+
+    event_id: Identifier
+    user_id: Identifier
+    event_type: Literal[EventType.DELETE_USER]
+    timestamp: AwareDatetime
+
+    @field_validator("timestamp")
+    @classmethod
+    def _sane_time(cls, timestamp: datetime) -> datetime:
+        return check_timestamp(timestamp)
+
+
+def _record_kind(value: Any) -> str:
+    kind = value.get("event_type") if isinstance(value, dict) else getattr(value, "event_type", "")
+    return "deletion" if kind == EventType.DELETE_USER.value else "event"
+
+
+#: One record of the events topic: an interaction, or a user deletion.
+StreamRecord = Annotated[
+    Annotated[InteractionEvent, Tag("event")] | Annotated[UserDeletion, Tag("deletion")],
+    Discriminator(_record_kind),
+]
+STREAM_RECORD: TypeAdapter[InteractionEvent | UserDeletion] = TypeAdapter(StreamRecord)

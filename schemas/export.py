@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.dead_letter import DeadLetter
-from schemas.events import InteractionEvent
+from schemas.events import InteractionEvent, UserDeletion
 from schemas.vectors import ItemVector, UserVector
 
 __all__ = ["SCHEMA_DIR", "WIRE_MODELS", "render", "stale_files", "write"]
@@ -21,6 +21,7 @@ __all__ = ["SCHEMA_DIR", "WIRE_MODELS", "render", "stale_files", "write"]
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 WIRE_MODELS: dict[str, type[BaseModel]] = {
     "interaction_event": InteractionEvent,
+    "user_deletion": UserDeletion,
     "user_vector": UserVector,
     "item_vector": ItemVector,
     "dead_letter": DeadLetter,

@@ -16,6 +16,7 @@ shorthand for ``LORASTREAM_KAFKA__BOOTSTRAP_SERVERS``.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -42,6 +43,7 @@ __all__ = [
     "KafkaSettings",
     "LearnerSettings",
     "MetricsSettings",
+    "PrivacySettings",
     "Settings",
     "TopicSettings",
     "WorkerSettings",
@@ -149,7 +151,16 @@ class ConsumerSettings(BaseModel):
     model_config = _SECTION
 
     group_id: str = "lorastream"
-    group_instance_id: str | None = None
+    static_membership: bool = Field(
+        default=True,
+        description="join as a static member (group.instance.id), so a restarted worker gets"
+        " its partitions back at once instead of after session_timeout_ms",
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        description="the static member id; unset: derived from the client id, the host name and"
+        " the checkpoint directory, which is stable across restarts and unique per state",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_interval_ms: int = Field(default=600_000, ge=10_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
@@ -181,6 +192,12 @@ class CheckpointSettings(BaseModel):
     every_s: float = Field(default=60.0, gt=0)
     idle_s: float = Field(default=2.0, gt=0, description="checkpoint once the stream is idle")
     keep: int = Field(default=3, ge=1)
+    allow_fresh_start: bool = Field(
+        default=False,
+        description="start a fresh learner when no intact checkpoint exists although the group"
+        " has committed offsets (the events before them are then never learned); without it"
+        " the worker refuses to start",
+    )
 
 
 class DriftSettings(BaseModel):
@@ -219,11 +236,23 @@ class MetricsSettings(BaseModel):
     model_config = _SECTION
 
     enabled: bool = True
-    host: str = "0.0.0.0"
+    host: str = Field(
+        default="127.0.0.1",
+        description="loopback by default; 0.0.0.0 (as the container image sets) to be scraped"
+        " from elsewhere",
+    )
     port: int = Field(default=9477, ge=0, le=65535)
+    tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this cert")
+    tls_keyfile: Path | None = None
     stall_after_s: float = Field(
         default=120.0, gt=0, description="liveness fails when the loop has not advanced this long"
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MetricsSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("metrics.tls_certfile and metrics.tls_keyfile go together")
+        return self
 
 
 class WorkerSettings(BaseModel):
@@ -239,7 +268,35 @@ class WorkerSettings(BaseModel):
     on_invalid: Literal["dead-letter", "stop"] = Field(
         default="dead-letter", description="what to do with a record that fails validation"
     )
+    key_policy: Literal["user_id", "any"] = Field(
+        default="user_id",
+        description="user_id: a record's key must be empty or its user id (what keeps a"
+        " user's events in order on one partition); any: keys are not checked",
+    )
+    max_poison_per_batch: int = Field(
+        default=8,
+        ge=0,
+        description="records of one batch the learner or publisher may fail on (each is"
+        " dead-lettered); more means a bug, not bad records: the worker stops, uncommitted",
+    )
+    max_rewinds: int = Field(
+        default=3,
+        ge=1,
+        description="failed batches between two checkpoints before the worker stops",
+    )
     log_format: Literal["text", "json"] = "text"
+
+
+class PrivacySettings(BaseModel):
+    """What may leave the worker about a user."""
+
+    model_config = _SECTION
+
+    pseudonymize_key: SecretStr | None = Field(
+        default=None,
+        description="when set, user ids are replaced by HMAC-SHA256(key, user id) before any"
+        " state is kept or vector published; consumers look users up by the same HMAC",
+    )
 
 
 class Settings(BaseSettings):
@@ -262,6 +319,16 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the settings (for redacting logs)."""
+        found = [
+            self.kafka.sasl_plain_password,
+            self.kafka.ssl_password,
+            self.privacy.pseudonymize_key,
+        ]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
     @classmethod
     def settings_customise_sources(
@@ -301,9 +368,33 @@ class Settings(BaseSettings):
         if shorthand and not any(k.upper() == "LORASTREAM_KAFKA__BOOTSTRAP_SERVERS" for k in env):
             env["LORASTREAM_KAFKA__BOOTSTRAP_SERVERS"] = shorthand
         env = {k: v for k, v in env.items() if k.upper() != "LORASTREAM_CONFIG"}
+        _check_env_sections(env)
         file_token, env_token = _CONFIG_FILE.set(config_file), _ENVIRON.set(env)
         try:
             return cls(**overrides)
         finally:
             _CONFIG_FILE.reset(file_token)
             _ENVIRON.reset(env_token)
+
+
+#: ``LORASTREAM_`` variables that are not settings sections.
+NON_SETTINGS_ENV = frozenset({"LORASTREAM_CONFIG", "LORASTREAM_CACHE"})
+
+
+def _check_env_sections(env: Mapping[str, str]) -> None:
+    """A ``LORASTREAM_`` variable must name a section (``LORASTREAM_<SECTION>__<FIELD>``):
+    a misspelled one would otherwise be ignored without a word."""
+    sections = set(Settings.model_fields)
+    for key in env:
+        upper = key.upper()
+        if not upper.startswith("LORASTREAM_") or upper in NON_SETTINGS_ENV:
+            continue
+        section = upper[len("LORASTREAM_") :].split("__", 1)[0].lower()
+        if section in sections:
+            continue
+        close = difflib.get_close_matches(section, sorted(sections), n=1)
+        hint = f"; did you mean LORASTREAM_{close[0].upper()}__…?" if close else ""
+        raise ValueError(
+            f"{key}: there is no settings section {section!r} (sections:"
+            f" {', '.join(sorted(sections))}){hint}"
+        )

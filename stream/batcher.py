@@ -3,10 +3,12 @@
 A batch closes when it holds ``max_events`` records, ``max_bytes`` bytes, or
 its first record has waited ``max_wait_s`` — whichever comes first.
 
+>>> from schemas.dead_letter import RejectCode
+>>> from stream.decode import RawRecord
 >>> clock = iter([0.0, 0.0, 0.5, 1.2]).__next__
 >>> b = MicroBatcher(max_events=10, max_wait_s=1.0, max_bytes=10_000, clock=clock)
 >>> rec = RawRecord("t", 0, 0, 0, None, b"{}")
->>> b.add([Decoded(rec, None, None)])   # opens at t=0.0
+>>> b.add([Rejection(rec, RejectCode.MALFORMED_JSON, "empty")])   # opens at t=0.0
 >>> b.ready(), b.ready()                # t=0.0, t=0.5
 (False, False)
 >>> b.ready()                           # t=1.2
@@ -21,22 +23,11 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
-from stream.decode import RawRecord, Rejection
+from stream.decode import Accepted, Decoded, Rejection
+from stream.offsets import PartitionKey
 
-__all__ = ["Batch", "Decoded", "MicroBatcher", "PartitionKey"]
-
-PartitionKey = tuple[str, int]  # (topic, partition)
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """A consumed record and what decoding made of it: an event, or a rejection."""
-
-    record: RawRecord
-    event: InteractionEvent | None
-    rejection: Rejection | None
+__all__ = ["Batch", "MicroBatcher", "positions"]
 
 
 @dataclass
@@ -45,11 +36,11 @@ class Batch:
 
     items: list[Decoded] = field(default_factory=list)
 
-    def events(self) -> list[Decoded]:
-        return [d for d in self.items if d.event is not None]
+    def accepted(self) -> list[Accepted]:
+        return [d for d in self.items if isinstance(d, Accepted)]
 
     def rejections(self) -> list[Rejection]:
-        return [d.rejection for d in self.items if d.rejection is not None]
+        return [d for d in self.items if isinstance(d, Rejection)]
 
     def next_offsets(self) -> dict[PartitionKey, int]:
         """Per partition, the offset after the last record in the batch."""
@@ -60,7 +51,7 @@ class Batch:
         return out
 
 
-def positions(items: Iterable[Decoded]) -> list[SourcePosition]:
+def positions(items: Iterable[Accepted]) -> list[SourcePosition]:
     return [d.record.position() for d in items]
 
 
@@ -118,6 +109,9 @@ class MicroBatcher:
         batch = Batch(self._items)
         self._items, self._bytes, self._opened_at = [], 0, None
         return batch
+
+    def clear(self) -> None:
+        self._items, self._bytes, self._opened_at = [], 0, None
 
     def discard(self, partitions: Collection[PartitionKey]) -> int:
         """Drop pending records of ``partitions`` (revoked: their next owner re-reads them)."""

@@ -47,6 +47,13 @@ BootstrapOpt = Annotated[
     typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (host:port,...)"),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+DebugKafkaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--debug-kafka",
+        help="the Kafka client's protocol debug log (verbose: raw records, with user data)",
+    ),
+]
 
 
 def load_settings(
@@ -82,14 +89,31 @@ def run(
         str | None, typer.Option(help="Hugging Face model id or path for the llm learner")
     ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint directory")] = None,
+    allow_fresh_start: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-fresh-start",
+            help="start a fresh learner although the group has consumed before and no intact"
+            " checkpoint exists (the events before its committed offsets are never learned)",
+        ),
+    ] = None,
     group: Annotated[str | None, typer.Option(help="consumer group id")] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address of /metrics and the health checks")
+    ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus/health port")] = None,
     history: Annotated[
         Path | None, typer.Option(help="append one JSON line per batch here (for `report`)")
     ] = None,
     verbose: VerboseOpt = False,
+    debug_kafka: DebugKafkaOpt = False,
 ) -> None:
-    """Run the stream worker until SIGTERM/SIGINT (then finish the batch, checkpoint, commit)."""
+    """Run the stream worker until SIGTERM/SIGINT (then finish the batch, checkpoint, commit).
+
+    Exit status: 0 stopped cleanly; 1 stopped on an invalid record (worker.on_invalid=stop);
+    2 bad settings or setup (broker, topics, permissions, checkpoints that do not fit);
+    3 shutdown took longer than worker.shutdown_timeout_s; 4 failed while running (nothing
+    past the newest checkpoint was committed)."""
     learner_section: dict[str, Any] = {"kind": learner}
     if model:
         learner_section["llm"] = {"model": model}
@@ -97,11 +121,11 @@ def run(
         config,
         bootstrap,
         learner=learner_section,
-        checkpoint={"dir": checkpoint_dir},
+        checkpoint={"dir": checkpoint_dir, "allow_fresh_start": allow_fresh_start},
         consumer={"group_id": group},
-        metrics={"port": metrics_port},
+        metrics={"host": metrics_host, "port": metrics_port},
     )
-    setup_logging(settings.worker.log_format, verbose)
+    setup_logging(settings.worker.log_format, verbose, settings.secrets(), debug_kafka)
     code = run_worker(settings, history)
     raise typer.Exit(code)
 
@@ -109,28 +133,30 @@ def run(
 def run_worker(settings: Settings, history: Path | None = None) -> int:
     """Build the learner and run a worker with metrics and signal handling; the exit code."""
     from learners.registry import build_learner
-    from stream.checkpoint import CheckpointError
+    from stream.checkpoint import CheckpointError, CheckpointWriteError
     from stream.http import Health, serve
     from stream.metrics import WorkerMetrics
-    from stream.worker import InvalidRecord, Worker
+    from stream.poison import TooManyPoisonRecords
+    from stream.publisher import DeliveryError
+    from stream.worker import InvalidRecord, Worker, WorkerFailed
 
     metrics = WorkerMetrics()
     health = Health(settings.metrics.stall_after_s)
+    m = settings.metrics
     with ExitStack() as stack:
-        if settings.metrics.enabled:
+        if m.enabled:
+            tls = (m.tls_certfile, m.tls_keyfile) if m.tls_certfile and m.tls_keyfile else None
             try:
-                server = serve(
-                    metrics.registry, health, settings.metrics.host, settings.metrics.port
-                )
+                server = serve(metrics.registry, health, m.host, m.port, tls)
             except OSError as exc:
                 err.print(
-                    f"[red]error:[/] cannot serve metrics on {settings.metrics.host}:"
-                    f"{settings.metrics.port} ({exc}); choose another port with"
-                    " --metrics-port or LORASTREAM_METRICS__PORT"
+                    f"[red]error:[/] cannot serve metrics on {m.host}:{m.port} ({exc}); choose"
+                    " another port with --metrics-port or LORASTREAM_METRICS__PORT"
                 )
                 return 2
             stack.callback(server.close)
-            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
+            scheme = "https" if tls else "http"
+            log.info("metrics on %s://%s:%d/metrics", scheme, m.host, server.port)
         learner = build_learner(settings.learner)
         metrics.build_info.info(_build_info(settings, learner))
         observers = []
@@ -144,6 +170,10 @@ def run_worker(settings: Settings, history: Path | None = None) -> int:
         _install_signals(worker.request_stop)
         try:
             worker.run()
+        except (CheckpointWriteError, WorkerFailed, TooManyPoisonRecords, DeliveryError) as exc:
+            log.error("stopping: %s", exc)
+            err.print(f"[red]error:[/] {exc}")
+            return 4
         except (StreamSetupError, CheckpointError) as exc:
             err.print(f"[red]error:[/] {exc}")
             return 2
@@ -237,7 +267,7 @@ def produce_jsonl(
     from stream.sources.jsonl import LineError, read_jsonl
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
     with lines:
         parsed = list(read_jsonl(lines))
@@ -280,7 +310,7 @@ def produce_synthetic(
     from stream.sources.synthetic import ChangePoint, SyntheticConfig, SyntheticStream
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     stream = SyntheticStream(
         SyntheticConfig(
             n_users=users,
@@ -325,7 +355,7 @@ def produce_movielens(
     from stream.sources.movielens import MovieLens
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     try:
         movielens = MovieLens(folder, include_tags=tags)
     except FileNotFoundError as exc:
@@ -359,7 +389,7 @@ def produce_amazon(
     from stream.sources.amazon import AmazonReviews
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     source = AmazonReviews(reviews, metadata, sort=sort)
     sent = _send(settings, topic, source.events(limit), rate, speedup)
     _report_errors(source.errors)
@@ -391,7 +421,7 @@ def recommend(
     from stream.recommend import VectorIndex
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     try:
         index = (
             VectorIndex.from_checkpoint(checkpoint, settings, user)
@@ -439,7 +469,7 @@ def tail(
     from kafka import KafkaConsumer, TopicPartition
 
     settings = load_settings(config, bootstrap)
-    setup_logging("text")
+    setup_logging("text", secrets=settings.secrets())
     t = settings.topics
     topic = {
         "user-vectors": t.user_vectors,
@@ -534,12 +564,21 @@ def topics_create(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> N
 
 
 @app.command()
-def kafka() -> None:
+def kafka(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="keep the broker's data here; starting again on it serves the same topics,"
+            " offsets and groups at the same address (default: a temporary directory)"
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="client port (default: free, or the recorded one)")] = 0,
+) -> None:
     """Run a local single-node Apache Kafka (KRaft) until Ctrl-C; prints its address."""
     from deploy.kafka import KafkaSetupError, LocalKafka
 
     try:
-        with LocalKafka() as broker:
+        with LocalKafka(workdir=data_dir, port=port) as broker:
             out.print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
             while True:

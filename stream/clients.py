@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +18,10 @@ __all__ = [
     "BrokerUnreachable",
     "MissingTopic",
     "StreamSetupError",
+    "broker_contact",
+    "committed_offsets",
     "ensure_output_topics",
+    "group_instance_id",
     "make_admin",
     "make_consumer",
     "make_producer",
@@ -79,15 +84,29 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     return _connect(lambda: KafkaProducer(**kwargs), settings)
 
 
+def group_instance_id(settings: Settings) -> str | None:
+    """The static member id: as configured, else client id + host + a hash of the
+    checkpoint directory — the same on every restart of one worker (its state lives in
+    that directory), different for two workers on one host."""
+    c = settings.consumer
+    if not c.static_membership:
+        return None
+    if c.group_instance_id:
+        return c.group_instance_id
+    where = str(settings.checkpoint.dir.resolve()) if settings.checkpoint.dir else "-"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+    return f"{settings.kafka.client_id}-{socket.gethostname()}-{digest}"[:200]
+
+
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
-    """A group consumer with manual offset management (no auto-commit)."""
+    """A group consumer with manual offset management (no auto-commit), a static member."""
     c = settings.consumer
     kwargs = (
         settings.kafka.client_kwargs()
         | {
             "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
             "group_id": c.group_id,
-            "group_instance_id": c.group_instance_id,
+            "group_instance_id": group_instance_id(settings),
             "enable_auto_commit": False,
             "auto_offset_reset": c.auto_offset_reset,
             "max_poll_interval_ms": c.max_poll_interval_ms,
@@ -168,3 +187,21 @@ def ensure_output_topics(
         ) from exc
     log.info("created topics %s", sorted(missing))
     return sorted(missing)
+
+
+def committed_offsets(admin: KafkaAdminClient, group_id: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets on ``topic`` per partition ({} for a new group)."""
+    try:
+        found = admin.list_group_offsets({group_id: None}).get(group_id, {})
+    except KafkaError as exc:
+        log.warning("could not read the committed offsets of group %s: %s", group_id, exc)
+        return {}
+    return {tp.partition: om.offset for tp, om in found.items() if tp.topic == topic}
+
+
+def broker_contact(consumer: KafkaConsumer) -> bool:
+    """True while the consumer knows its group coordinator. kafka-python drops the
+    coordinator when its connection fails (a broker outage) and finds it again when the
+    broker is back; this reads that state without side effects."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return getattr(coordinator, "coordinator_id", None) is not None

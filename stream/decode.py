@@ -1,28 +1,34 @@
 """Turning Kafka records into validated events, or into rejections with a precise reason.
 
 >>> from schemas import RejectCode
+>>> decode = Decoder(max_bytes=1024)
 >>> r = RawRecord(topic="events", partition=0, offset=5, timestamp_ms=0, key=None,
 ...               value=b'{"event_id": "e", "user_id": "u", "item_id": "i",'
 ...                     b' "event_type": "teleport", "timestamp": "2026-01-01T00:00:00Z"}')
->>> out = decode(r, max_bytes=1024)
+>>> out = decode(r)
 >>> out.code is RejectCode.UNKNOWN_EVENT_TYPE, out.reason.split(":")[0]
 (True, 'event_type')
->>> decode(RawRecord("events", 0, 6, 0, None, b"{nope"), 1024).code
+>>> decode(RawRecord("events", 0, 6, 0, None, b"{nope")).code
 <RejectCode.MALFORMED_JSON: 'malformed_json'>
+>>> ok = decode(RawRecord("events", 0, 7, 0, b"u", r.value.replace(b"teleport", b"click")))
+>>> ok.event.user_id, ok.record.offset
+('u', 7)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import ValidationError
 
 from schemas.dead_letter import DeadLetter, RejectCode
-from schemas.events import InteractionEvent
+from schemas.events import STREAM_RECORD, InteractionEvent, UserDeletion
 from schemas.vectors import SourcePosition
+from stream.privacy import Pseudonymizer
 
-__all__ = ["RawRecord", "Rejection", "decode"]
+__all__ = ["Accepted", "Decoded", "Decoder", "RawRecord", "Rejection"]
 
 _MAX_REASON = 2000
 
@@ -52,6 +58,14 @@ class RawRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """A record that decoded into an interaction or a user deletion."""
+
+    record: RawRecord
+    event: InteractionEvent | UserDeletion
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A record that will not be learned, and why."""
 
@@ -62,7 +76,7 @@ class Rejection:
     def dead_letter(self, worker: str | None = None) -> DeadLetter:
         return DeadLetter(
             code=self.code,
-            reason=self.reason,
+            reason=self.reason[:8000],
             original_value=self.record.value,
             original_key=self.record.key,
             source=self.record.position(),
@@ -71,31 +85,63 @@ class Rejection:
         )
 
 
-def decode(record: RawRecord, max_bytes: int) -> InteractionEvent | Rejection:
-    """Validate one record's value as an :class:`InteractionEvent`."""
-    value = record.value
-    if value is None:
-        return Rejection(
-            record,
-            RejectCode.MALFORMED_JSON,
-            "the record has no value (a tombstone); events must be JSON objects",
-        )
-    if len(value) > max_bytes:
-        return Rejection(
-            record,
-            RejectCode.OVERSIZE,
-            f"the record value is {len(value)} bytes; the limit is {max_bytes}"
-            " (batch.max_record_bytes). Send item text once per item, not whole"
-            " documents, or raise the limit.",
-        )
-    try:
-        return InteractionEvent.model_validate_json(value)
-    except ValidationError as exc:
-        return _rejection(record, exc)
+Decoded = Accepted | Rejection
+
+
+class Decoder:
+    """Validates records as :data:`schemas.events.StreamRecord`; checks keys; pseudonymises.
+
+    ``key_policy="user_id"``: a key, when present, must be the user id (UTF-8), since
+    the key is what keeps a user's events in order on one partition.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        key_policy: Literal["user_id", "any"] = "user_id",
+        pseudonymizer: Pseudonymizer | None = None,
+    ) -> None:
+        self.max_bytes, self.key_policy, self.pseudonymizer = max_bytes, key_policy, pseudonymizer
+
+    def __call__(self, record: RawRecord) -> Decoded:
+        value = record.value
+        if value is None:
+            return Rejection(
+                record,
+                RejectCode.MALFORMED_JSON,
+                "the record has no value (a tombstone); events must be JSON objects",
+            )
+        if len(value) > self.max_bytes:
+            return Rejection(
+                record,
+                RejectCode.OVERSIZE,
+                f"the record value is {len(value)} bytes; the limit is {self.max_bytes}"
+                " (batch.max_record_bytes). Send item text once per item, not whole"
+                " documents, or raise the limit.",
+            )
+        try:
+            event = STREAM_RECORD.validate_json(value)
+        except ValidationError as exc:
+            return _rejection(record, exc)
+        key = record.key
+        if self.key_policy == "user_id" and key is not None and key != event.user_id.encode():
+            return Rejection(
+                record,
+                RejectCode.KEY_MISMATCH,
+                f"the record key {key[:80]!r} is not the event's user id"
+                f" {event.user_id[:80]!r}: key events by user id (it keeps a user's events"
+                " in order on one partition), or set worker.key_policy=any",
+            )
+        if self.pseudonymizer is not None:
+            event = event.model_copy(update={"user_id": self.pseudonymizer(event.user_id)})
+        return Accepted(record, event)
 
 
 def _rejection(record: RawRecord, exc: ValidationError) -> Rejection:
     errors = exc.errors(include_url=False)
+    for e in errors:  # the union's tag ("event"/"deletion") is not part of the field's path
+        if e["loc"] and e["loc"][0] in ("event", "deletion"):
+            e["loc"] = e["loc"][1:]
     kinds = {e["type"] for e in errors}
     if "json_invalid" in kinds or "json_type" in kinds:
         try:

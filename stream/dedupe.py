@@ -59,9 +59,14 @@ class RecentEvents:
     def to_array(self) -> np.ndarray:
         return np.fromiter(self._seen, dtype=np.uint64, count=len(self._seen))
 
+    def load_array(self, hashes: np.ndarray) -> None:
+        """Replace the window with saved hashes (oldest first), in place."""
+        self._seen = OrderedDict.fromkeys(
+            int(h) for h in (hashes[-self.capacity :] if self.capacity else [])
+        )
+
     @classmethod
     def from_array(cls, capacity: int, hashes: np.ndarray) -> RecentEvents:
         window = cls(capacity)
-        for h in hashes[-capacity:] if capacity else []:
-            window._seen[int(h)] = None
+        window.load_array(hashes)
         return window

@@ -34,11 +34,12 @@ from stream.clients import StreamSetupError, ensure_output_topics, make_admin, m
 from stream.history import RunHistory
 from stream.logs import setup_logging
 from stream.metrics import WorkerMetrics
+from stream.observers import BatchSummary
 from stream.recommend import VectorIndex
 from stream.report import from_history, render
 from stream.sender import Pacer, send_events
 from stream.sources.synthetic import TOPICS, ChangePoint, SyntheticConfig, SyntheticStream
-from stream.worker import BatchSummary, Worker
+from stream.worker import Worker
 
 __all__ = ["run_demo"]
 
@@ -311,7 +312,7 @@ class Demo:
         lat = self.worker.metrics.event_to_vector
         learned = self.worker.events_learned
         learn_s = sum(p["learn_s"] for p in points)
-        drift = self.worker.drift.detections if self.worker.drift else []
+        drift = self.worker.drift.monitor.detections if self.worker.drift else []
         rows = [
             ("events sent / learned", f"{self.sent} / {learned}"),
             ("wall time", f"{elapsed:.0f} s"),

@@ -3,7 +3,7 @@ appended to a JSON-lines file (``lorastream run --history run.jsonl``) for
 ``lorastream report`` and the demo's plot.
 
 >>> import numpy as np
->>> from stream.worker import BatchSummary
+>>> from stream.observers import BatchSummary
 >>> h = RunHistory(max_points=2)
 >>> for _ in range(3):
 ...     h(BatchSummary(records=4, learned=4, duplicates=0, rejected={}, report=None,
@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from stream.worker import BatchSummary
+    from stream.observers import BatchSummary
 
 __all__ = ["RunHistory", "load_history"]
 

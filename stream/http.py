@@ -12,9 +12,11 @@ consume loop advances) and ``/readyz`` (readiness: model loaded, partitions assi
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -29,6 +31,7 @@ class Health:
         self._last_beat = time.monotonic()
         self.model_loaded = False
         self.assigned_partitions = 0
+        self.broker_connected = True
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()
@@ -42,6 +45,8 @@ class Health:
     def ready(self) -> tuple[bool, str]:
         if not self.model_loaded:
             return False, "the model is loading"
+        if not self.broker_connected:
+            return False, "no contact with the Kafka group coordinator"
         if self.assigned_partitions == 0:
             return False, "no partitions assigned"
         return True, "ok"
@@ -64,8 +69,15 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve(registry: CollectorRegistry, health: Health, host: str, port: int) -> MetricsServer:
-    """Start serving on ``host:port`` (port 0 picks a free one) in a daemon thread."""
+def serve(
+    registry: CollectorRegistry,
+    health: Health,
+    host: str,
+    port: int,
+    tls: tuple[Path, Path] | None = None,
+) -> MetricsServer:
+    """Start serving on ``host:port`` (port 0 picks a free one) in a daemon thread; over
+    HTTPS when ``tls`` gives (certificate file, key file)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -90,4 +102,12 @@ def serve(registry: CollectorRegistry, health: Health, host: str, port: int) -> 
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        # the handshake happens in the request thread, so a stalled client blocks only itself
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     return MetricsServer(server)

@@ -289,6 +289,31 @@ class WorkerMetrics:
             ["stage"],
             registry=r,
         )
+        self.users_deleted = Counter(
+            p + "users_deleted_total", "Users forgotten on a delete_user record", registry=r
+        )
+        self.batch_failures = Counter(
+            p + "batch_failures_total",
+            "Batches the learner or publisher failed on, by stage (the batch is then rolled"
+            " back and its records isolated)",
+            ["stage"],
+            registry=r,
+        )
+        self.rewinds = Counter(
+            p + "rewinds_total",
+            "Roll-backs to the newest checkpoint after a failed batch",
+            registry=r,
+        )
+        self.checkpoints_quarantined = Counter(
+            p + "checkpoints_quarantined_total",
+            "Damaged checkpoints moved aside on restore",
+            registry=r,
+        )
+        self.broker_connected = Gauge(
+            p + "broker_connected",
+            "1 while the consumer is in contact with its group coordinator",
+            registry=r,
+        )
         self.started = Gauge(
             p + "start_timestamp_seconds", "Unix time the worker started", registry=r
         )
@@ -297,6 +322,10 @@ class WorkerMetrics:
         # increase() see the first dead letter or detection as a change.
         for code in RejectCode:
             self.dead_letters.labels(code.value)
+        for stage in ("learn", "publish"):
+            self.batch_failures.labels(stage)
+        for result in ("ok", "error"):
+            self.checkpoints.labels(result)
         for signal in SIGNALS:
             self.drift_detections.labels(signal)
             self.drift_last.labels(signal).set(0)

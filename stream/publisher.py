@@ -37,13 +37,18 @@ class DeliveryError(RuntimeError):
 class _Send:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]]
     future: Any = None
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (ValueError, OverflowError, OSError):  # validation keeps these out; never crash here
+        return None
 
 
 def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
@@ -73,6 +78,25 @@ def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
     return out
 
 
+def item_vector_json(batch: VectorBatch, produced_at: str, texts: dict[str, str]) -> list[bytes]:
+    """The :class:`schemas.ItemVector` JSON of every item in ``batch``."""
+    rows = _rounded(batch.vectors)
+    return [
+        json.dumps(
+            {
+                "item_id": item_id,
+                "vector": rows[k],
+                "dim": len(rows[k]),
+                "model_version": batch.version,
+                "produced_at": produced_at,
+                "text": texts.get(item_id),
+            },
+            separators=(",", ":"),
+        ).encode()
+        for k, item_id in enumerate(batch.ids)
+    ]
+
+
 def _rounded(vectors: np.ndarray) -> list[list[float]]:
     # float32 has ~7 significant digits; rounding keeps the JSON short.
     if not np.isfinite(vectors).all():
@@ -98,32 +122,35 @@ class Publisher:
         self._pending.append(send)
 
     def user_vectors(self, batch: VectorBatch) -> int:
+        """Send every user's vector; all payloads are built before the first is sent."""
         produced_at = datetime.now(UTC).isoformat()
-        for user_id, value in zip(batch.ids, user_vector_json(batch, produced_at), strict=True):
+        values = user_vector_json(batch, produced_at)
+        for user_id, value in zip(batch.ids, values, strict=True):
             self._send(_Send(self._topics.user_vectors, user_id.encode(), value, []))
         return len(batch)
 
     def item_vectors(self, batch: VectorBatch, texts: dict[str, str] | None = None) -> int:
-        produced_at = datetime.now(UTC).isoformat()
-        rows = _rounded(batch.vectors)
-        for k, item_id in enumerate(batch.ids):
-            doc = {
-                "item_id": item_id,
-                "vector": rows[k],
-                "dim": len(rows[k]),
-                "model_version": batch.version,
-                "produced_at": produced_at,
-                "text": (texts or {}).get(item_id),
-            }
-            self._send(
-                _Send(
-                    self._topics.item_vectors,
-                    item_id.encode(),
-                    json.dumps(doc, separators=(",", ":")).encode(),
-                    [],
-                )
-            )
+        """Send every item's vector; all payloads are built before the first is sent."""
+        values = item_vector_json(batch, datetime.now(UTC).isoformat(), texts or {})
+        for item_id, value in zip(batch.ids, values, strict=True):
+            self._send(_Send(self._topics.item_vectors, item_id.encode(), value, []))
         return len(batch)
+
+    def tombstones(self, user_ids: list[str]) -> int:
+        """A null value under each user's key: compaction then drops the user's vector."""
+        for user_id in user_ids:
+            self._send(_Send(self._topics.user_vectors, user_id.encode(), None, []))
+        return len(user_ids)
+
+    @property
+    def pending(self) -> int:
+        """Records sent and not yet acknowledged (a mark for :meth:`abandon`)."""
+        return len(self._pending)
+
+    def abandon(self, since: int = 0) -> None:
+        """Stop tracking what was sent after mark ``since`` (a failed attempt's output, which
+        the broker may still store: a later vector of the same key supersedes it)."""
+        del self._pending[since:]
 
     def dead_letter(self, rejection: Rejection) -> None:
         letter = rejection.dead_letter(self._worker_id)

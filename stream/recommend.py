@@ -165,7 +165,7 @@ class VectorIndex:
         checkpoint = store.latest()
         if checkpoint is None:
             raise FileNotFoundError(f"no intact checkpoint in {directory}")
-        kind = checkpoint.manifest["learner_kind"]
+        kind = checkpoint.manifest.learner_kind
         learner = build_learner(settings.learner.model_copy(update={"kind": kind}))
         learner.load(checkpoint.learner_dir)
         index = cls()

@@ -11,43 +11,51 @@ import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from learners.base import Learner, LearnReport
-from schemas.dead_letter import RejectCode
+from learners.base import Learner
 from schemas.settings import Settings
-from stream.batcher import Batch, Decoded, MicroBatcher, PartitionKey, positions
-from stream.checkpoint import Checkpoint, CheckpointStore
+from stream.apply import Applied, Applier, AttemptFailed
+from stream.batcher import Batch, MicroBatcher
+from stream.checkpoint import (
+    CheckpointError,
+    CheckpointSchedule,
+    CheckpointStore,
+    CheckpointWriteError,
+)
 from stream.clients import (
+    broker_contact,
+    committed_offsets,
     ensure_output_topics,
     make_admin,
     make_consumer,
     make_producer,
     require_topic,
 )
-from stream.decode import RawRecord, Rejection, decode
+from stream.decode import Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
-from stream.drift import Detection, DriftMonitor
 from stream.http import Health
 from stream.metrics import WorkerMetrics
+from stream.observers import BatchObserver, BatchSummary, DriftWatch, MetricsRecorder
+from stream.offsets import OffsetBook, PartitionKey
+from stream.poison import Savepoints, isolate
+from stream.privacy import Pseudonymizer
 from stream.publisher import Publisher
 
 __all__ = [
-    "BatchSummary",
     "DeadLetterPolicy",
     "ErrorPolicy",
     "InvalidRecord",
+    "StateLost",
     "StopPolicy",
     "Worker",
+    "WorkerFailed",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,14 @@ log = logging.getLogger(__name__)
 
 class InvalidRecord(RuntimeError):
     """Raised by :class:`StopPolicy` on the first record that fails validation."""
+
+
+class WorkerFailed(RuntimeError):
+    """Batches keep failing although rolled back; the worker stops without committing."""
+
+
+class StateLost(CheckpointError):
+    """No intact checkpoint, yet the group has consumed before: starting fresh would skip events."""
 
 
 class ErrorPolicy(Protocol):
@@ -80,25 +96,6 @@ class StopPolicy:
         )
 
 
-@dataclass
-class BatchSummary:
-    """What one batch did, for observers (drift detection, the demo's live view)."""
-
-    records: int
-    learned: int
-    duplicates: int
-    rejected: dict[str, int]
-    report: LearnReport | None
-    learn_seconds: float
-    batch_seconds: float
-    latencies: np.ndarray  # event record timestamp -> vectors acknowledged, seconds
-    users: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)  # signals whose detector fired
-
-
-BatchObserver = Callable[[BatchSummary], None]
-
-
 def _key(tp: TopicPartition) -> PartitionKey:
     return (tp.topic, tp.partition)
 
@@ -106,57 +103,69 @@ def _key(tp: TopicPartition) -> PartitionKey:
 class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     """Runs on kafka-python's I/O thread while the work thread waits inside ``poll()``.
 
-    Nothing slow happens here: no learning, no checkpoint. On revocation the
-    pending (not yet learned) records of the revoked partitions are released —
-    their next owner reads them again from the committed offset — and the
-    offsets of work already finished (learned, vectors acknowledged) are
-    committed before the partitions are given up; the commit is awaited, which
-    keeps heartbeats running. On assignment each partition is positioned where
-    this worker's learner state continues: its processed offset, else the
-    restored checkpoint's, else the group's committed offset.
+    Nothing slow happens here. On revocation the partitions' pending records are
+    released (their next owner reads them again from the committed offset) and
+    their *durable* offsets — covered by a checkpoint — are committed; never the
+    processed ones, and nothing once the worker has failed. On assignment each
+    partition is positioned where this worker's learner state continues: its
+    processed offset, else the group's committed offset.
     """
 
     def __init__(self, worker: Worker, consumer: KafkaConsumer) -> None:
         self._worker, self._consumer = worker, consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        offsets = self._worker._release(revoked, commit=True)
+        offsets = self._worker.book.release({_key(tp) for tp in revoked}, commit=True)
+        self._worker.show_assignment()
         if offsets:
             try:
-                await self._consumer.commit_async(offsets)
-                self._worker._committed_on_revoke(offsets)
+                await self._consumer.commit_async(_commit_map(offsets))
+                self._worker.book.committed(offsets)
             except Exception as exc:  # the next owner re-reads; nothing is lost
                 log.warning("commit on revocation failed (%s); the next owner re-reads", exc)
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self._worker._release(lost, commit=False)
+        self._worker.book.release({_key(tp) for tp in lost}, commit=False)
+        self._worker.show_assignment()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._worker._assign(assigned, self._consumer)
+        for (topic, partition), offset in self._worker.book.assign(map(_key, assigned)).items():
+            self._consumer.seek(TopicPartition(topic, partition), offset)
+        self._worker.show_assignment()
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+def _commit_map(offsets: Mapping[PartitionKey, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 class Worker:
     """Consumes interaction events, learns them in mini-batches, publishes vectors.
 
-    Commit order, per batch (``_process`` then ``_maybe_checkpoint``):
+    Per batch (:meth:`_process`, then :meth:`_maybe_checkpoint`):
 
-    1. the learner applies the batch (``learn_many``), in memory;
-    2. user (and item) vectors and the batch's dead letters are sent, and the
-       producer is flushed until the broker has acknowledged every record
-       (``acks=all``, idempotent); failures are re-sent, never skipped;
-    3. only then do the batch's offsets count as *processed*;
-    4. when a checkpoint is due (every N events, every T seconds, when the
-       stream goes idle, on shutdown), the learner's state is written together
-       with the processed offsets it reflects, atomically;
-    5. only then are those offsets committed to Kafka.
+    1. learn: the learner applies the batch's events in memory; deletion records
+       forget their users (``stream/apply.py``);
+    2. publish: vectors, tombstones and the batch's dead letters are sent and the
+       producer flushed until the broker acknowledged every record
+       (``acks=all``, idempotent; ``stream/publisher.py``);
+    3. the batch's offsets count as *processed* (``stream/offsets.py``);
+    4. when a checkpoint is due (every N events, every T seconds, when the stream
+       goes idle, on shutdown) the learner's state is written with the processed
+       offsets, atomically: they are now *durable* (``stream/checkpoint.py``);
+    5. durable offsets are committed.
 
-    Without a checkpoint directory step 4 is skipped and step 5 follows step 3.
-    On start the newest intact checkpoint is restored and its partitions are
-    re-read from its offsets, so after a crash every event since the checkpoint
-    is learned again rather than lost. On SIGTERM/SIGINT (:meth:`request_stop`)
-    the batch being collected is finished, a checkpoint written, offsets
-    committed, the consumer closed; a watchdog ends the process (exit code 3)
-    if that takes longer than ``worker.shutdown_timeout_s``.
+    An offset is committed only when a checkpoint covers it — after a checkpoint,
+    on revocation, on close — and after a failure, never. A batch the learner or
+    the publisher fails on rolls the learner back to the newest checkpoint and
+    re-reads from its offsets; the failed records are then applied in isolation
+    and the ones that still fail are dead-lettered (``stream/poison.py``). On
+    start the newest intact checkpoint is restored (damaged ones are quarantined);
+    with none, the fresh learner's state is written as the first checkpoint.
+    Without a checkpoint directory steps 4 and 5 collapse: offsets are committed
+    after every batch. On SIGTERM/SIGINT (:meth:`request_stop`) the batch in hand
+    is finished, a checkpoint written, offsets committed, the consumer closed; a
+    watchdog ends the process (exit code 3) after ``worker.shutdown_timeout_s``.
     """
 
     def __init__(
@@ -169,39 +178,37 @@ class Worker:
         error_policy: ErrorPolicy | None = None,
         observers: Iterable[BatchObserver] = (),
     ) -> None:
-        self.settings = settings
+        s = self.settings = settings
         self.learner = learner
         self.metrics = metrics or WorkerMetrics(process=False)
-        self.health = health or Health(settings.metrics.stall_after_s)
+        self.health = health or Health(s.metrics.stall_after_s)
         self.error_policy = error_policy or (
-            StopPolicy() if settings.worker.on_invalid == "stop" else DeadLetterPolicy()
+            StopPolicy() if s.worker.on_invalid == "stop" else DeadLetterPolicy()
         )
-        self.observers = list(observers)
-        b = settings.batch
-        self._batcher = MicroBatcher(b.max_events, b.max_wait_s, b.max_bytes)
-        self._recent = RecentEvents(settings.worker.dedupe_window)
-        c = settings.checkpoint
+        self.drift = DriftWatch(s.drift, learner, self.metrics) if s.drift.enabled else None
+        self.observers: list[BatchObserver] = [
+            *([self.drift] if self.drift else []),
+            MetricsRecorder(self.metrics, learner),
+            *observers,
+        ]
+        key = s.privacy.pseudonymize_key
+        self.decode = Decoder(
+            s.batch.max_record_bytes,
+            s.worker.key_policy,
+            Pseudonymizer(key.get_secret_value()) if key is not None else None,
+        )
+        self._batcher = MicroBatcher(s.batch.max_events, s.batch.max_wait_s, s.batch.max_bytes)
+        self._recent = RecentEvents(s.worker.dedupe_window)
+        c = s.checkpoint
         self._store = CheckpointStore(c.dir, c.keep) if c.dir is not None else None
+        self.schedule = CheckpointSchedule(c.every_events, c.every_s, c.idle_s)
+        self.book = OffsetBook(checkpoints=self._store is not None)
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards the offset maps shared with the I/O thread
-        self._processed: dict[PartitionKey, int] = {}
-        self._committed: dict[PartitionKey, int] = {}
-        self._assigned: set[PartitionKey] = set()
-        self._released: list[set[PartitionKey]] = []
-        self._unsaved_records = 0
-        self._last_checkpoint_at = time.monotonic()
-        self._idle_since: float | None = None  # first empty poll since the last record
+        self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
+        self._rewinds = 0  # since the last checkpoint
+        self._savepoints: Savepoints | None = None
         self.stages = StageClock(self.metrics.stage_seconds)
-        self.drift = (
-            DriftMonitor(settings.drift, on_detection=self._on_drift)
-            if settings.drift.enabled
-            else None
-        )
-        self._adapting = False
-        self._refresh_queue: deque[str] = deque()
-        self.metrics.lr_factor.set(1.0)
-        self.metrics.drift_boost.set(0.0)
-        self.restored: Checkpoint | None = None
+        self.restored: int | None = None  # sequence of the checkpoint resumed from
         self.records_seen = 0
         self.events_learned = 0
 
@@ -216,7 +223,8 @@ class Worker:
         return self._stop.is_set()
 
     def run(self) -> None:
-        """Run until :meth:`request_stop`; raises on errors it cannot recover from."""
+        """Run until :meth:`request_stop`; raises on errors it cannot recover from, having
+        committed nothing past the newest checkpoint."""
         s = self.settings
         with ExitStack() as stack:
             admin = make_admin(s)
@@ -225,274 +233,275 @@ class Worker:
             ensure_output_topics(admin, s)
             producer = make_producer(s)
             stack.callback(producer.close, 10)
-            publisher = Publisher(producer, s.topics, s.kafka.client_id)
-            self._restore()
+            self.publisher = Publisher(producer, s.topics, s.kafka.client_id)
+            self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
+            self._start_state(admin)
+            stack.callback(self._close_savepoints)
             consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
             consumer.subscribe([s.topics.events], listener=_Rebalance(self, consumer))
             self.health.model_loaded = True
-            self._consume(consumer, publisher)
-            self._drain(consumer, publisher)
+            try:
+                self._consume(consumer)
+                self._drain(consumer)
+            except BaseException:
+                self.book.freeze()  # on an exception, commit nothing (not even on close)
+                raise
 
-    def _close_consumer(self, consumer: KafkaConsumer) -> None:
-        watchdog = threading.Timer(self.settings.worker.shutdown_timeout_s, _hard_exit)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            consumer.close(autocommit=False)
-        finally:
-            watchdog.cancel()
-
-    def _restore(self) -> None:
+    def _start_state(self, admin: Any) -> None:
+        """Restore the newest intact checkpoint, or write the fresh learner's first one."""
         if self._store is None:
             return
-        checkpoint = self._store.restore(self.learner, self.settings.topics.events)
-        # checkpoint age counts from the restored checkpoint, or from now when there is none
-        self.metrics.last_checkpoint.set(
-            datetime.fromisoformat(checkpoint.manifest["created_at"]).timestamp()
-            if checkpoint is not None
-            else time.time()
-        )
+        restored = self._store.restore(self.learner, self.settings.topics.events)
+        self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
+        checkpoint = restored.checkpoint
         if checkpoint is None:
+            self._refuse_lost_state(admin, restored.quarantined)
             log.info("no checkpoint in %s: starting from a fresh learner", self._store.root)
+            self._checkpoint()  # a point to roll back to, and proof that the disk takes writes
             return
-        self.restored = checkpoint
-        arrays = checkpoint.stream_arrays()
-        self._recent = RecentEvents.from_array(
-            self.settings.worker.dedupe_window, arrays["recent_event_hashes"]
-        )
-        with self._lock:
-            self._processed = dict(checkpoint.offsets)
+        self.restored = checkpoint.sequence
+        self._recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
+        self.book.restore(checkpoint.offsets)
+        self.metrics.last_checkpoint.set(checkpoint.manifest.created_at.timestamp())
         log.info(
             "resuming from checkpoint %s at offsets %s",
             checkpoint.path.name,
             _fmt(checkpoint.offsets),
         )
 
-    def _drain(self, consumer: KafkaConsumer, publisher: Publisher) -> None:
-        """Graceful stop: finish the open batch, checkpoint, commit (bounded in time)."""
-        watchdog = threading.Timer(self.settings.worker.shutdown_timeout_s, _hard_exit)
-        watchdog.daemon = True
-        watchdog.start()
+    def _refuse_lost_state(self, admin: Any, quarantined: list[Any]) -> None:
+        s = self.settings
+        committed = committed_offsets(admin, s.consumer.group_id, s.topics.events)
+        if not (quarantined or any(committed.values())) or s.checkpoint.allow_fresh_start:
+            if quarantined or any(committed.values()):
+                log.warning("no intact checkpoint: starting a fresh learner as allowed")
+            return
+        damaged = f"; damaged ones were moved aside: {[str(q) for q in quarantined]}"
+        raise StateLost(
+            f"no intact checkpoint in {self._store.root if self._store else None}"
+            f"{damaged if quarantined else ''}, but consumer group {s.consumer.group_id!r} has"
+            f" committed offsets on {s.topics.events!r} ({committed}): a fresh learner would never"
+            " learn the events before them. Put an intact checkpoint back, or start with"
+            " --allow-fresh-start (checkpoint.allow_fresh_start=true) to accept that."
+        )
+
+    @contextmanager
+    def _watchdog(self) -> Iterator[None]:
+        """Ends the process (exit 3) when shutting down takes longer than allowed."""
+        timer = threading.Timer(self.settings.worker.shutdown_timeout_s, _hard_exit)
+        timer.daemon = True
+        timer.start()
         try:
-            self._apply_released()
-            if len(self._batcher):
-                self._process(self._batcher.take(), publisher)
-            self._maybe_checkpoint(consumer, force=True)
+            yield
         finally:
-            watchdog.cancel()
+            timer.cancel()
+
+    def _close_consumer(self, consumer: KafkaConsumer) -> None:
+        with self._watchdog():
+            consumer.close(autocommit=False)
+
+    def _close_savepoints(self) -> None:
+        if self._savepoints is not None:
+            self._savepoints.close()
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """Graceful stop: finish the open batch, checkpoint, commit (bounded in time)."""
+        with self._watchdog():
+            self._drop_released()
+            if len(self._batcher):
+                self._process(self._batcher.take(), consumer)
+            self._maybe_checkpoint(consumer, force=True)
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _consume(self, consumer: KafkaConsumer, publisher: Publisher) -> None:
-        max_record = self.settings.batch.max_record_bytes
+    def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stop.is_set():
             timeout_ms = int(1000 * self._batcher.time_left()) if len(self._batcher) else 200
             with self.stages.time("poll"):
                 polled = consumer.poll(
                     timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
                 )
-            self._apply_released()
+            self._drop_released()
             if polled:
                 with self.stages.time("decode"):
-                    decoded = [
-                        self._decode(r, max_record) for recs in polled.values() for r in recs
-                    ]
+                    decoded = [self.decode(_raw(r)) for recs in polled.values() for r in recs]
+                self.book.first_seen({_key(tp): recs[0].offset for tp, recs in polled.items()})
                 self._batcher.add(decoded)
-                self._idle_since = None
+                self.schedule.busy()
                 self.records_seen += len(decoded)
                 self.metrics.records_consumed.inc(len(decoded))
-            elif self._idle_since is None:
-                # idle is measured from the first empty poll, not from the last record: a
-                # long learner step is not a quiet stream
-                self._idle_since = time.monotonic()
+            else:
+                self.schedule.idle(time.monotonic())
             if self._batcher.ready():
-                self._process(self._batcher.take(), publisher)
+                self._process(self._batcher.take(), consumer)
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
-            self.health.beat()
-            self.metrics.last_loop.set_to_current_time()
+            self._heartbeat(consumer)
 
-    @staticmethod
-    def _decode(record: Any, max_bytes: int) -> Decoded:
-        raw = RawRecord(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp,
-            record.key,
-            record.value,
-        )
-        out = decode(raw, max_bytes)
-        if isinstance(out, Rejection):
-            return Decoded(raw, None, out)
-        return Decoded(raw, out, None)
-
-    def _process(self, batch: Batch, publisher: Publisher) -> None:
-        """Steps 1-3 of the commit order for one batch."""
+    def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
+        """Steps 1-3 for one batch; on a failed batch, roll back and isolate its records."""
         started = time.perf_counter()
-        rejected: dict[str, int] = {}
-        for rejection in batch.rejections():
-            self.error_policy.on_rejected(rejection, publisher)
-            rejected[rejection.code.value] = rejected.get(rejection.code.value, 0) + 1
-        valid = batch.events()
-        with self.stages.time("dedupe"):
-            fresh = self._recent.fresh([d.event.event_id for d in valid if d.event])
-        learn = [d for d, ok in zip(valid, fresh, strict=True) if ok]
-        report, learn_s, vectors = self._learn(learn, publisher, rejected)
+        accepted = batch.accepted()
+        poison: list[Rejection] = []
+        if self._suspects and any(_where(d.record) in self._suspects for d in batch.items):
+            applied, poison = self._isolate(accepted)
+        else:
+            try:
+                applied = self.apply(accepted)
+            except AttemptFailed as failure:
+                self.metrics.batch_failures.labels(failure.stage).inc()
+                self.publisher.abandon()
+                if self._store is not None:
+                    self._rewind(batch, failure, consumer)
+                    return
+                log.error(
+                    "a batch failed (%s); isolating its records (no checkpoint to"
+                    " roll back to: the learner keeps what it applied)",
+                    failure,
+                )
+                applied, poison = self._isolate(accepted)
+        rejected = batch.rejections() + applied.rejected + poison
+        for rejection in rejected:
+            self.error_policy.on_rejected(rejection, self.publisher)
         with self.stages.time("deliver"):
-            retries = publisher.deliver(self.settings.worker.delivery_timeout_s)
+            retries = self.publisher.deliver(self.settings.worker.delivery_timeout_s)
         acked_at = time.time()
-        for kind, n in vectors.items():
-            self.metrics.vectors_produced.labels(kind).inc(n)
         # -- everything in the batch is now applied and acknowledged --
-        self._recent.remember([d.event.event_id for d in learn if d.event])
-        with self._lock:
-            self._processed = {**self._processed, **batch.next_offsets()}
-        self._unsaved_records += len(batch.items)
-        latencies = (
-            acked_at
-            - np.fromiter(
-                (d.record.timestamp_ms for d in learn), dtype=np.float64, count=len(learn)
+        self.book.processed_batch(batch.next_offsets())
+        self._suspects -= {_where(d.record) for d in batch.items}
+        self.schedule.add(len(batch.items))
+        self.events_learned += len(applied.learned)
+        self._observe(batch, applied, rejected, retries, acked_at, started)
+
+    def _isolate(self, accepted: list[Any]) -> tuple[Applied, list[Rejection]]:
+        if self._savepoints is None:
+            self._savepoints = Savepoints(self.learner, self._recent)
+        limit = self.settings.worker.max_poison_per_batch
+        result = isolate(accepted, self.apply, self._savepoints, self.publisher, limit)
+        log.info(
+            "isolated %d records in %d attempts: %d poison",
+            len(accepted),
+            result.attempts,
+            len(result.poison),
+        )
+        return result.applied, result.poison
+
+    def _rewind(self, batch: Batch, failure: AttemptFailed, consumer: KafkaConsumer) -> None:
+        """Back to the newest checkpoint; the failed batch's records become suspects."""
+        assert self._store is not None
+        self._rewinds += 1
+        if self._rewinds > self.settings.worker.max_rewinds:
+            raise WorkerFailed(
+                f"{self._rewinds} batches failed since the last checkpoint (latest: {failure});"
+                " stopping without committing. Fix the cause, or raise worker.max_rewinds"
+            ) from failure.cause
+        log.error(
+            "a batch of %d records failed (%s): rolling back to the newest checkpoint and"
+            " applying these records in isolation",
+            len(batch.items),
+            failure,
+        )
+        checkpoint = self._store.restore(self.learner, self.settings.topics.events).checkpoint
+        if checkpoint is None:
+            raise WorkerFailed("no intact checkpoint to roll back to") from failure.cause
+        self._recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
+        self._batcher.clear()
+        for (topic, partition), offset in self.book.rewind(checkpoint.offsets).items():
+            if offset is not None:
+                consumer.seek(TopicPartition(topic, partition), offset)
+        self._suspects |= {_where(d.record) for d in batch.items}
+        self.schedule.rewound()
+        self.metrics.rewinds.inc()
+
+    def _observe(
+        self,
+        batch: Batch,
+        applied: Applied,
+        rejected: list[Rejection],
+        retries: int,
+        acked_at: float,
+        started: float,
+    ) -> None:
+        codes: dict[str, int] = {}
+        for r in rejected:
+            codes[r.code.value] = codes.get(r.code.value, 0) + 1
+        types: dict[str, int] = {}
+        for a in applied.learned:
+            types[a.event.event_type.value] = types.get(a.event.event_type.value, 0) + 1
+        stamps = (
+            np.fromiter(
+                (a.record.timestamp_ms for a in applied.learned), np.float64, len(applied.learned)
             )
             / 1000.0
         )
         summary = BatchSummary(
             records=len(batch.items),
-            learned=len(learn),
-            duplicates=len(valid) - len(learn),
-            rejected=rejected,
-            report=report,
-            learn_seconds=learn_s,
+            learned=len(applied.learned),
+            duplicates=applied.duplicates,
+            rejected=codes,
+            report=applied.report,
+            learn_seconds=applied.learn_seconds,
             batch_seconds=time.perf_counter() - started,
-            latencies=latencies,
-            users=report.users if report else [],
+            latencies=acked_at - stamps,
+            users=applied.report.users if applied.report else [],
+            event_types=types,
+            deleted=len(applied.deleted),
+            vectors=applied.vectors,
+            retries=retries,
+            newest_event_s=float(stamps.max()) if len(stamps) else None,
         )
-        self._record_metrics(summary, learn, retries)
-        for observer in self.observers:
-            observer(summary)
-
-    def _learn(
-        self, learn: list[Decoded], publisher: Publisher, rejected: dict[str, int]
-    ) -> tuple[LearnReport | None, float, dict[str, int]]:
-        """Step 1, and sending (not yet acknowledging) the vectors it produced."""
-        if not learn:
-            return None, 0.0, {}
-        t0 = time.perf_counter()
-        with self.stages.time("learn"):
-            report = self.learner.learn_many([d.event for d in learn if d.event], positions(learn))
-        learn_s = time.perf_counter() - t0
-        for index, reason in report.rejected:
-            self.error_policy.on_rejected(
-                Rejection(learn[index].record, RejectCode.LEARNER_REJECTED, reason), publisher
-            )
-            rejected[RejectCode.LEARNER_REJECTED.value] = rejected.get("learner_rejected", 0) + 1
-        with self.stages.time("vectors"):
-            vectors = {"user": publisher.user_vectors(self.learner.user_vectors(report.users))}
-            if self.settings.topics.produce_item_vectors and report.items:
-                refresh = self._items_to_refresh(self.settings.topics.item_refresh_per_batch)
-                items = self.learner.item_vectors(list(dict.fromkeys(report.items + refresh)))
-                texts = self.learner.item_texts(items.ids)
-                vectors["item"] = publisher.item_vectors(items, texts)
-        budget = self.settings.consumer.max_poll_interval_ms / 1000
-        if learn_s > 0.5 * budget:
-            log.warning(
-                "a learner step took %.1fs, over half of consumer.max_poll_interval_ms"
-                " (%.0fs): lower batch.max_events or raise max_poll_interval_ms, or the"
-                " group will evict this worker",
-                learn_s,
-                budget,
-            )
-        return report, learn_s, vectors
-
-    def _items_to_refresh(self, n: int) -> list[str]:
-        """The next ``n`` items of a round robin over the learner's catalog."""
-        if n <= 0:
-            return []
-        if not self._refresh_queue:
-            self._refresh_queue = deque(self.learner.known_items())
-        out: list[str] = []
-        while self._refresh_queue and len(out) < n:
-            out.append(self._refresh_queue.popleft())
-        return out
-
-    def _record_metrics(self, s: BatchSummary, learned: list[Decoded], retries: int) -> None:
-        m = self.metrics
-        self.events_learned += s.learned
-        m.batch_size.observe(s.records)
-        m.batch_duration.observe(s.batch_seconds)
-        m.events_duplicate.inc(s.duplicates)
-        m.publish_retries.inc(1 if retries else 0)
-        for reason, n in s.rejected.items():
-            m.dead_letters.labels(reason).inc(n)
-        counts: dict[str, int] = {}
-        for d in learned:
-            if d.event is not None:
-                counts[d.event.event_type.value] = counts.get(d.event.event_type.value, 0) + 1
-        for event_type, n in counts.items():
-            m.events_consumed.labels(event_type).inc(n)
-        if s.report is None:
-            return
-        m.events_learned.inc(s.learned)
-        m.update_duration.observe(s.learn_seconds)
-        m.event_to_vector.observe_many(s.latencies)
-        m.last_update.set_to_current_time()
-        m.model_version.set(self.learner.updates)
-        if s.report.loss is not None and np.isfinite(s.report.loss):
-            m.loss.set(s.report.loss)
-        if s.report.skipped_update:
-            m.skipped_updates.inc()
-        self._record_learner_metrics(s.report)
-        newest = max(d.record.timestamp_ms for d in learned) / 1000.0
-        m.processing_lag.set(max(0.0, time.time() - newest))
-        m.set_state_sizes(
+        self.metrics.set_state_sizes(
             {
                 **self.learner.state_sizes(),
                 "dedupe_window": (len(self._recent), self._recent.capacity),
             }
         )
-        s.drift = self._watch_drift(s.report, counts, s.learned)
+        self._warn_slow_step(applied.learn_seconds)
+        for observer in self.observers:
+            observer(summary)
 
-    def _record_learner_metrics(self, report: LearnReport) -> None:
-        m = self.metrics
-        for name in ("hr_at_10", "ndcg_at_10", "mrr", "auc"):
-            value = report.metrics.get(name)
-            if value is not None and np.isfinite(value):
-                m.prequential.labels(name).set(value)
-        if "replay_ratio" in report.metrics:
-            m.replay_ratio.set(report.metrics["replay_ratio"])
-        for kind in ("allocated", "reserved"):
-            value = report.metrics.get(f"gpu_memory_{kind}_bytes")
-            if value is not None:
-                m.gpu_memory.labels(kind).set(value)
+    def _warn_slow_step(self, seconds: float) -> None:
+        budget = self.settings.consumer.max_poll_interval_ms / 1000
+        if seconds > 0.5 * budget:
+            log.warning(
+                "a learner step took %.1fs, over half of consumer.max_poll_interval_ms"
+                " (%.0fs): lower batch.max_events or raise max_poll_interval_ms, or the"
+                " group will evict this worker",
+                seconds,
+                budget,
+            )
 
-    def _watch_drift(self, report: LearnReport, counts: dict[str, int], learned: int) -> list[str]:
-        """Feed the drift detectors; start or end the adaptation the policy asks for.
-        Returns the signals whose detector fired."""
-        if self.drift is None:
-            return []
-        found = self.drift.update("prequential_error", report.test_errors)
-        found += self.drift.update("loss", report.example_losses)
-        found += self.drift.update("event_mix", self.drift.event_mix_surprise(counts))
-        active = self.drift.consume_boost(learned)
-        d = self.settings.drift
-        if active != self._adapting:
-            factors = (d.adapt_lr_factor, d.adapt_replay_factor) if active else (1.0, 1.0)
-            self.learner.set_boost(*factors)
-            self._adapting = active
-            log.info("drift policy: learning-rate factor %.1f, replay factor %.1f", *factors)
-        self.metrics.drift_boost.set(1.0 if active else 0.0)
-        self.metrics.lr_factor.set(d.adapt_lr_factor if active else 1.0)
-        return [f.signal for f in found]
+    def _heartbeat(self, consumer: KafkaConsumer) -> None:
+        connected = broker_contact(consumer)
+        if connected != self.health.broker_connected:
+            if connected:
+                log.info("in contact with the group coordinator again")
+            else:
+                log.warning(
+                    "lost contact with the Kafka group coordinator (is the broker up?); the"
+                    " worker keeps its state and reconnects; /readyz fails meanwhile"
+                )
+        self.health.broker_connected = connected
+        self.metrics.broker_connected.set(1.0 if connected else 0.0)
+        self.health.beat()
+        self.metrics.last_loop.set_to_current_time()
 
-    def _on_drift(self, detection: Detection) -> None:
-        self.metrics.drift_detections.labels(detection.signal).inc()
-        self.metrics.drift_last.labels(detection.signal).set(detection.at_time)
+    def show_assignment(self) -> None:
+        n = len(self.book.assigned())
+        self.health.assigned_partitions = n
+        self.metrics.partitions_assigned.set(n)
+
+    def _drop_released(self) -> None:
+        """On the work thread: drop pending records of partitions given up meanwhile."""
+        for keys in self.book.take_released():
+            dropped = self._batcher.discard(keys)
+            if dropped:
+                log.info("released %d pending records of revoked partitions %s", dropped, keys)
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
-        with self._lock:
-            processed, assigned = dict(self._processed), set(self._assigned)
-        for topic, partition in assigned:
+        processed = self.book.processed()
+        for topic, partition in self.book.assigned():
             try:
                 high = consumer.highwater(TopicPartition(topic, partition))
             except KafkaError:
@@ -504,48 +513,35 @@ class Worker:
     # -- checkpoints and commits -----------------------------------------------------------
 
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
-        """Steps 4-5 of the commit order, when due."""
-        if self._unsaved_records == 0:
-            return
-        c, now = self.settings.checkpoint, time.monotonic()
+        """Steps 4-5, when due."""
         if self._store is not None:
-            due = (
-                force
-                or self._unsaved_records >= c.every_events
-                or now - self._last_checkpoint_at >= c.every_s
-                or (self._idle_since is not None and now - self._idle_since >= c.idle_s)
-            )
-            if not due:
+            if not self.schedule.due(time.monotonic(), force):
                 return
-            with self._lock:
-                offsets = dict(self._processed)
-            with self.stages.time("checkpoint"):
-                self._checkpoint(offsets)
-        else:
-            with self._lock:
-                offsets = dict(self._processed)
-        self._unsaved_records = 0
-        self._last_checkpoint_at = now
-        with self.stages.time("commit"):
-            self._commit(consumer, offsets)
+            self._checkpoint()
+        self._commit(consumer)
 
-    def _checkpoint(self, offsets: Mapping[PartitionKey, int]) -> None:
+    def _checkpoint(self) -> None:
         assert self._store is not None
+        offsets = self.book.processed()
         started = time.perf_counter()
         try:
-            checkpoint = self._store.save(
-                self.learner,
-                offsets,
-                {"recent_event_hashes": self._recent.to_array()},
-                {
-                    "worker": self.settings.kafka.client_id,
-                    "group_id": self.settings.consumer.group_id,
-                    "events_topic": self.settings.topics.events,
-                },
-            )
-        except Exception:
+            with self.stages.time("checkpoint"):
+                checkpoint = self._store.save(
+                    self.learner,
+                    offsets,
+                    {"recent_event_hashes": self._recent.to_array()},
+                    {
+                        "worker": self.settings.kafka.client_id,
+                        "group_id": self.settings.consumer.group_id,
+                        "events_topic": self.settings.topics.events,
+                    },
+                )
+        except CheckpointWriteError:
             self.metrics.checkpoints.labels("error").inc()
             raise
+        self.book.made_durable(offsets)
+        self.schedule.saved(time.monotonic())
+        self._rewinds = 0
         elapsed = time.perf_counter() - started
         self.metrics.checkpoints.labels("ok").inc()
         self.metrics.checkpoint_duration.observe(elapsed)
@@ -558,71 +554,20 @@ class Worker:
             elapsed,
         )
 
-    def _commit(self, consumer: KafkaConsumer, offsets: Mapping[PartitionKey, int]) -> None:
-        with self._lock:
-            todo = {
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                for (t, p), o in offsets.items()
-                if (t, p) in self._assigned and self._committed.get((t, p), -1) < o
-            }
+    def _commit(self, consumer: KafkaConsumer) -> None:
+        todo = self.book.to_commit()
         if not todo:
             return
-        try:
-            consumer.commit(todo)
-        except KafkaError as exc:
-            # The checkpoint holds these offsets; a later commit or restart catches up.
-            self.metrics.commits.labels("error").inc()
-            log.warning("offset commit failed (%s); will retry at the next checkpoint", exc)
-            return
+        with self.stages.time("commit"):
+            try:
+                consumer.commit(_commit_map(todo))
+            except KafkaError as exc:
+                # The checkpoint holds these offsets; a later commit or restart catches up.
+                self.metrics.commits.labels("error").inc()
+                log.warning("offset commit failed (%s); will retry at the next checkpoint", exc)
+                return
         self.metrics.commits.labels("ok").inc()
-        with self._lock:
-            self._committed.update({_key(tp): om.offset for tp, om in todo.items()})
-
-    # -- called from the I/O thread (see _Rebalance) ----------------------------------------
-
-    def _release(
-        self, partitions: set[TopicPartition], commit: bool
-    ) -> dict[TopicPartition, OffsetAndMetadata]:
-        keys = {_key(tp) for tp in partitions}
-        with self._lock:
-            self._released.append(keys)
-            self._assigned -= keys
-            self.health.assigned_partitions = len(self._assigned)
-            self.metrics.partitions_assigned.set(len(self._assigned))
-            if not commit:
-                return {}
-            return {
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                for (t, p), o in self._processed.items()
-                if (t, p) in keys and self._committed.get((t, p), -1) < o
-            }
-
-    def _committed_on_revoke(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
-        with self._lock:
-            self._committed.update({_key(tp): om.offset for tp, om in offsets.items()})
-
-    def _assign(self, partitions: set[TopicPartition], consumer: KafkaConsumer) -> None:
-        with self._lock:
-            processed = dict(self._processed)
-            self._assigned |= {_key(tp) for tp in partitions}
-            self.health.assigned_partitions = len(self._assigned)
-            self.metrics.partitions_assigned.set(len(self._assigned))
-        for tp in partitions:
-            offset = processed.get(_key(tp))
-            if offset is not None:
-                consumer.seek(tp, offset)
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
-
-    def _apply_released(self) -> None:
-        """On the work thread: drop pending records of partitions given up meanwhile."""
-        with self._lock:
-            released, self._released = self._released, []
-        for keys in released:
-            dropped = self._batcher.discard(keys)
-            if dropped:
-                log.info(
-                    "released %d pending records of revoked partitions %s", dropped, sorted(keys)
-                )
+        self.book.committed(todo)
 
 
 class StageClock:
@@ -641,6 +586,16 @@ class StageClock:
             elapsed = time.perf_counter() - started
             self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
             self._counter.labels(stage).inc(elapsed)
+
+
+def _raw(record: Any) -> RawRecord:
+    return RawRecord(
+        record.topic, record.partition, record.offset, record.timestamp, record.key, record.value
+    )
+
+
+def _where(record: RawRecord) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
 
 
 def _fmt(offsets: Mapping[PartitionKey, int]) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from pydantic import SecretStr
 
 from schemas.events import InteractionEvent
 from schemas.settings import Settings
@@ -173,28 +175,46 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))
 
 
+def _toml_table(name: str, data: dict[str, Any]) -> list[str]:
+    """``[name]`` with its scalar and list keys, then each nested table."""
+    lines = [f"[{name}]"]
+    lines += [
+        f"{json.dumps(k)} = {_toml_value(v)}"
+        for k, v in data.items()
+        if v is not None and not isinstance(v, dict)
+    ]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += _toml_table(f"{name}.{json.dumps(k)}", v)
+    return lines
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def write_config(path: Path, settings: Settings) -> Path:
-    """The test's settings as a TOML file for the worker process."""
-    lines = []
-    for section in (
-        "kafka",
-        "topics",
-        "consumer",
-        "batch",
-        "checkpoint",
-        "learner",
-        "metrics",
-        "worker",
-    ):
-        data = getattr(settings, section).model_dump(mode="json", exclude_none=True)
-        lines.append(f"[{section}]")
-        lines += [
-            f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
-        ]
+    """The test's settings, every section and nested field (secrets revealed), as a TOML
+    file for a worker process."""
+    lines: list[str] = []
+    for section in Settings.model_fields:
+        data = _revealed(getattr(settings, section).model_dump(mode="python"))
+        lines += _toml_table(section, data)
     path.write_text("\n".join(lines) + "\n")
+    assert Settings.load(path, environ={}) == settings, "the TOML file must round-trip"
     return path
 
 
@@ -250,3 +270,30 @@ def env_for(settings: Settings) -> dict[str, str]:
         "LORASTREAM_TOPICS__ITEM_VECTORS": settings.topics.item_vectors,
         "COLUMNS": "200",
     }
+
+
+class WorkerThread:
+    """A worker running in a thread of the test process; keeps what it raised."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.worker.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+    def wait_failed(self, timeout: float = 120.0) -> BaseException:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker was expected to stop on its own"
+        assert self.error is not None, "the worker stopped without an error"
+        return self.error

@@ -1,5 +1,11 @@
 """The local Apache Kafka broker (KRaft) used by tests, the CLI and the demo."""
 
-from deploy.kafka.broker import KafkaSetupError, LocalKafka, broker_classpath, fetch_jars
+from deploy.kafka.broker import (
+    BrokerSecurity,
+    KafkaSetupError,
+    LocalKafka,
+    broker_classpath,
+    fetch_jars,
+)
 
-__all__ = ["KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]
+__all__ = ["BrokerSecurity", "KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]

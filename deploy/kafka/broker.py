@@ -12,6 +12,13 @@ Usage::
 
     with LocalKafka() as kafka:
         print(kafka.bootstrap_servers)   # e.g. 127.0.0.1:40123
+
+Given a ``workdir``, the broker keeps its data there: its cluster id and ports are
+recorded on the first start and reused, so a broker stopped and started again (or
+``lorastream kafka --data-dir D``) serves the same topics, offsets and groups at the
+same address. :meth:`LocalKafka.restart` stops and starts it on the same data.
+With :class:`BrokerSecurity` it listens with SASL_SSL (SCRAM-SHA-512, a throwaway
+CA made with openssl) and authorizes with KRaft's ``StandardAuthorizer``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import re
@@ -29,11 +37,12 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]
+__all__ = ["BrokerSecurity", "KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +133,43 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-class LocalKafka:
-    """One Apache Kafka broker+controller (KRaft) on free loopback ports.
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A secured listener: SASL_SSL with SCRAM-SHA-512 users and ACLs (``StandardAuthorizer``).
 
-    ``heap_mb`` bounds the JVM heap; ``workdir`` keeps storage and logs (a fresh
-    temporary directory by default, removed on :meth:`stop`).
+    ``admin`` is a super user; every other user needs ACLs. TLS material (a CA and a
+    broker certificate for 127.0.0.1/localhost) is made with openssl in the workdir;
+    clients verify the broker with :attr:`LocalKafka.ca_file`."""
+
+    admin: tuple[str, str] = ("admin", "admin-secret")
+    users: dict[str, str] = field(default_factory=dict)  # name -> password
+    keystore_password: str = "broker-keystore-secret"
+
+
+class LocalKafka:
+    """One Apache Kafka broker+controller (KRaft) on loopback ports.
+
+    ``heap_mb`` bounds the JVM heap; ``workdir`` keeps storage, logs, cluster id and
+    ports (a fresh temporary directory by default, removed on :meth:`stop`); ``port``
+    fixes the client port (default: free, or the one recorded in ``workdir``).
     """
 
     def __init__(
-        self, workdir: Path | None = None, heap_mb: int = 512, partitions: int = 3
+        self,
+        workdir: Path | None = None,
+        heap_mb: int = 512,
+        partitions: int = 3,
+        port: int = 0,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.heap_mb = heap_mb
         self.partitions = partitions
+        self.security = security
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="lorastream-kafka-"))
-        self.port = 0
+        self.port = port
         self.controller_port = 0
+        self.internal_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -150,6 +180,22 @@ class LocalKafka:
     @property
     def log_path(self) -> Path:
         return self.workdir / "broker.log"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate clients verify the secured listener with (PEM)."""
+        return self.workdir / "tls" / "ca.pem"
+
+    def client_settings(self, user: str, password: str) -> dict[str, Any]:
+        """The ``kafka`` settings section for a client of the secured listener."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": password,
+            "ssl_cafile": str(self.ca_file),
+        }
 
     def __enter__(self) -> LocalKafka:
         self.start()
@@ -163,19 +209,37 @@ class LocalKafka:
     ) -> None:
         self.stop()
 
+    def _ports(self) -> None:
+        """Reuse the ports recorded in the workdir (same address after a restart)."""
+        record = self.workdir / "ports.json"
+        saved = json.loads(record.read_text()) if record.is_file() else {}
+        self.port = self.port or saved.get("port") or _free_port()
+        self.controller_port = self.controller_port or saved.get("controller") or _free_port()
+        self.internal_port = self.internal_port or saved.get("internal") or _free_port()
+        record.write_text(
+            json.dumps(
+                {
+                    "port": self.port,
+                    "controller": self.controller_port,
+                    "internal": self.internal_port,
+                }
+            )
+        )
+
     def _write_config(self) -> Path:
-        self.port, self.controller_port = _free_port(), _free_port()
+        self._ports()
         data = self.workdir / "data"
+        client = "SASL_SSL" if self.security else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            "listeners": f"{client}://127.0.0.1:{self.port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"{client}://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "false",
@@ -188,9 +252,121 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "message.max.bytes": str(8 * 1024 * 1024),
         }
+        if self.security is not None:
+            props |= self._security_props()
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
+
+    def _security_props(self) -> dict[str, str]:
+        assert self.security is not None
+        name, password = self.security.admin
+        keystore = self._make_tls()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{name}" password="{password}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(keystore),
+            "ssl.keystore.password": self.security.keystore_password,
+            "ssl.key.password": self.security.keystore_password,
+            "ssl.endpoint.identification.algorithm": "",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # the controller listener is plaintext on loopback: its principal is ANONYMOUS
+            "super.users": f"User:{name};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def _make_tls(self) -> Path:
+        """A throwaway CA and a broker certificate it signed, as a PKCS12 key store."""
+        assert self.security is not None
+        tls = self.workdir / "tls"
+        keystore = tls / "broker.p12"
+        if keystore.is_file():
+            return keystore
+        tls.mkdir(parents=True, exist_ok=True)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise KafkaSetupError("openssl is needed to make the secured broker's certificates")
+        password = self.security.keystore_password
+        steps = [
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=lorastream-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+            [
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "broker.key",
+                "-out",
+                "broker.csr",
+            ],
+        ]
+        for step in steps:
+            _run([openssl, *step], tls)
+        (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        _run(
+            [
+                openssl,
+                "x509",
+                "-req",
+                "-in",
+                "broker.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "broker.pem",
+            ],
+            tls,
+        )
+        _run(
+            [
+                openssl,
+                "pkcs12",
+                "-export",
+                "-in",
+                "broker.pem",
+                "-inkey",
+                "broker.key",
+                "-certfile",
+                "ca.pem",
+                "-name",
+                "broker",
+                "-out",
+                "broker.p12",
+                "-passout",
+                f"pass:{password}",
+            ],
+            tls,
+        )
+        return keystore
 
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         return [
@@ -206,28 +382,32 @@ class LocalKafka:
             *args,
         ]
 
-    def start(self, timeout_s: float = 90.0) -> str:
-        """Format storage, start the broker, wait until it serves metadata."""
-        if self._proc is not None:
-            return self.bootstrap_servers
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        cluster_id = _cluster_id()
+    def _format(self, config: Path) -> None:
+        """Format KRaft storage once per workdir, with a cluster id kept beside it."""
+        id_file = self.workdir / "cluster.id"
+        if not id_file.is_file():
+            id_file.write_text(_cluster_id())
+        args = [f"--cluster-id={id_file.read_text().strip()}", "-c", str(config)]
+        if self.security is not None:
+            users = {self.security.admin[0]: self.security.admin[1], **self.security.users}
+            for user, password in users.items():
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         fmt = subprocess.run(
-            self._java_cmd(
-                "kafka.tools.StorageTool",
-                "format",
-                f"--cluster-id={cluster_id}",
-                "-c",
-                str(config),
-                "--ignore-formatted",
-            ),
+            self._java_cmd("kafka.tools.StorageTool", "format", *args, "--ignore-formatted"),
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
             raise KafkaSetupError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
+
+    def start(self, timeout_s: float = 90.0) -> str:
+        """Format storage (once), start the broker, wait until it serves metadata."""
+        if self._proc is not None:
+            return self.bootstrap_servers
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self._format(config)
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             self._java_cmd("kafka.Kafka", str(config)),
@@ -251,19 +431,32 @@ class LocalKafka:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 if "Address already in use" in tail:
                     raise KafkaSetupError(
-                        f"port {self.port} or {self.controller_port} was taken while the broker"
-                        " started; run again (ports are chosen afresh each time)."
+                        f"port {self.port} or {self.controller_port} is taken; choose another"
+                        " (--port), or run again without one (ports are chosen afresh)."
                     )
                 raise KafkaSetupError(f"the Kafka broker exited during start-up:\n{tail}")
-            if _answers_metadata(self.bootstrap_servers):
+            if self._answers_metadata():
                 return
             time.sleep(0.3)
         raise KafkaSetupError(
             f"the Kafka broker did not answer within {timeout_s:.0f}s; see {self.log_path}"
         )
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``) and clean up."""
+    def _answers_metadata(self) -> bool:
+        extra: dict[str, Any] = {}
+        if self.security is not None:
+            extra = self.client_settings(*self.security.admin)
+            extra.pop("bootstrap_servers")
+            extra["sasl_plain_password"] = self.security.admin[1]
+        return _answers_metadata(self.bootstrap_servers, extra)
+
+    def restart(self, down_s: float = 0.0, timeout_s: float = 90.0) -> None:
+        """Stop the broker, keep its data, wait ``down_s``, start it again (same address)."""
+        self._stop_process()
+        time.sleep(down_s)
+        self.start(timeout_s)
+
+    def _stop_process(self, timeout_s: float = 20.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -275,8 +468,19 @@ class LocalKafka:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); a temporary workdir
+        is removed, a given one kept."""
+        self._stop_process(timeout_s)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise KafkaSetupError(f"{' '.join(cmd[:3])} failed:\n{result.stderr[-2000:]}")
 
 
 def _cluster_id() -> str:
@@ -290,7 +494,7 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def _answers_metadata(bootstrap: str, extra: dict[str, Any] | None = None) -> bool:
     """True when the broker answers a metadata request and has a controller."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -302,7 +506,10 @@ def _answers_metadata(bootstrap: str) -> bool:
         return False
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="lorastream-probe"
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=3000,
+            client_id="lorastream-probe",
+            **(extra or {}),
         )
     except (KafkaError, OSError, ValueError):
         return False

@@ -5,12 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.batcher import Decoded, MicroBatcher
-from stream.decode import RawRecord
+from schemas.dead_letter import RejectCode
+from stream.batcher import MicroBatcher
+from stream.decode import Decoded, RawRecord, Rejection
 
 
 def rec(partition: int, offset: int, size: int = 10) -> Decoded:
-    return Decoded(RawRecord("t", partition, offset, 0, None, b"x" * size), None, None)
+    raw = RawRecord("t", partition, offset, 0, None, b"x" * size)
+    return Rejection(raw, RejectCode.MALFORMED_JSON, "not JSON")
 
 
 class Clock:

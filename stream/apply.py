@@ -1,0 +1,226 @@
+"""Steps 1 and 2 of a batch: learn its records, then send the output they produced.
+
+:class:`Applier` takes a batch's accepted records in order: drops event ids learned
+before, learns the events (``learn_many``), forgets the users of deletion records
+(``forget_users``) where they fall in the order, then builds every vector and sends
+vectors and tombstones. It does not wait for acknowledgements (the worker does, once
+per batch). A failure of the learner or of building or sending the output raises
+:class:`AttemptFailed` with the stage it happened in; a broker that cannot be reached
+is not an attempt failure and propagates as itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from kafka.errors import AuthorizationError, RetriableError, SaslAuthenticationFailedError
+
+from learners.base import Learner, LearnReport
+from schemas.dead_letter import RejectCode
+from schemas.events import InteractionEvent, UserDeletion
+from schemas.settings import TopicSettings
+from stream.batcher import positions
+from stream.decode import Accepted, Rejection
+from stream.dedupe import RecentEvents
+from stream.publisher import DeliveryError, Publisher
+
+__all__ = ["Applied", "Applier", "AttemptFailed", "merge_reports"]
+
+log = logging.getLogger(__name__)
+
+#: Failures of the surroundings, not of the records: never blamed on a record. (A
+#: record too large to publish is the record's fault: ``MessageSizeTooLargeError`` is not
+#: retriable, so it is an attempt failure.)
+INFRASTRUCTURE = (
+    DeliveryError,
+    RetriableError,  # timeouts, lost connections, leaders moving
+    AuthorizationError,
+    SaslAuthenticationFailedError,
+    MemoryError,
+)
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError by name: stream/ does not import torch
+    return isinstance(exc, INFRASTRUCTURE) or type(exc).__name__ == "OutOfMemoryError"
+
+
+class AttemptFailed(Exception):
+    """The learner (``learn``) or the output (``publish``) failed on these records."""
+
+    def __init__(self, stage: Literal["learn", "publish"], cause: BaseException) -> None:
+        super().__init__(f"{stage} failed: {type(cause).__name__}: {cause}")
+        self.stage, self.cause = stage, cause
+
+    @property
+    def code(self) -> RejectCode:
+        return RejectCode.LEARNER_REJECTED if self.stage == "learn" else RejectCode.PUBLISH_FAILED
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"the {'learner' if self.stage == 'learn' else 'vector publisher'} failed on this"
+            f" record alone ({type(self.cause).__name__}: {str(self.cause)[:500]}); the worker"
+            " went on without it"
+        )
+
+
+@dataclass
+class Applied:
+    """What applying some accepted records did."""
+
+    learned: list[Accepted] = field(default_factory=list)  # fresh events, learned
+    duplicates: int = 0
+    deleted: list[str] = field(default_factory=list)  # users forgotten
+    rejected: list[Rejection] = field(default_factory=list)  # refused by the learner
+    report: LearnReport | None = None
+    learn_seconds: float = 0.0
+    vectors: dict[str, int] = field(default_factory=dict)  # kind -> records sent
+
+    def merge(self, other: Applied) -> Applied:
+        vectors = dict(self.vectors)
+        for kind, n in other.vectors.items():
+            vectors[kind] = vectors.get(kind, 0) + n
+        reports = [r for r in (self.report, other.report) if r is not None]
+        return Applied(
+            learned=self.learned + other.learned,
+            duplicates=self.duplicates + other.duplicates,
+            deleted=self.deleted + other.deleted,
+            rejected=self.rejected + other.rejected,
+            report=merge_reports(reports) if reports else None,
+            learn_seconds=self.learn_seconds + other.learn_seconds,
+            vectors=vectors,
+        )
+
+
+def merge_reports(reports: Sequence[LearnReport]) -> LearnReport:
+    """One report for consecutive ``learn_many`` calls (rolling metrics: the newest)."""
+    if len(reports) == 1:
+        return reports[0]
+    losses = [(r.loss, r.events) for r in reports if r.loss is not None and np.isfinite(r.loss)]
+    weight = sum(n for _, n in losses)
+    return LearnReport(
+        events=sum(r.events for r in reports),
+        users=list(dict.fromkeys(u for r in reports for u in r.users)),
+        items=list(dict.fromkeys(i for r in reports for i in r.items)),
+        loss=sum(x * n for x, n in losses) / weight if weight else None,
+        skipped_update=any(r.skipped_update for r in reports),
+        metrics=reports[-1].metrics,
+        test_errors=np.concatenate([r.test_errors for r in reports]),
+        example_losses=np.concatenate([r.example_losses for r in reports]),
+    )
+
+
+class Applier:
+    """Learns accepted records and sends their output (see the module docstring)."""
+
+    def __init__(
+        self,
+        learner: Learner,
+        publisher: Publisher,
+        recent: RecentEvents,
+        topics: TopicSettings,
+        stage_timer: Any,
+    ) -> None:
+        self.learner, self.publisher, self.recent = learner, publisher, recent
+        self.topics, self.stages = topics, stage_timer
+        self._refresh_queue: deque[str] = deque()
+
+    def __call__(self, items: Sequence[Accepted]) -> Applied:
+        fresh = self.recent.fresh([a.event.event_id for a in items])
+        todo = [a for a, ok in zip(items, fresh, strict=True) if ok]
+        applied = Applied(duplicates=len(items) - len(todo))
+        publish: dict[str, None] = {}  # users whose vector goes out, in order
+        tombstones: dict[str, None] = {}
+        with self._stage("learn", "learn"):
+            started = time.perf_counter()
+            for segment in _segments(todo):
+                if isinstance(segment[0].event, UserDeletion):
+                    users = list(dict.fromkeys(a.event.user_id for a in segment))
+                    self.learner.forget_users(users)
+                    applied.deleted += users
+                    for user in users:
+                        publish.pop(user, None)
+                        tombstones[user] = None
+                else:
+                    report = self._learn(segment, applied)
+                    for user in report.users:
+                        publish[user] = None
+                        tombstones.pop(user, None)
+            applied.learn_seconds = time.perf_counter() - started
+        with self._stage("vectors", "publish"):
+            applied.vectors = self._send(list(publish), list(tombstones), applied.report)
+        self.recent.remember([a.event.event_id for a in todo])
+        return applied
+
+    @contextmanager
+    def _stage(self, clock: str, stage: Literal["learn", "publish"]) -> Iterator[None]:
+        with self.stages.time(clock):
+            try:
+                yield
+            except AttemptFailed:
+                raise
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                raise AttemptFailed(stage, exc) from exc
+
+    def _learn(self, segment: list[Accepted], applied: Applied) -> LearnReport:
+        events: list[InteractionEvent] = [a.event for a in segment]  # type: ignore[misc]
+        report = self.learner.learn_many(events, positions(segment))
+        for index, reason in report.rejected:
+            applied.rejected.append(
+                Rejection(segment[index].record, RejectCode.LEARNER_REJECTED, reason)
+            )
+        rejected = {i for i, _ in report.rejected}
+        applied.learned += [a for i, a in enumerate(segment) if i not in rejected]
+        applied.report = (
+            report if applied.report is None else merge_reports([applied.report, report])
+        )
+        return report
+
+    def _send(
+        self, users: list[str], tombstones: list[str], report: LearnReport | None
+    ) -> dict[str, int]:
+        sent = {"user": 0, "item": 0, "tombstone": 0}
+        user_batch = self.learner.user_vectors(users)
+        item_batch = None
+        if self.topics.produce_item_vectors and report is not None and report.items:
+            refresh = self._items_to_refresh(self.topics.item_refresh_per_batch)
+            item_batch = self.learner.item_vectors(list(dict.fromkeys(report.items + refresh)))
+        sent["user"] = self.publisher.user_vectors(user_batch)
+        if item_batch is not None:
+            texts = self.learner.item_texts(item_batch.ids)
+            sent["item"] = self.publisher.item_vectors(item_batch, texts)
+        sent["tombstone"] = self.publisher.tombstones(tombstones)
+        return {k: n for k, n in sent.items() if n}
+
+    def _items_to_refresh(self, n: int) -> list[str]:
+        """The next ``n`` items of a round robin over the learner's catalog."""
+        if n <= 0:
+            return []
+        if not self._refresh_queue:
+            self._refresh_queue = deque(self.learner.known_items())
+        out: list[str] = []
+        while self._refresh_queue and len(out) < n:
+            out.append(self._refresh_queue.popleft())
+        return out
+
+
+def _segments(items: Sequence[Accepted]) -> list[list[Accepted]]:
+    """Consecutive runs of interactions, and of deletions, in order."""
+    out: list[list[Accepted]] = []
+    for a in items:
+        deletion = isinstance(a.event, UserDeletion)
+        if out and isinstance(out[-1][0].event, UserDeletion) == deletion:
+            out[-1].append(a)
+        else:
+            out.append([a])
+    return out

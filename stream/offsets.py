@@ -1,0 +1,144 @@
+"""Where each partition stands: processed, durable, committed — and the one rule between them.
+
+Per partition the book keeps three offsets (each the *next* offset to read):
+
+- ``processed``: records learned and their output acknowledged by the broker;
+- ``durable``: covered by a checkpoint on disk (what a restart resumes from);
+- ``committed``: committed to the consumer group.
+
+``committed ≤ durable ≤ processed``, always: an offset is committed only once a
+durable checkpoint covers it — after a checkpoint, on revocation, on close —
+and after :meth:`OffsetBook.freeze` (the worker failed) nothing is committed at
+all. Without checkpoints, processed offsets are durable at once.
+
+The work thread and kafka-python's I/O thread (rebalance callbacks) both use the
+book; one lock guards it.
+
+>>> book = OffsetBook(checkpoints=True)
+>>> book.assign([("ev", 0)])
+{}
+>>> book.processed_batch({("ev", 0): 120})
+>>> book.to_commit()                       # nothing durable yet
+{}
+>>> book.made_durable(book.processed())
+>>> book.to_commit()
+{('ev', 0): 120}
+>>> book.freeze(); book.to_commit()        # a failed worker commits nothing
+{}
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+__all__ = ["OffsetBook", "PartitionKey"]
+
+PartitionKey = tuple[str, int]  # (topic, partition)
+
+
+class OffsetBook:
+    """Processed, durable and committed offsets per partition, and the assignment."""
+
+    def __init__(self, checkpoints: bool) -> None:
+        self._checkpoints = checkpoints
+        self._lock = threading.Lock()
+        self._processed: dict[PartitionKey, int] = {}
+        self._durable: dict[PartitionKey, int] = {}
+        self._committed: dict[PartitionKey, int] = {}
+        self._assigned: set[PartitionKey] = set()
+        self._released: list[set[PartitionKey]] = []
+        self._origins: dict[PartitionKey, int] = {}  # first offset read where none was known
+        self._frozen = False
+
+    # -- the work thread -------------------------------------------------------------------
+
+    def restore(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Start from a checkpoint: its offsets are processed and durable."""
+        with self._lock:
+            self._processed = dict(offsets)
+            self._durable = dict(offsets)
+
+    def first_seen(self, first_offsets: Mapping[PartitionKey, int]) -> None:
+        """The first offsets polled per partition: for partitions this state has no offset
+        for yet, where it began reading (a roll-back re-reads from there)."""
+        with self._lock:
+            for key, offset in first_offsets.items():
+                if key not in self._processed and key not in self._origins:
+                    self._origins[key] = offset
+
+    def processed_batch(self, next_offsets: Mapping[PartitionKey, int]) -> None:
+        """A batch is learned and its output acknowledged."""
+        with self._lock:
+            self._processed.update(next_offsets)
+            if not self._checkpoints:
+                self._durable.update(next_offsets)
+
+    def processed(self) -> dict[PartitionKey, int]:
+        with self._lock:
+            return dict(self._processed)
+
+    def made_durable(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """A checkpoint holding ``offsets`` is on disk."""
+        with self._lock:
+            self._durable.update(offsets)
+
+    def to_commit(self) -> dict[PartitionKey, int]:
+        """Durable offsets of assigned partitions that are ahead of the committed ones."""
+        with self._lock:
+            return self._ahead(self._assigned)
+
+    def committed(self, offsets: Mapping[PartitionKey, int]) -> None:
+        with self._lock:
+            self._committed.update(offsets)
+
+    def rewind(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, int | None]:
+        """Back to a checkpoint after a failure: processed = durable = ``offsets``. Returns,
+        per assigned partition, where to read again (None: from the committed offset)."""
+        with self._lock:
+            self._processed = dict(offsets)
+            self._durable = dict(offsets)
+            return {k: offsets.get(k, self._origins.get(k)) for k in self._assigned}
+
+    def freeze(self) -> None:
+        """The worker failed: from now on nothing is committed, not even on close."""
+        with self._lock:
+            self._frozen = True
+
+    def take_released(self) -> list[set[PartitionKey]]:
+        """Partitions released since the last call (their pending records are dropped)."""
+        with self._lock:
+            released, self._released = self._released, []
+            return released
+
+    def assigned(self) -> set[PartitionKey]:
+        with self._lock:
+            return set(self._assigned)
+
+    # -- the I/O thread (rebalance callbacks) ------------------------------------------------
+
+    def assign(self, keys: Iterable[PartitionKey]) -> dict[PartitionKey, int]:
+        """Partitions assigned; returns where this worker's state continues for those it has
+        processed before (the others start at the group's committed offset)."""
+        keys = set(keys)
+        with self._lock:
+            self._assigned |= keys
+            return {k: self._processed[k] for k in keys if k in self._processed}
+
+    def release(self, keys: Iterable[PartitionKey], commit: bool) -> dict[PartitionKey, int]:
+        """Partitions revoked (``commit``) or lost; returns the durable offsets to commit
+        before they go."""
+        keys = set(keys)
+        with self._lock:
+            self._released.append(keys)
+            self._assigned -= keys
+            for key in keys:
+                self._origins.pop(key, None)
+            return self._ahead(keys) if commit else {}
+
+    def _ahead(self, keys: set[PartitionKey]) -> dict[PartitionKey, int]:
+        if self._frozen:
+            return {}
+        return {
+            k: o for k, o in self._durable.items() if k in keys and self._committed.get(k, -1) < o
+        }

@@ -1,0 +1,299 @@
+"""Nothing lost: offsets never pass durable state, poison records are isolated, restore is strict.
+
+Each test runs a real worker (in a thread) against the real broker, with a River learner
+that fails the way a learner with a bug would, and checks what the group committed, what
+the learner's ledger holds and what reached the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    WorkerThread,
+    all_committed,
+    committed_offsets,
+    create_topic,
+    event_record,
+    latest_by_key,
+    make_events,
+    read_topic,
+    send_raw,
+    wait_for,
+)
+
+from learners.base import LearnReport, VectorBatch
+from learners.ledger import EventLedger
+from learners.river_mf import RiverMFLearner
+from schemas.dead_letter import DeadLetter
+from schemas.events import InteractionEvent
+from schemas.settings import Settings
+from schemas.vectors import SourcePosition
+from stream.checkpoint import CheckpointStore, CheckpointWriteError
+from stream.metrics import WorkerMetrics
+from stream.poison import TooManyPoisonRecords
+from stream.worker import StateLost, Worker
+
+pytestmark = pytest.mark.kafka
+
+
+class FaultyLearner(RiverMFLearner):
+    """River MF with a bug some records trigger: learning an event of ``bad_items`` raises
+    after the events before it in the batch were learned (the state is half-updated);
+    publishing a vector of ``bad_users`` raises; ``die`` raises it on the n-th update."""
+
+    def __init__(
+        self,
+        bad_items: Sequence[str] = (),
+        bad_users: Sequence[str] = (),
+        fail_all: bool = False,
+        die: tuple[int, BaseException] | None = None,
+    ) -> None:
+        super().__init__()
+        self.bad_items, self.bad_users, self.fail_all, self.die = (
+            set(bad_items),
+            set(bad_users),
+            fail_all,
+            die,
+        )
+        self.calls = 0
+
+    def learn_many(
+        self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
+    ) -> LearnReport:
+        self.calls += 1
+        if self.die is not None and self.calls >= self.die[0]:
+            raise self.die[1]
+        if self.fail_all:
+            raise ValueError("the learner is broken")
+        for k, event in enumerate(events):
+            if event.item_id in self.bad_items:
+                super().learn_many(events[:k], positions[:k])
+                raise ValueError(f"cannot learn item {event.item_id}")
+        return super().learn_many(events, positions)
+
+    def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
+        if self.bad_users & set(user_ids):
+            raise ValueError("cannot build this user's vector")
+        return super().user_vectors(user_ids)
+
+
+def start(settings: Settings, learner: RiverMFLearner) -> tuple[WorkerThread, WorkerMetrics]:
+    metrics = WorkerMetrics(process=False)
+    return WorkerThread(Worker(settings, learner, metrics)), metrics
+
+
+def letters(settings: Settings, expect: int | None = None) -> list[DeadLetter]:
+    records = read_topic(settings, settings.topics.dead_letters, idle_s=2.0, expect=expect)
+    return [DeadLetter.model_validate_json(r.value) for r in records]
+
+
+def checkpoint_offsets(settings: Settings) -> dict[int, int]:
+    assert settings.checkpoint.dir is not None
+    latest = CheckpointStore(settings.checkpoint.dir).latest()
+    assert latest is not None
+    return {p: o for (_, p), o in latest.offsets.items()}
+
+
+def poisoned(events: list[InteractionEvent], at: list[int], **change: str) -> list[Any]:
+    return [e.model_copy(update=change) if i in at else e for i, e in enumerate(events)]
+
+
+def test_a_poison_record_is_dead_lettered_and_everything_else_learned_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 64, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    events = poisoned(make_events(600, n_users=30), at=[150, 420], item_id="item-poison")
+    send_raw(settings, [event_record(e) for e in events])
+    learner = FaultyLearner(bad_items=["item-poison"])
+    worker, metrics = start(settings, learner)
+    try:
+        wait_for(lambda: all_committed(settings), 120, "every record committed")
+        good = [e.event_id for e in events if e.item_id != "item-poison"]
+        assert learner.ledger == EventLedger.expected(good), "the rest learned exactly once"
+        dead = letters(settings, expect=2)
+        assert sorted(d.code.value for d in dead) == ["learner_rejected"] * 2
+        bad_ids = {e.event_id for e in events if e.item_id == "item-poison"}
+        assert {json.loads(d.original_value or b"{}")["event_id"] for d in dead} == bad_ids
+        assert "cannot learn item item-poison" in dead[0].reason
+        assert metrics.registry.get_sample_value("lorastream_rewinds_total") == 2
+        assert worker.thread.is_alive() and worker.error is None
+    finally:
+        worker.stop()
+
+
+def test_a_record_whose_vector_cannot_be_published_is_dead_lettered(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 64, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    events = poisoned(make_events(300, n_users=20), at=[77], user_id="user-unpublishable")
+    send_raw(settings, [event_record(e) for e in events])
+    learner = FaultyLearner(bad_users=["user-unpublishable"])
+    worker, _ = start(settings, learner)
+    try:
+        wait_for(lambda: all_committed(settings), 120, "every record committed")
+        (dead,) = letters(settings, expect=1)
+        assert dead.code.value == "publish_failed"
+        assert dead.source.offset == next(
+            r.offset
+            for r in read_topic(settings, settings.topics.events, expect=300)
+            if json.loads(r.value)["user_id"] == "user-unpublishable"
+        )
+        expected = [e.event_id for e in events if e.user_id != "user-unpublishable"]
+        assert learner.ledger == EventLedger.expected(expected)
+    finally:
+        worker.stop()
+
+
+def test_a_learner_that_fails_every_record_stops_the_worker_uncommitted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 32, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    send_raw(settings, [event_record(e) for e in make_events(200, n_users=10)])
+    worker, _ = start(settings, FaultyLearner(fail_all=True))
+    error = worker.wait_failed()
+    assert isinstance(error, TooManyPoisonRecords)
+    assert committed_offsets(settings) == {}
+    assert letters(settings) == [], "a broken learner is no reason to dead-letter good records"
+
+
+def test_a_crash_before_the_first_checkpoint_commits_nothing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The worker dies from an error that is no record's fault (here: out of memory) after
+    learning a few batches that no checkpoint covers: closing the consumer must not commit
+    them (kafka-python's close() calls on_partitions_revoked)."""
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3},
+        checkpoint={"every_events": 100_000, "every_s": 600.0, "idle_s": 600.0},
+    )
+    create_topic(settings, settings.topics.events)
+    send_raw(settings, [event_record(e) for e in make_events(1000, n_users=20)])
+    learner = FaultyLearner(die=(6, MemoryError("simulated")))
+    worker, _ = start(settings, learner)
+    assert isinstance(worker.wait_failed(), MemoryError)
+    assert learner.ledger.count >= 250, "several batches were learned and published"
+    assert committed_offsets(settings) == {}, "none of them is durable, none committed"
+
+
+def test_a_checkpoint_disk_that_fails_stops_the_worker_with_durable_offsets_only(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3},
+        checkpoint={"every_events": 200, "every_s": 600.0, "idle_s": 600.0},
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in make_events(400, n_users=20)])
+    worker, metrics = start(settings, RiverMFLearner())
+    wait_for(lambda: sum(committed_offsets(settings).values()) >= 200, 60, "a checkpoint")
+    durable = checkpoint_offsets(settings)
+    root = Path(str(settings.checkpoint.dir))
+    shutil.move(root, tmp_path / "moved")
+    root.write_text("")  # a file where the directory was: every write is refused
+    send_raw(settings, [event_record(e) for e in make_events(400, n_users=20, seed=1)])
+    error = worker.wait_failed()
+    assert isinstance(error, CheckpointWriteError)
+    assert str(root) in str(error)
+    assert committed_offsets(settings) == durable
+    assert metrics.registry.get_sample_value("lorastream_checkpoints_total", {"result": "error"})
+
+
+def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 50, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    events = make_events(300, n_users=10)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    wait_for(lambda: all_committed(settings), 60, "the stream committed")
+    worker.stop()
+    root = Path(str(settings.checkpoint.dir))
+    for manifest in root.glob("ckpt-*/manifest.json"):
+        manifest.write_text("{}")
+
+    refused, _ = start(settings, RiverMFLearner())
+    error = refused.wait_failed()
+    assert isinstance(error, StateLost)
+    assert "--allow-fresh-start" in str(error)
+    assert len(list(root.glob("quarantine-ckpt-*"))) >= 1, "damaged checkpoints are kept aside"
+
+    allowed = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"allow_fresh_start": True}
+    )
+    learner = RiverMFLearner()
+    worker, _ = start(allowed, learner)
+    try:
+        send_raw(settings, [event_record(e) for e in make_events(20, n_users=5, seed=3)])
+        wait_for(lambda: all_committed(settings), 60, "the new events learned")
+        assert learner.ledger.count == 20, "a fresh learner, from the committed offsets on"
+    finally:
+        worker.stop()
+
+
+def test_a_deleted_user_is_forgotten_and_tombstoned(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 64, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    events = make_events(400, n_users=10)
+    gone = "user-3"
+    deletion = json.dumps(
+        {
+            "event_id": "delete-user-3",
+            "user_id": gone,
+            "event_type": "delete_user",
+            "timestamp": "2026-03-02T00:00:00Z",
+        }
+    ).encode()
+    send_raw(settings, [event_record(e) for e in events] + [(gone.encode(), deletion)])
+    worker, metrics = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the deletion committed")
+        vectors = read_topic(settings, settings.topics.user_vectors)
+        mine = [r for r in vectors if r.key == gone.encode()]
+        assert mine[-1].value is None, "the newest record of the user is a tombstone"
+        assert gone not in latest_by_key([r for r in vectors if r.value is not None]) or (
+            mine[-1].value is None
+        )
+        assert metrics.registry.get_sample_value("lorastream_users_deleted_total") == 1
+    finally:
+        worker.stop()
+    newest = CheckpointStore(Path(str(settings.checkpoint.dir))).latest()
+    assert newest is not None
+    state = (newest.learner_dir / "state.json").read_text()
+    assert f'"{gone}"' not in state, "no trace of the user in the next checkpoint"
+    assert '"user-4"' in state
+
+
+def test_pseudonymised_user_ids_never_leave_the_worker(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from stream.privacy import Pseudonymizer
+
+    settings = make_settings(
+        batch={"max_events": 64, "max_wait_s": 0.3}, privacy={"pseudonymize_key": "k3y"}
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(200, n_users=8)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the stream committed")
+    finally:
+        worker.stop()
+    keys = {r.key.decode() for r in read_topic(settings, settings.topics.user_vectors)}
+    pseudonym = Pseudonymizer("k3y")
+    assert keys == {pseudonym(e.user_id) for e in events}
+    newest = CheckpointStore(Path(str(settings.checkpoint.dir))).latest()
+    assert newest is not None
+    assert "user-" not in (newest.learner_dir / "state.json").read_text()
