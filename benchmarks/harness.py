@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "README",
     "RESULTS_DIR",
+    "BenchmarkFailed",
     "Row",
     "bench_settings",
     "machine",
@@ -67,6 +68,10 @@ def bench_settings(
         learner=learner,
         metrics={"enabled": False},
     )
+
+
+class BenchmarkFailed(RuntimeError):
+    """A run did not complete (a worker failed): no result is written for it."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +125,17 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(
-    suite: str, params: dict[str, Any], rows: list[Row], notes: list[str] | None = None
+    suite: str,
+    params: dict[str, Any],
+    rows: list[Row],
+    notes: list[str] | None = None,
+    directory: Path | None = None,
 ) -> Path:
-    """Write the suite's result file and refresh the README."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{suite}.json"
+    """Write the suite's result file to ``directory`` (default: the project's results,
+    and then the README's tables are refreshed)."""
+    target = directory or RESULTS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{suite}.json"
     doc = {
         "suite": suite,
         "generated_at": datetime.now(UTC).isoformat(),
@@ -134,7 +145,8 @@ def write_results(
         "notes": notes or [],
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
-    render_readme()
+    if directory is None:
+        render_readme()
     return path
 
 

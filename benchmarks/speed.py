@@ -31,7 +31,6 @@ import logging
 import multiprocessing
 import os
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import numpy as np
 import psutil
 import torch
 
-from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
+from benchmarks.harness import RESULTS_DIR, BenchmarkFailed, Row, bench_settings, write_results
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.settings import Settings
@@ -183,13 +182,14 @@ def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> S
 
 
 class RunningWorker:
-    """A worker in a background thread, with per-batch timestamps."""
+    """A worker app in a background thread, with per-batch timestamps; leaving the block
+    raises :class:`BenchmarkFailed` unless the worker ended cleanly."""
 
     def __init__(self, settings: Settings) -> None:
         from learners.llm import LLMLearner
+        from stream.app import App
         from stream.metrics import WorkerMetrics
         from stream.observers import BatchSummary
-        from stream.worker import Worker
 
         create_topics(settings)
         self.settings = settings
@@ -201,18 +201,28 @@ class RunningWorker:
             self.latencies.append(summary.latencies)
 
         self.learner = LLMLearner(settings.learner.llm)
-        self.worker = Worker(
-            settings, self.learner, WorkerMetrics(process=False), observers=[observe]
+        self.app = App(
+            settings,
+            learner=self.learner,
+            observers=[observe],
+            metrics=WorkerMetrics(process=False),
         )
-        self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
     def __enter__(self) -> RunningWorker:
-        self.thread.start()
+        self.running = self.app.start()
+        self.worker = self.running.worker
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.worker.request_stop()
-        self.thread.join(120)
+        from stream.app import ExitStatus
+
+        status = self.running.stop(120)
+        if status is not ExitStatus.OK:
+            raise BenchmarkFailed(f"the worker ended with {status.name}: {self.app.error}")
+
+    @property
+    def alive(self) -> bool:
+        return self.running.alive
 
     def processed(self) -> int:
         return sum(n for _, n in self.marks)
@@ -258,7 +268,9 @@ def part_pipeline(
     send(settings, events)  # pre-produced: the worker always finds full batches
     with RunningWorker(settings) as running:
         deadline = time.monotonic() + 1800
-        while running.processed() < len(events) and time.monotonic() < deadline:
+        while running.processed() < len(events) and running.alive:
+            if time.monotonic() > deadline:
+                raise BenchmarkFailed("the pipeline did not finish in 30 minutes")
             time.sleep(0.1)
         marks = running.marks
         stages = dict(running.worker.stages.seconds)
@@ -306,11 +318,11 @@ def part_freshness(
         events = text_events(n, 32, seed=int(load * 10))
         settings = worker_settings(bootstrap, root, args.pipeline_batch, LLMConfig())
         with RunningWorker(settings) as running:
-            while not running.worker.health.model_loaded or not running.worker.health.ready()[0]:
+            while running.alive and not running.worker.health.ready()[0]:
                 time.sleep(0.2)
             send(settings, events, rate=rate)
             deadline = time.monotonic() + 600
-            while running.processed() < n and time.monotonic() < deadline:
+            while running.processed() < n and running.alive and time.monotonic() < deadline:
                 time.sleep(0.1)
             latencies = np.concatenate(running.latencies) if running.latencies else np.zeros(0)
         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
+from benchmarks.harness import RESULTS_DIR, BenchmarkFailed, Row, bench_settings, write_results
 from learners.river_mf import RiverMFLearner
 from schemas.settings import Settings
+from stream.app import App, ExitStatus
 from stream.clients import ensure_output_topics, make_admin, make_producer
 from stream.metrics import WorkerMetrics
 from stream.observers import BatchSummary
 from stream.sender import send_events
 from stream.sources.synthetic import SyntheticConfig, SyntheticStream
-from stream.worker import Worker
 
 STAGES = ("poll", "decode", "dedupe", "learn", "vectors", "deliver", "checkpoint", "commit")
 
@@ -61,16 +60,20 @@ def run_once(bootstrap: str, n_events: int, batch: int, root: Path) -> dict[str,
     def observe(summary: BatchSummary) -> None:
         marks.append((time.perf_counter(), summary.records))
 
-    worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False), observers=[observe])
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    app = App(
+        settings,
+        learner=RiverMFLearner(),
+        observers=[observe],
+        metrics=WorkerMetrics(process=False),
+    )
+    running = app.start()
+    worker = running.worker
     deadline = time.monotonic() + 600
-    while worker.records_seen < n_events and time.monotonic() < deadline:
+    while sum(n for _, n in marks) < n_events and running.alive and time.monotonic() < deadline:
         time.sleep(0.05)
-    while sum(n for _, n in marks) < n_events and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker.request_stop()
-    thread.join(60)
+    status = running.stop()
+    if status is not ExitStatus.OK or sum(n for _, n in marks) < n_events:
+        raise BenchmarkFailed(f"the worker ended with {status.name}: {app.error}")
     first_end, first_n = marks[0]
     last_end = marks[-1][0]
     measured = sum(n for _, n in marks) - first_n

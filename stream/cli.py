@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,91 +124,14 @@ def run(
         metrics={"host": metrics_host, "port": metrics_port},
     )
     setup_logging(settings.worker.log_format, verbose, settings.secrets(), debug_kafka)
-    code = run_worker(settings, history)
-    raise typer.Exit(code)
+    raise typer.Exit(run_worker(settings, history))
 
 
 def run_worker(settings: Settings, history: Path | None = None) -> int:
-    """Build the learner and run a worker with metrics and signal handling; the exit code."""
-    from learners.registry import build_learner
-    from stream.checkpoint import CheckpointError, CheckpointWriteError
-    from stream.http import Health, serve
-    from stream.metrics import WorkerMetrics
-    from stream.poison import TooManyPoisonRecords
-    from stream.publisher import DeliveryError
-    from stream.worker import InvalidRecord, Worker, WorkerFailed
+    """Run a worker until SIGTERM/SIGINT; its exit status."""
+    from stream.app import App
 
-    metrics = WorkerMetrics()
-    health = Health(settings.metrics.stall_after_s)
-    m = settings.metrics
-    with ExitStack() as stack:
-        if m.enabled:
-            tls = (m.tls_certfile, m.tls_keyfile) if m.tls_certfile and m.tls_keyfile else None
-            try:
-                server = serve(metrics.registry, health, m.host, m.port, tls)
-            except OSError as exc:
-                err.print(
-                    f"[red]error:[/] cannot serve metrics on {m.host}:{m.port} ({exc}); choose"
-                    " another port with --metrics-port or LORASTREAM_METRICS__PORT"
-                )
-                return 2
-            stack.callback(server.close)
-            scheme = "https" if tls else "http"
-            log.info("metrics on %s://%s:%d/metrics", scheme, m.host, server.port)
-        learner = build_learner(settings.learner)
-        metrics.build_info.info(_build_info(settings, learner))
-        observers = []
-        if history is not None:
-            from stream.history import RunHistory
-
-            run_history = RunHistory(path=history)
-            stack.callback(run_history.close)
-            observers.append(run_history)
-        worker = Worker(settings, learner, metrics, health=health, observers=observers)
-        _install_signals(worker.request_stop)
-        try:
-            worker.run()
-        except (CheckpointWriteError, WorkerFailed, TooManyPoisonRecords, DeliveryError) as exc:
-            log.error("stopping: %s", exc)
-            err.print(f"[red]error:[/] {exc}")
-            return 4
-        except (StreamSetupError, CheckpointError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            return 2
-        except InvalidRecord as exc:
-            err.print(f"[red]stopped on an invalid record[/] (worker.on_invalid=stop): {exc}")
-            return 1
-    log.info(
-        "stopped cleanly after %d records (%d events learned)",
-        worker.records_seen,
-        worker.events_learned,
-    )
-    return 0
-
-
-def _build_info(settings: Settings, learner: Any) -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {
-        "version": version("lorastream"),
-        "learner": learner.kind,
-        "model": str(getattr(learner, "model_name", learner.kind)),
-        "device": str(getattr(learner, "device", "cpu")),
-    }
-
-
-def _install_signals(stop: Any) -> None:
-    state = {"signals": 0}
-
-    def handler(signum: int, _frame: object) -> None:
-        state["signals"] += 1
-        if state["signals"] > 1:
-            os._exit(130)  # a second signal: the operator insists
-        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
-        stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    return int(App(settings, history=history).run())
 
 
 # -- produce -----------------------------------------------------------------------------

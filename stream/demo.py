@@ -30,6 +30,7 @@ from rich.table import Table
 
 from learners.registry import build_learner
 from schemas.settings import Settings
+from stream.app import App, ExitStatus
 from stream.clients import StreamSetupError, ensure_output_topics, make_admin, make_producer
 from stream.history import RunHistory
 from stream.logs import setup_logging
@@ -39,7 +40,6 @@ from stream.recommend import VectorIndex
 from stream.report import from_history, render
 from stream.sender import Pacer, send_events
 from stream.sources.synthetic import TOPICS, ChangePoint, SyntheticConfig, SyntheticStream
-from stream.worker import Worker
 
 __all__ = ["run_demo"]
 
@@ -191,12 +191,14 @@ class Demo:
                 else "building the learner"
             )
             learner = build_learner(self.settings.learner)
-        metrics = WorkerMetrics(process=False)
-        self.worker = Worker(
-            self.settings, learner, metrics, observers=[self.history, self.observe]
+        app = App(
+            self.settings,
+            learner=learner,
+            observers=[self.history, self.observe],
+            metrics=WorkerMetrics(process=False),
         )
-        worker = threading.Thread(target=self.worker.run, name="worker", daemon=True)
-        worker.start()
+        self.running = app.start()
+        self.worker = self.running.worker
         follower = self.index.follow(self.settings, self.stop)
         producer = threading.Thread(target=self._produce, name="producer", daemon=True)
         producer.start()
@@ -206,10 +208,12 @@ class Demo:
             self.console.print("stopping: finishing the batch in hand, checkpointing...")
         finally:
             self.stop.set()
-            self.worker.request_stop()
-            worker.join(self.settings.worker.shutdown_timeout_s + 10)
+            status = self.running.stop()
             follower.join(5)
             self.history.close()
+        if status is not ExitStatus.OK:
+            self.console.print(f"[red]the worker failed[/] ({status.name}): {app.error}")
+            return int(status)
         self._summary()
         return 0
 
@@ -244,7 +248,7 @@ class Demo:
             view.update(self._view())
 
     def worker_alive(self) -> bool:
-        return any(t.name == "worker" and t.is_alive() for t in threading.enumerate())
+        return self.running.alive
 
     # -- the live view -----------------------------------------------------------------------
 
