@@ -8,7 +8,7 @@ EVENTS ?= 2000
 RATE ?= 30
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo test lint unit bench clean
+.PHONY: setup tools demo test lint unit bench clean test-reliability
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ unit: setup tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint unit
+
+# The fault-injection suite at full size: writes benchmarks/results/reliability.json.
+test-reliability: setup tools
+	$(PY) -m pytest tests/reliability --reliability=full $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks spine

@@ -96,6 +96,7 @@ class RiverMFLearner:
             l2_bias=c.l2,
             l2_latent=c.l2,
             latent_initializer=optim.initializers.Normal(mu=0.0, sigma=c.init_sigma, seed=c.seed),
+            clip_gradient=c.clip_gradient,
         )
 
     @property
@@ -120,10 +121,12 @@ class RiverMFLearner:
         return self._updates
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
-        """Scale the SGD learning rates (River MF has no replay). River optimizers read
-        their rate from a scheduler, so the scaled rate is a constant schedule."""
+        """Scale the SGD learning rates, at most to ``max_learning_rate`` (River MF has no
+        replay). River optimizers read their rate from a scheduler: a constant one."""
+        c = self.config
+        rate = min(c.learning_rate * lr_factor, max(c.learning_rate, c.max_learning_rate))
         for optimizer in self._optimizers():
-            optimizer.lr = optim.schedulers.Constant(self.config.learning_rate * lr_factor)
+            optimizer.lr = optim.schedulers.Constant(rate)
 
     def forget_users(self, user_ids: Sequence[str]) -> list[str]:
         known = [u for u in user_ids if u in self._history or u in self._model.u_latents]

@@ -155,11 +155,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_error(root: Path, exc: OSError) -> CheckpointWriteError:
+def _is_io_error(exc: BaseException) -> bool:
+    """An OSError, or a library's wrapper of one (safetensors raises its own error type
+    with the OS error in its message)."""
+    return isinstance(exc, OSError) or "os error" in str(exc).lower()
+
+
+def _write_error(root: Path, exc: BaseException) -> CheckpointWriteError:
+    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    where = exc.filename if isinstance(exc, OSError) and exc.filename else root
     return CheckpointWriteError(
-        f"cannot write a checkpoint under {root}: {exc.strerror or exc}"
-        f" ({exc.filename or root}). Nothing past the last checkpoint was committed. Free space,"
-        " make the directory writable, or point checkpoint.dir (--checkpoint-dir) elsewhere."
+        f"cannot write a checkpoint under {root}: {what} ({where}). Nothing past the last"
+        " checkpoint was committed. Free space, make the directory writable, or point"
+        " checkpoint.dir (--checkpoint-dir) elsewhere."
     )
 
 
@@ -235,9 +243,11 @@ class CheckpointStore:
             _fsync_tree(tmp)
             os.rename(tmp, final)
             _fsync_dir(self.root)
-        except OSError as exc:
+        except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise _write_error(self.root, exc) from exc
+            if _is_io_error(exc):
+                raise _write_error(self.root, exc) from exc
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -5,18 +5,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError,
+    CoordinatorNotAvailableError,
+    KafkaError,
+    KafkaTimeoutError,
+    RetriableError,
+    TopicAlreadyExistsError,
+)
 
 from schemas.settings import Settings
 
 __all__ = [
     "BrokerUnreachable",
     "MissingTopic",
+    "NotAuthorized",
     "StreamSetupError",
     "broker_contact",
     "committed_offsets",
@@ -25,6 +34,7 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "not_authorized",
     "require_topic",
 ]
 
@@ -35,6 +45,7 @@ T = TypeVar("T")
 #: of up to the broker's default 1 MiB limit to fit.
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 BOOTSTRAP_TIMEOUT_MS = 10_000
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class StreamSetupError(RuntimeError):
@@ -49,15 +60,61 @@ class MissingTopic(StreamSetupError):
     pass
 
 
+class NotAuthorized(StreamSetupError):
+    """The broker refuses the worker's credentials or an operation (ACLs)."""
+
+
+class _BootstrapErrors(logging.Handler):
+    """Keeps the reasons kafka-python logs while it retries a bootstrap connection (it does
+    not raise them: a wrong password looks like a timeout otherwise)."""
+
+    MARKERS = ("AuthenticationFailed", "CERTIFICATE_VERIFY_FAILED", "SSLError")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.seen.update(m for m in self.MARKERS if m in message)
+
+
 def _connect(factory: Callable[[], T], settings: Settings) -> T:
+    seen, client_log = _BootstrapErrors(), logging.getLogger("kafka")
+    client_log.addHandler(seen)
     try:
         return factory()
     except KafkaTimeoutError as exc:
+        k = settings.kafka
+        if "AuthenticationFailed" in seen.seen:
+            raise NotAuthorized(
+                f"Kafka at {k.bootstrap_servers} refused the credentials of user"
+                f" {k.sasl_plain_username!r} ({k.sasl_mechanism}): check"
+                " LORASTREAM_KAFKA__SASL_PLAIN_USERNAME / _PASSWORD and the mechanism."
+            ) from exc
+        if seen.seen & {"CERTIFICATE_VERIFY_FAILED", "SSLError"}:
+            raise BrokerUnreachable(
+                f"the TLS handshake with {k.bootstrap_servers} failed: the broker's certificate"
+                f" is not trusted (kafka.ssl_cafile = {k.ssl_cafile!r}) or names another host."
+            ) from exc
         raise BrokerUnreachable(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}). Check that the"
+            f"cannot reach Kafka at {k.bootstrap_servers} ({exc}). Check that the"
             " broker runs and the address is right (LORASTREAM_KAFKA__BOOTSTRAP_SERVERS or"
             " KAFKA_BOOTSTRAP_SERVERS), and the security settings (LORASTREAM_KAFKA__*)."
         ) from exc
+    finally:
+        client_log.removeHandler(seen)
+
+
+def not_authorized(exc: BaseException, settings: Settings) -> NotAuthorized:
+    """What to grant when the broker refuses an operation."""
+    t, user = settings.topics, settings.kafka.sasl_plain_username or "(this client)"
+    return NotAuthorized(
+        f"Kafka refused an operation ({type(exc).__name__}: {exc}). The worker's user {user}"
+        f" needs READ and DESCRIBE on topic {t.events!r} and on consumer group"
+        f" {settings.consumer.group_id!r}, WRITE and DESCRIBE on {t.user_vectors!r},"
+        f" {t.item_vectors!r} and {t.dead_letters!r} (and CREATE if it should create them)."
+    )
 
 
 def make_admin(settings: Settings) -> KafkaAdminClient:
@@ -124,11 +181,17 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
 
 
 def require_topic(admin: KafkaAdminClient, topic: str) -> int:
-    """The topic's partition count; :class:`MissingTopic` when it does not exist."""
+    """The topic's partition count; :class:`MissingTopic` when it does not exist,
+    :class:`NotAuthorized` when this client may not see it."""
     described = admin.describe_topics([topic])
     for entry in described:
         if entry.get("name") == topic and not entry.get("error_code"):
             return len(entry.get("partitions") or [])
+        if entry.get("name") == topic and entry.get("error_code") == _TOPIC_AUTHORIZATION_FAILED:
+            raise NotAuthorized(
+                f"this client may not describe the events topic {topic!r}: grant the worker's"
+                " user READ and DESCRIBE on it (and READ on its consumer group)."
+            )
     raise MissingTopic(
         f"the events topic {topic!r} does not exist. Create it, e.g. `kafka-topics.sh --create"
         f" --topic {topic} --partitions 3`, or run `lorastream topics create`; or point"
@@ -180,6 +243,12 @@ def ensure_output_topics(
         admin.create_topics(missing, wait_for_metadata=True)
     except TopicAlreadyExistsError:
         pass  # another worker created it meanwhile
+    except AuthorizationError as exc:
+        raise NotAuthorized(
+            f"topics {sorted(missing)} are not visible to this client and it may not create"
+            f" them ({exc}): grant the worker's user DESCRIBE and WRITE on them (and CREATE"
+            " on the cluster if the worker should create them)."
+        ) from exc
     except KafkaError as exc:
         raise StreamSetupError(
             f"could not create topics {sorted(missing)}: {exc}. Create them yourself (user and"
@@ -189,13 +258,24 @@ def ensure_output_topics(
     return sorted(missing)
 
 
-def committed_offsets(admin: KafkaAdminClient, group_id: str, topic: str) -> dict[int, int]:
-    """The group's committed offsets on ``topic`` per partition ({} for a new group)."""
-    try:
-        found = admin.list_group_offsets({group_id: None}).get(group_id, {})
-    except KafkaError as exc:
-        log.warning("could not read the committed offsets of group %s: %s", group_id, exc)
-        return {}
+def committed_offsets(
+    admin: KafkaAdminClient, group_id: str, topic: str, timeout_s: float = 30.0
+) -> dict[int, int]:
+    """The group's committed offsets on ``topic`` per partition ({} for a new group).
+    Retries while the group coordinator is not available yet (a fresh cluster creates
+    its offsets topic on the first request)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = admin.list_group_offsets({group_id: None}).get(group_id, {})
+            break
+        except (RetriableError, CoordinatorNotAvailableError) as exc:
+            if time.monotonic() > deadline:
+                raise StreamSetupError(
+                    f"cannot read the committed offsets of consumer group {group_id!r} ({exc});"
+                    " is the broker healthy?"
+                ) from exc
+            time.sleep(0.5)
     return {tp.partition: om.offset for tp, om in found.items() if tp.topic == topic}
 
 

@@ -12,6 +12,7 @@ consume loop advances) and ``/readyz`` (readiness: model loaded, partitions assi
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 __all__ = ["Health", "MetricsServer", "serve"]
+
+log = logging.getLogger(__name__)
 
 
 class Health:
@@ -69,6 +72,12 @@ class MetricsServer:
         self._server.server_close()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client speaking plain HTTP to the TLS port, or hanging up: not the worker's error
+        log.debug("metrics endpoint: dropped a bad request from %s", client_address, exc_info=True)
+
+
 def serve(
     registry: CollectorRegistry,
     health: Health,
@@ -80,6 +89,13 @@ def serve(
     HTTPS when ``tls`` gives (certificate file, key file)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a client that stalls (or never finishes a TLS handshake) is dropped
+
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.do_handshake()  # here, in the request's thread
+
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
             if path == "/metrics":
@@ -100,7 +116,7 @@ def serve(
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would drown the worker's log
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _QuietServer((host, port), Handler)
     server.daemon_threads = True
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import AuthorizationError, KafkaError
 
 from learners.base import VectorBatch
 from schemas.settings import TopicSettings
@@ -180,6 +180,9 @@ class Publisher:
                 log.warning("flush did not complete: %s", exc)
             failed = [s for s in self._pending if not (s.future.is_done and s.future.succeeded())]
             self._pending = []
+            refused = [s for s in failed if isinstance(s.future.exception, AuthorizationError)]
+            if refused:  # re-sending cannot help: the broker's ACLs say no
+                raise refused[0].future.exception
             if failed:
                 retries += 1
                 errors = {type(s.future.exception).__name__ for s in failed if s.future.is_done}

@@ -344,7 +344,10 @@ class Worker:
         started = time.perf_counter()
         accepted = batch.accepted()
         poison: list[Rejection] = []
-        if self._suspects and any(_where(d.record) in self._suspects for d in batch.items):
+        isolated = bool(self._suspects) and any(
+            _where(d.record) in self._suspects for d in batch.items
+        )
+        if isolated:
             applied, poison = self._isolate(accepted)
         else:
             try:
@@ -371,6 +374,8 @@ class Worker:
         self.book.processed_batch(batch.next_offsets())
         self._suspects -= {_where(d.record) for d in batch.items}
         self.schedule.add(len(batch.items))
+        if isolated:  # a later roll-back must not go back before it (and its dead letters)
+            self._maybe_checkpoint(consumer, force=True)
         self.events_learned += len(applied.learned)
         self._observe(batch, applied, rejected, retries, acked_at, started)
 

@@ -17,6 +17,16 @@ import pytest
 from schemas.settings import Settings
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability",
+        choices=("reduced", "full"),
+        default="reduced",
+        help="scale of the fault-injection suite (tests/reliability); full writes"
+        " benchmarks/results/reliability.json",
+    )
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -6,8 +6,8 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -221,13 +221,13 @@ def write_config(path: Path, settings: Settings) -> Path:
 class WorkerProcess:
     """``lorastream run`` in a subprocess, its log in a file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *args: str) -> None:
         self.log = log
         self._log_file = log.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "stream.cli", "run", "--config", str(config), *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,

@@ -210,6 +210,22 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                     (f"lorastream_partitions_assigned{I}", "partitions assigned"),
                 ],
             ),
+            (
+                "Faults: broker contact, failed batches, roll-backs",
+                "none",
+                [
+                    (f"min by (instance) (lorastream_broker_connected{I})", "broker contact"),
+                    (
+                        f"sum by (stage) (increase(lorastream_batch_failures_total{I}[{R}]))",
+                        "failed batches ({{stage}})",
+                    ),
+                    (f"sum (increase(lorastream_rewinds_total{I}[{R}]))", "roll-backs"),
+                    (
+                        f"sum (increase(lorastream_checkpoints_quarantined_total{I}[{R}]))",
+                        "checkpoints quarantined",
+                    ),
+                ],
+            ),
         ],
     ),
     (

@@ -274,6 +274,9 @@ class LocalKafka:
             "ssl.keystore.location": str(keystore),
             "ssl.keystore.password": self.security.keystore_password,
             "ssl.key.password": self.security.keystore_password,
+            # the broker is its own client (inter-broker): it trusts the same CA
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
             "ssl.endpoint.identification.algorithm": "",
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             # the controller listener is plaintext on loopback: its principal is ANONYMOUS
@@ -452,11 +455,12 @@ class LocalKafka:
 
     def restart(self, down_s: float = 0.0, timeout_s: float = 90.0) -> None:
         """Stop the broker, keep its data, wait ``down_s``, start it again (same address)."""
-        self._stop_process()
+        self.halt()
         time.sleep(down_s)
         self.start(timeout_s)
 
-    def _stop_process(self, timeout_s: float = 20.0) -> None:
+    def halt(self, timeout_s: float = 20.0) -> None:
+        """Stop the broker process and keep its data (:meth:`start` brings it back)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -472,7 +476,7 @@ class LocalKafka:
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); a temporary workdir
         is removed, a given one kept."""
-        self._stop_process(timeout_s)
+        self.halt(timeout_s)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,40 @@ def test_context_manager_serves_metadata_and_cleans_up() -> None:
         workdir, pid = broker.workdir, broker._proc.pid if broker._proc else 0
     assert not workdir.exists()
     assert not jvm_alive(pid)
+
+
+def test_a_broker_with_a_data_dir_restarts_on_its_data_at_the_same_address(
+    tmp_path: Path,
+) -> None:
+    """What `lorastream kafka --data-dir D` relies on: the same cluster id, port, topics and
+    records after a restart (a fresh cluster id every start made the old data unusable)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+    from deploy.kafka import LocalKafka
+
+    broker = LocalKafka(workdir=tmp_path)
+    broker.start()
+    try:
+        address = broker.bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=address)
+        admin.create_topics({"kept": {"num_partitions": 1, "replication_factor": 1}})
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=address, acks="all")
+        for k in range(5):
+            producer.send("kept", value=f"r{k}".encode())
+        producer.flush()
+        producer.close()
+        cluster_id = (tmp_path / "cluster.id").read_text()
+        broker.restart()
+        assert broker.bootstrap_servers == address
+        assert (tmp_path / "cluster.id").read_text() == cluster_id
+        consumer = KafkaConsumer(bootstrap_servers=address, enable_auto_commit=False)
+        tp = TopicPartition("kept", 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        values = [r.value for recs in consumer.poll(timeout_ms=5000).values() for r in recs]
+        consumer.close()
+        assert values == [f"r{k}".encode() for k in range(5)]
+    finally:
+        broker.stop()
+    assert tmp_path.exists(), "a given data directory is kept"

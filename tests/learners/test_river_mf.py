@@ -78,3 +78,30 @@ def test_it_learns_who_likes_what() -> None:
     own = learner.score("g0-u1", [f"g0-i{i}" for i in range(10)]).mean()
     other = learner.score("g0-u1", [f"g1-i{i}" for i in range(10)]).mean()
     assert own > other + 0.5
+
+
+def test_a_boosted_learner_keeps_learning_at_the_scaled_rate() -> None:
+    """The drift policy's boost must leave River's optimizers working (their rate is a
+    scheduler, not a float) and stable (capped where SGD would diverge)."""
+    learner = RiverMFLearner(RiverMFConfig(learning_rate=0.05, max_learning_rate=0.075))
+    events = make_events(3000, n_users=50, n_items=100)
+    learner.learn_many(events[:100], positions(100))
+    learner.set_boost(lr_factor=3.0)
+    for k in range(100, 2900, 100):
+        report = learner.learn_many(events[k : k + 100], positions(100, k))
+    rates = {round(o.learning_rate, 6) for o in learner._optimizers()}
+    assert rates == {0.075}
+    assert report.loss is not None
+    assert report.loss < 25.0, "still a sane squared error on the 1-5 scale"
+    learner.set_boost()
+    learner.learn_many(events[2900:], positions(100, 2900))
+    assert {round(o.learning_rate, 6) for o in learner._optimizers()} == {0.05}
+    assert learner.ledger.count == 3000
+
+
+def test_forgetting_a_user_drops_their_factors_and_history() -> None:
+    learner = RiverMFLearner()
+    learner.learn_many(make_events(200, n_users=5, n_items=10), positions(200))
+    assert learner.forget_users(["user-2", "nobody"]) == ["user-2"]
+    assert learner.user_vectors(["user-2"]).ids == []
+    assert "user-2" not in learner.history

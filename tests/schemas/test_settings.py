@@ -64,3 +64,30 @@ def test_unknown_settings_are_errors() -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Settings.load(tmp_path / "nope.toml", environ={})
+
+
+def test_a_misspelled_section_is_an_error_that_suggests_the_right_one() -> None:
+    with pytest.raises(ValueError, match=r"no settings section 'bacth'.*LORASTREAM_BATCH__"):
+        Settings.load(environ={"LORASTREAM_BACTH__MAX_EVENTS": "64"})
+    with pytest.raises(ValidationError, match="max_eventz"):  # a misspelled field, too
+        Settings.load(environ={"LORASTREAM_BATCH__MAX_EVENTZ": "64"})
+    # variables that are not settings sections stay allowed
+    Settings.load(environ={"LORASTREAM_CACHE": "/tmp/x"})
+
+
+def test_endpoints_default_to_loopback_and_tls_needs_both_files() -> None:
+    assert Settings.load(environ={}).metrics.host == "127.0.0.1"
+    with pytest.raises(ValidationError, match="go together"):
+        Settings.load(environ={}, metrics={"tls_certfile": "cert.pem"})
+
+
+def test_secrets_are_listed_for_redaction_and_hidden_in_reprs() -> None:
+    s = Settings.load(
+        environ={
+            "LORASTREAM_KAFKA__SASL_PLAIN_PASSWORD": "pw-1",
+            "LORASTREAM_PRIVACY__PSEUDONYMIZE_KEY": "key-2",
+        }
+    )
+    assert sorted(s.secrets()) == ["key-2", "pw-1"]
+    assert "pw-1" not in repr(s)
+    assert "key-2" not in repr(s)

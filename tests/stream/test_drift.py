@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -80,3 +83,41 @@ def test_the_adapt_policy_boosts_the_learning_rate_for_a_while_then_restores_it(
     assert [g["lr"] for g in learner._dense.param_groups] == [3.0 * x for x in base]
     learner.set_boost()
     assert [g["lr"] for g in learner._dense.param_groups] == base
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_river_mf_with_default_settings_adapts_to_drift_without_crashing(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The reproduction of a crash loop: a synthetic stream with an interest change, the
+    river-mf worker with default drift settings (adapt)."""
+    from helpers import (
+        WorkerProcess,
+        all_committed,
+        cli,
+        create_topic,
+        env_for,
+        wait_for,
+        write_config,
+    )
+
+    settings = make_settings(drift={}, metrics={"enabled": False})
+    create_topic(settings, settings.topics.events)
+    sent = cli(
+        "produce",
+        "synthetic",
+        "--events",
+        "6000",
+        "--change-at",
+        "3000",
+        env=env_for(settings),
+    )
+    assert sent.returncode == 0, sent.stderr
+    worker = WorkerProcess(write_config(tmp_path / "w.toml", settings), tmp_path / "w.log")
+    try:
+        wait_for(lambda: all_committed(settings), 180, "the whole stream learned")
+        assert worker.proc.poll() is None, worker.tail()
+    finally:
+        assert worker.stop() == 0, worker.tail()
+    assert "drift policy: learning-rate factor 3.0" in worker.log.read_text()

@@ -123,7 +123,8 @@ def test_a_poison_record_is_dead_lettered_and_everything_else_learned_once(
         assert {json.loads(d.original_value or b"{}")["event_id"] for d in dead} == bad_ids
         assert "cannot learn item item-poison" in dead[0].reason
         assert metrics.registry.get_sample_value("lorastream_rewinds_total") == 2
-        assert worker.thread.is_alive() and worker.error is None
+        assert worker.thread.is_alive()
+        assert worker.error is None
     finally:
         worker.stop()
 
