@@ -179,10 +179,20 @@ class CheckpointStore:
         self.keep = keep
         try:
             root.mkdir(parents=True, exist_ok=True)
+            self._probe()
         except OSError as exc:
             raise _write_error(root, exc) from exc
         for stale in root.glob(_TMP_PREFIX + "*"):  # left by a crash mid-write
             shutil.rmtree(stale, ignore_errors=True)
+
+    def _probe(self) -> None:
+        """Write, fsync and remove a small file: a read-only or full disk shows at start."""
+        probe = self.root / f".probe-{os.getpid()}"
+        with probe.open("wb") as f:
+            f.write(b"lorastream")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
 
     def _sequences(self) -> list[tuple[int, Path]]:
         found = []

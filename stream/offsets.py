@@ -11,12 +11,20 @@ durable checkpoint covers it — after a checkpoint, on revocation, on close —
 and after :meth:`OffsetBook.freeze` (the worker failed) nothing is committed at
 all. Without checkpoints, processed offsets are durable at once.
 
+A partition this state has no position in is *placed* on the work thread before
+its first batch: its processed offset becomes where reading begins (the first
+record polled, or the consumer's resolved position), so every checkpoint says
+where its state begins in every partition it has read — a restored older
+checkpoint never relies on the group's committed offset, which newer (possibly
+damaged) checkpoints moved.
+
 The work thread and kafka-python's I/O thread (rebalance callbacks) both use the
 book; one lock guards it.
 
 >>> book = OffsetBook(checkpoints=True)
->>> book.assign([("ev", 0)])
-{}
+>>> book.assign([("ev", 0)]), book.unplaced()
+({}, {('ev', 0)})
+>>> book.place(("ev", 0), 100)
 >>> book.processed_batch({("ev", 0): 120})
 >>> book.to_commit()                       # nothing durable yet
 {}
@@ -48,7 +56,8 @@ class OffsetBook:
         self._committed: dict[PartitionKey, int] = {}
         self._assigned: set[PartitionKey] = set()
         self._released: list[set[PartitionKey]] = []
-        self._origins: dict[PartitionKey, int] = {}  # first offset read where none was known
+        self._unplaced: set[PartitionKey] = set()  # assigned, no position known yet
+        self._starts: dict[PartitionKey, int] = {}  # placed since the newest checkpoint
         self._frozen = False
 
     # -- the work thread -------------------------------------------------------------------
@@ -59,13 +68,20 @@ class OffsetBook:
             self._processed = dict(offsets)
             self._durable = dict(offsets)
 
-    def first_seen(self, first_offsets: Mapping[PartitionKey, int]) -> None:
-        """The first offsets polled per partition: for partitions this state has no offset
-        for yet, where it began reading (a roll-back re-reads from there)."""
+    def unplaced(self) -> set[PartitionKey]:
+        """Assigned partitions this state has no position in yet."""
         with self._lock:
-            for key, offset in first_offsets.items():
-                if key not in self._processed and key not in self._origins:
-                    self._origins[key] = offset
+            return set(self._unplaced)
+
+    def place(self, key: PartitionKey, offset: int) -> None:
+        """This state begins reading ``key`` at ``offset`` (nothing before it is its own)."""
+        with self._lock:
+            self._unplaced.discard(key)
+            if key not in self._processed:
+                self._processed[key] = offset
+                self._starts[key] = offset
+                if not self._checkpoints:
+                    self._durable[key] = offset
 
     def processed_batch(self, next_offsets: Mapping[PartitionKey, int]) -> None:
         """A batch is learned and its output acknowledged."""
@@ -82,6 +98,8 @@ class OffsetBook:
         """A checkpoint holding ``offsets`` is on disk."""
         with self._lock:
             self._durable.update(offsets)
+            for key in offsets:
+                self._starts.pop(key, None)
 
     def to_commit(self) -> dict[PartitionKey, int]:
         """Durable offsets of assigned partitions that are ahead of the committed ones."""
@@ -96,9 +114,9 @@ class OffsetBook:
         """Back to a checkpoint after a failure: processed = durable = ``offsets``. Returns,
         per assigned partition, where to read again (None: from the committed offset)."""
         with self._lock:
-            self._processed = dict(offsets)
+            self._processed = {**self._starts, **offsets}
             self._durable = dict(offsets)
-            return {k: offsets.get(k, self._origins.get(k)) for k in self._assigned}
+            return {k: self._processed.get(k) for k in self._assigned}
 
     def freeze(self) -> None:
         """The worker failed: from now on nothing is committed, not even on close."""
@@ -119,10 +137,11 @@ class OffsetBook:
 
     def assign(self, keys: Iterable[PartitionKey]) -> dict[PartitionKey, int]:
         """Partitions assigned; returns where this worker's state continues for those it has
-        processed before (the others start at the group's committed offset)."""
+        a position in (the others wait to be placed)."""
         keys = set(keys)
         with self._lock:
             self._assigned |= keys
+            self._unplaced |= {k for k in keys if k not in self._processed}
             return {k: self._processed[k] for k in keys if k in self._processed}
 
     def release(self, keys: Iterable[PartitionKey], commit: bool) -> dict[PartitionKey, int]:
@@ -132,8 +151,7 @@ class OffsetBook:
         with self._lock:
             self._released.append(keys)
             self._assigned -= keys
-            for key in keys:
-                self._origins.pop(key, None)
+            self._unplaced -= keys
             return self._ahead(keys) if commit else {}
 
     def _ahead(self, keys: set[PartitionKey]) -> dict[PartitionKey, int]:

@@ -206,6 +206,8 @@ class Worker:
         self._stop = threading.Event()
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
         self._rewinds = 0  # since the last checkpoint
+        self._has_checkpoint = False
+        self._from_earliest = False
         self._savepoints: Savepoints | None = None
         self.stages = StageClock(self.metrics.stage_seconds)
         self.restored: int | None = None  # sequence of the checkpoint resumed from
@@ -255,11 +257,14 @@ class Worker:
         restored = self._store.restore(self.learner, self.settings.topics.events)
         self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
         checkpoint = restored.checkpoint
+        # partitions a restored older checkpoint never read may have been committed by the
+        # newer, damaged ones: read them from the start
+        self._from_earliest = bool(restored.quarantined)
         if checkpoint is None:
             self._refuse_lost_state(admin, restored.quarantined)
             log.info("no checkpoint in %s: starting from a fresh learner", self._store.root)
-            self._checkpoint()  # a point to roll back to, and proof that the disk takes writes
             return
+        self._has_checkpoint = True
         self.restored = checkpoint.sequence
         self._recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
         self.book.restore(checkpoint.offsets)
@@ -323,10 +328,10 @@ class Worker:
                     timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
                 )
             self._drop_released()
+            self._place(consumer, polled)
             if polled:
                 with self.stages.time("decode"):
                     decoded = [self.decode(_raw(r)) for recs in polled.values() for r in recs]
-                self.book.first_seen({_key(tp): recs[0].offset for tp, recs in polled.items()})
                 self._batcher.add(decoded)
                 self.schedule.busy()
                 self.records_seen += len(decoded)
@@ -339,8 +344,24 @@ class Worker:
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
 
+    def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
+        """Give newly assigned partitions a position in this state: the first record polled,
+        or where the consumer will read (its committed offset or reset policy — the earliest
+        offset when the state was restored from behind a damaged newer checkpoint)."""
+        for key in self.book.unplaced():
+            tp = TopicPartition(*key)
+            records = polled.get(tp)
+            if records:
+                self.book.place(key, records[0].offset)
+                continue
+            if self._from_earliest:
+                consumer.seek_to_beginning(tp)
+            self.book.place(key, consumer.position(tp))
+
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
         """Steps 1-3 for one batch; on a failed batch, roll back and isolate its records."""
+        if self._store is not None and not self._has_checkpoint:
+            self._checkpoint()  # the fresh state, where it begins reading: a roll-back target
         started = time.perf_counter()
         accepted = batch.accepted()
         poison: list[Rejection] = []
@@ -547,6 +568,7 @@ class Worker:
         self.book.made_durable(offsets)
         self.schedule.saved(time.monotonic())
         self._rewinds = 0
+        self._has_checkpoint = True
         elapsed = time.perf_counter() - started
         self.metrics.checkpoints.labels("ok").inc()
         self.metrics.checkpoint_duration.observe(elapsed)
