@@ -142,6 +142,28 @@ def test_state_stays_bounded() -> None:
     assert all(len(learner.history.recent(u)) <= 5 for u in learner.history.users())
 
 
+def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from learners.towers import bucket_of
+
+    learner = LLMLearner(LLMConfig())
+    learn(learner, stream(320, n_users=8, n_items=60))
+    gone = "user-3"
+    assert gone in learner.history
+    assert learner.replay.users().get(gone)
+    assert learner.forget_users([gone, "nobody"]) == [gone]
+    assert gone not in learner.history
+    assert gone not in learner.replay.users()
+    row = bucket_of(gone, learner.config.id_buckets)
+    assert not learner.heads.user_ids.weight[row].any()
+    assert learner.user_vectors([gone]).ids == []
+    learner.save(tmp_path)
+    saved = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.json"))
+    assert f'"{gone}"' not in saved
+    assert '"user-4"' in saved
+
+
 def test_the_adapter_is_saved_in_peft_format(tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModel

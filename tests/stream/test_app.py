@@ -1,0 +1,47 @@
+"""The application object: a worker's ending is an exit status, never a silent success."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from helpers import create_topic, event_record, make_events, send_raw
+
+from learners.river_mf import RiverMFLearner
+from schemas.settings import Settings
+from stream.app import App, ExitStatus
+from stream.metrics import WorkerMetrics
+from stream.poison import TooManyPoisonRecords
+
+pytestmark = pytest.mark.kafka
+
+
+class Broken(RiverMFLearner):
+    def learn_many(self, *args: object, **kwargs: object) -> object:
+        raise ValueError("broken learner")
+
+
+def test_a_worker_that_fails_ends_with_failed_not_ok(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(batch={"max_events": 32, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    send_raw(settings, [event_record(e) for e in make_events(100, n_users=5)])
+    app = App(settings, learner=Broken(), metrics=WorkerMetrics(process=False))
+    running = app.start()
+    assert running.wait(120) is ExitStatus.FAILED
+    assert isinstance(running.error, TooManyPoisonRecords)
+
+
+def test_a_missing_topic_ends_with_setup(make_settings: Callable[..., Settings]) -> None:
+    app = App(make_settings(), learner=RiverMFLearner(), metrics=WorkerMetrics(process=False))
+    assert app.run(handle_signals=False) is ExitStatus.SETUP
+    assert "does not exist" in str(app.error)
+
+
+def test_a_stopped_worker_ends_ok(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(batch={"max_events": 32, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    running = App(settings, learner=RiverMFLearner(), metrics=WorkerMetrics(process=False)).start()
+    assert running.wait(3) is None, "still running"
+    assert running.stop() is ExitStatus.OK
