@@ -68,7 +68,13 @@ class _BootstrapErrors(logging.Handler):
     """Keeps the reasons kafka-python logs while it retries a bootstrap connection (it does
     not raise them: a wrong password looks like a timeout otherwise)."""
 
-    MARKERS = ("AuthenticationFailed", "CERTIFICATE_VERIFY_FAILED", "SSLError")
+    MARKERS = (
+        "AuthenticationFailed",
+        "CERTIFICATE_VERIFY_FAILED",
+        "SSLError",
+        "socket disconnected",
+        "ECONNREFUSED",
+    )
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -86,11 +92,22 @@ def _connect(factory: Callable[[], T], settings: Settings) -> T:
         return factory()
     except KafkaTimeoutError as exc:
         k = settings.kafka
+        check = (
+            " check LORASTREAM_KAFKA__SASL_PLAIN_USERNAME / _PASSWORD, the mechanism and"
+            " kafka.security_protocol."
+        )
         if "AuthenticationFailed" in seen.seen:
             raise NotAuthorized(
                 f"Kafka at {k.bootstrap_servers} refused the credentials of user"
-                f" {k.sasl_plain_username!r} ({k.sasl_mechanism}): check"
-                " LORASTREAM_KAFKA__SASL_PLAIN_USERNAME / _PASSWORD and the mechanism."
+                f" {k.sasl_plain_username!r} ({k.sasl_mechanism}):{check}"
+            ) from exc
+        sasl = k.security_protocol.startswith("SASL")
+        if sasl and "socket disconnected" in seen.seen and "ECONNREFUSED" not in seen.seen:
+            # the broker may close the connection before the client reads its SASL error
+            raise NotAuthorized(
+                f"Kafka at {k.bootstrap_servers} closed every connection while checking the"
+                f" credentials of user {k.sasl_plain_username!r} ({k.sasl_mechanism}); most"
+                f" likely a wrong user name or password:{check}"
             ) from exc
         if seen.seen & {"CERTIFICATE_VERIFY_FAILED", "SSLError"}:
             raise BrokerUnreachable(
