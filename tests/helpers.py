@@ -236,6 +236,24 @@ class WorkerProcess:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Like `wait_for`, but fails at once if the worker exits; either failure shows its log."""
+
+        def done() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"the worker exited ({self.proc.returncode}) while waiting for {what}:\n"
+                    + self.tail()
+                )
+            return condition()
+
+        try:
+            wait_for(done, timeout_s, what)
+        except AssertionError as e:
+            if "the worker exited" in str(e):
+                raise
+            raise AssertionError(f"{e}; the worker's log ends:\n{self.tail()}") from None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -22,7 +22,6 @@ from helpers import (
     make_events,
     producer_for,
     read_topic,
-    wait_for,
     write_config,
 )
 
@@ -82,9 +81,9 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     worker = WorkerProcess(config, tmp_path / "run1.log")
     # produce only once the worker owns the partition, so that the stop lands mid-stream
     # however long the worker took to start
-    wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
+    worker.wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
     producer = produce_paced(settings, [event_record(e) for e in events], rate=200)
-    wait_for(
+    worker.wait_for(
         lambda: learned_in_checkpoint(checkpoints) > 0 or "learned" in worker.tail(),
         60,
         "the worker to start learning",
@@ -104,7 +103,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     producer.join(30)
     worker = WorkerProcess(config, tmp_path / "run2.log")
     try:
-        wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
+        worker.wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
     finally:
         assert worker.stop() == 0, worker.tail()
     final = newest_manifest(checkpoints)
@@ -143,7 +142,9 @@ def test_kill_9_then_restart_loses_no_event(
     producer = produce_paced(settings, [event_record(e) for e in events], rate=rate)
 
     worker = WorkerProcess(config, tmp_path / "run1.log")
-    wait_for(lambda: learned_in_checkpoint(checkpoints) >= kill_after, 180, "a few checkpoints")
+    worker.wait_for(
+        lambda: learned_in_checkpoint(checkpoints) >= kill_after, 300, "a few checkpoints"
+    )
     time.sleep(0.37)  # land between checkpoints
     worker.proc.kill()
     worker.proc.wait(10)
@@ -155,7 +156,7 @@ def test_kill_9_then_restart_loses_no_event(
     producer.join(60)
     worker = WorkerProcess(config, tmp_path / "run2.log")
     try:
-        wait_for(lambda: all_committed(settings), 240, "the restarted worker to catch up")
+        worker.wait_for(lambda: all_committed(settings), 240, "the restarted worker to catch up")
     finally:
         assert worker.stop() == 0, worker.tail()
     assert f"resuming from checkpoint ckpt-{restored['sequence']:012d}" in worker.tail()
