@@ -168,12 +168,42 @@ class LLMConfig(BaseModel):
     history_len: int = Field(default=20, ge=1, le=512)
     id_embeddings: bool = True
     id_buckets: int = Field(default=1 << 15, ge=16, description="rows of each hashed id table")
-    item_bias: bool = True
-    popularity_weight: float = Field(
-        default=1.0, description="initial weight of log(1 + decayed count) in the score"
+    # the popularity prior, co-occurrence and the mix of the three parts (learners/scoring.py)
+    popularity_half_lives: tuple[float, ...] = Field(
+        default=(1000.0, 4000.0, 16000.0),
+        min_length=1,
+        max_length=8,
+        description="events after which an item's count weighs half, one prior per value",
     )
-    popularity_half_life: float = Field(
-        default=2_000.0, gt=0, description="events after which an item's count weighs half"
+    consumed_len: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="items remembered per user: what co-occurrence pairs a new positive"
+        " with, and what recommendations exclude",
+    )
+    publish_consumed: int = Field(
+        default=500, ge=0, description="the newest consumed items published with a user vector"
+    )
+    exclude_consumed: bool = Field(
+        default=True,
+        description="prequential tests leave the user's consumed items out of the ranking, as"
+        " recommendations do; off for streams where people consume the same item again",
+    )
+    knn_recent: int = Field(default=50, ge=1, description="recent positives kNN reads")
+    knn_decay: float = Field(default=0.9, gt=0, le=1, description="weight per older positive")
+    knn_publish: int = Field(
+        default=500, ge=1, description="top kNN items in a user's published sparse vector"
+    )
+    cooccurrence_max_pairs: int = Field(default=20_000_000, ge=1000)
+    mix_knn: tuple[float, ...] = Field(
+        default=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        min_length=1,
+        description="weights the score may give kNN, chosen online by prequential hit rate"
+        " (the trained model has the rest)",
+    )
+    mix_window: int = Field(
+        default=4000, ge=10, description="prequential tests each candidate mix is judged on"
     )
     # objective
     temperature: float = Field(default=0.07, gt=0)
@@ -184,6 +214,8 @@ class LLMConfig(BaseModel):
     negative_rating: float = Field(default=2.0, description="ratings at or below are negatives")
     hard_negative_weight: float = Field(default=1.0, ge=0)
     rating_head: bool = True
+    rating_loss_weight: float = Field(default=0.1, ge=0)
+    review_loss_weight: float = Field(default=0.1, ge=0)
     max_grad_items: int = Field(
         default=64, ge=1, description="items per step encoded with gradients; others use the cache"
     )
@@ -195,8 +227,9 @@ class LLMConfig(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     proximal_weight: float = Field(
-        default=0.0, ge=0, description="pull the adapter towards its last checkpoint"
+        default=0.0, ge=0, description="pull the adapter towards its state proximal_every ago"
     )
+    proximal_every: int = Field(default=200, ge=1, description="updates between anchors")
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     # state bounds and evaluation
     max_users: int = Field(default=100_000, ge=1)
@@ -205,7 +238,13 @@ class LLMConfig(BaseModel):
         default=64, ge=0, description="stale cached item vectors re-encoded per update"
     )
     eval_candidates: int = Field(
-        default=100, ge=0, description="sampled candidates per prequential test; 0: all items"
+        default=100,
+        ge=0,
+        description="sampled candidates per prequential test when the catalog is larger than"
+        " eval_full_catalog; 0: always the whole catalog",
+    )
+    eval_full_catalog: int = Field(
+        default=20_000, ge=0, description="rank tests against the whole catalog up to this size"
     )
     eval_window: int = Field(default=2_000, ge=10, description="events in the rolling metrics")
     seed: int = 0

@@ -138,8 +138,19 @@ class TopicSettings(BaseModel):
     item_refresh_per_batch: int = Field(
         default=64,
         ge=0,
-        description="items re-published per batch besides the batch's own, round robin over"
-        " the catalog, so item vectors (and their popularity coordinate) never go stale",
+        description="items re-published per batch besides the batch's own: those published"
+        " under the oldest model update, so item vectors converge to the model's",
+    )
+    user_refresh_per_batch: int = Field(
+        default=64,
+        ge=0,
+        description="users re-published per batch besides the batch's own, oldest first",
+    )
+    refresh_when_idle: int = Field(
+        default=512,
+        ge=0,
+        description="users and items re-published per second while the stream is idle,"
+        " until every published vector is of the current model",
     )
 
 

@@ -15,6 +15,7 @@ newest vector of every user.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime
 
@@ -22,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.events import Identifier
 
-__all__ = ["ItemVector", "SourcePosition", "UserVector"]
+__all__ = ["ItemVector", "SourcePosition", "SparseVector", "UserVector", "item_key"]
 
 _WIRE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -36,6 +37,38 @@ class SourcePosition(BaseModel):
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
     timestamp_ms: int | None = None
+
+
+def item_key(item_id: str) -> int:
+    """An item's index in sparse vectors: the first 31 bits of BLAKE2b-64 of its id (UTF-8),
+    stable across processes and languages; collisions are negligible below millions of items.
+
+    >>> item_key("sku-7")
+    1822114719
+    """
+    digest = hashlib.blake2b(item_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+
+class SparseVector(BaseModel):
+    """Non-zero entries of a vector indexed by item key (:func:`item_key`): a user's
+    holds their top items by co-occurrence, an item's its own key with 1.0. The dot
+    product of a user's and an item's sparse vectors adds to their dense one."""
+
+    model_config = _WIRE
+
+    indices: list[int] = Field(max_length=100_000)
+    values: list[float] = Field(max_length=100_000)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SparseVector:
+        if len(self.indices) != len(self.values):
+            raise ValueError("indices and values must have the same length")
+        if any(not 0 <= i < 2**31 for i in self.indices):
+            raise ValueError("indices are item keys in [0, 2**31)")
+        if not all(math.isfinite(x) for x in self.values):
+            raise ValueError("values must be finite")
+        return self
 
 
 class _Vector(BaseModel):
@@ -74,6 +107,14 @@ class UserVector(_Vector):
         default=None, description="source topic/partition/offset of the newest event reflected"
     )
     events_seen: int = Field(default=0, ge=0, description="events of this user the model learned")
+    sparse: SparseVector | None = Field(
+        default=None, description="added to the dense dot product (the user's top kNN items)"
+    )
+    consumed: list[str] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="items the user consumed, newest first: recommendations exclude them",
+    )
 
 
 class ItemVector(_Vector):
@@ -81,3 +122,6 @@ class ItemVector(_Vector):
 
     item_id: Identifier
     text: str | None = Field(default=None, max_length=4000)
+    sparse: SparseVector | None = Field(
+        default=None, description="added to the dense dot product (the item's own key)"
+    )
