@@ -28,7 +28,9 @@ class VectorBatch:
     """Vectors for a list of ids: ``vectors[i]`` belongs to ``ids[i]``.
 
     ``markers[i]`` is the newest event reflected (users; None for items or
-    for users the learner no longer remembers).
+    for users the learner no longer remembers). ``sparse[i]`` (item keys, values), where
+    given, adds its dot product to the dense one; ``consumed[i]`` lists a user's consumed
+    items, newest first.
     """
 
     ids: list[str]
@@ -36,6 +38,8 @@ class VectorBatch:
     version: str
     markers: list[EventMarker | None] = field(default_factory=list)
     events_seen: list[int] = field(default_factory=list)
+    sparse: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    consumed: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -97,6 +101,10 @@ class Learner(Protocol):
 
     def known_items(self) -> list[str]:
         """Ids of every item the learner holds state for."""
+        ...
+
+    def known_users(self) -> list[str]:
+        """Ids of every user the learner holds state for."""
         ...
 
     def forget_users(self, user_ids: Sequence[str]) -> list[str]:

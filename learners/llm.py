@@ -1,24 +1,22 @@
-"""The LLM learner: a LoRA adapter over a frozen Hugging Face model, updated from every
-mini-batch, with replay against forgetting.
+"""The LLM learner: a LoRA adapter over a frozen Hugging Face model, a popularity prior and
+item co-occurrence, mixed into one score, updated from every mini-batch.
 
 Per :meth:`LLMLearner.learn_many`:
 
-1. new items are registered, tokenized (in one batch) and encoded without gradients, so
-   even an item seen for the first time can be ranked (cold start through its text);
-2. every positive event is *tested* first (prequential): its true item is ranked among
-   sampled candidates with the parameters as they were before the batch;
-3. one optimisation step: a sampled softmax over in-batch items (same-user positives
-   masked, logQ-corrected), catalog negatives from the vector cache and the user's explicit
-   negatives, weighted by event type, plus replayed examples, a rating head and an optional
-   proximal term; a non-finite loss or gradient skips the step and leaves every parameter
-   as it was;
-4. vectors of the items the step touched go back to the cache, and a few stale ones are
+1. the batch's items are registered; new ones are tokenized and encoded without
+   gradients, so even an item seen for the first time can be ranked (through its text);
+2. every positive event is *tested* first (prequential, ``learners/tester.py``): its true
+   item is ranked against the catalog by the state as it was before the batch, under every
+   candidate mix, which is how the mix is chosen (``learners/scoring.py``);
+3. one optimisation step of the towers (``learners/objective.py``), with replayed examples
+   against forgetting; a non-finite loss or gradient skips it and changes nothing;
+4. then the counts: popularity per half-life, co-occurrence of each new positive with the
+   user's earlier ones, the users' histories; and a few stale cached item vectors are
    re-encoded.
 
-Scores are ``cos(user, item) / temperature + bias(item)`` with the item bias a learned
-weight on log(1 + time-decayed count) plus a learned per-item term. Vectors fold the bias
-in as one extra coordinate — users ``[u, 1]``, items ``[i, temperature * bias]`` — so a
-plain dot product ranks exactly as the model does.
+The parts and the vectors that carry them are described in ``learners/scoring.py``: a
+plain dot product of a published user vector (dense + sparse) with an item vector ranks
+exactly as the learner does.
 """
 
 from __future__ import annotations
@@ -28,47 +26,45 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
-from safetensors.torch import load_file, save_file
 
-from learners.backbone import Backbone, load_adapter_weights, load_backbone, save_adapter
+from learners import llm_state
+from learners.backbone import Backbone, load_backbone
 from learners.base import LearnReport, VectorBatch
-from learners.catalog import ItemCatalog
-from learners.history import Interaction, UserHistory
+from learners.cooccurrence import Cooccurrence
+from learners.feedback import Feedback, HistoryKind, classify
+from learners.history import Interaction, UserHistory, marker_of
+from learners.item_tower import ItemTower
 from learners.ledger import EventLedger
-from learners.prequential import Prequential, rank_of_true
+from learners.objective import BatchExamples, Objective, StepOutput
 from learners.replay import Example, ReplayBuffer
-from learners.river_mf import marker_of
-from learners.state_io import load_json, rng_from_json, rng_to_json, save_json
-from learners.towers import HISTORY_TYPES, Heads, bucket_of
+from learners.scorer import Scorer
+from learners.scoring import Mix, MixSelector
+from learners.tester import Tester, TestOutcome
+from learners.towers import Heads
+from learners.user_tower import UserTower
 from schemas.events import EventType, InteractionEvent
 from schemas.learner_config import LLMConfig
-from schemas.vectors import SourcePosition
+from schemas.vectors import SourcePosition, item_key
 
 __all__ = ["LLMLearner"]
 
 log = logging.getLogger(__name__)
-TYPE_CODE = {name: code for code, name in enumerate(HISTORY_TYPES)}
 
 
 @dataclass
-class _Batch:
-    """What one learn_many call extracts from its events, in order."""
+class _Counts:
+    """Count updates of a batch, applied after its step (the step must not see them)."""
 
-    examples: list[Example] = field(default_factory=list)  # positives (and rated items)
-    hard_negatives: dict[str, list[str]] = field(default_factory=dict)  # user -> items
-    impressions: list[Example] = field(default_factory=list)  # shown, not chosen
-    reviews: list[tuple[str, float]] = field(default_factory=list)  # (text, rating)
-    positive_slots: list[int] = field(default_factory=list)  # for popularity counts
-    positive_weights: list[float] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    pairs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (item, earlier)
 
 
 class LLMLearner:
-    """LoRA over a frozen backbone, two towers in one space, replay against forgetting."""
+    """LoRA over a frozen backbone, two towers, a popularity prior and co-occurrence."""
 
     kind = "llm"
 
@@ -77,24 +73,26 @@ class LLMLearner:
         torch.manual_seed(c.seed)
         self.backbone: Backbone = load_backbone(c)
         self.device = self.backbone.device
-        hidden = self.backbone.hidden_size
-        self.heads = Heads(hidden, c, c.max_items).to(self.device)
+        self.heads = Heads(self.backbone.hidden_size, c).to(self.device)
         self.dim = self.heads.dim
-        self.catalog = ItemCatalog(c.max_items, hidden, c.popularity_half_life, self.device)
-        self._item_bucket = np.zeros(c.max_items, dtype=np.int64)
-        self.history = UserHistory(c.max_users, c.history_len)
+        self.items = ItemTower(c, self.backbone, self.heads)
+        self.users = UserTower(c, self.backbone, self.heads, self.items)
+        self.history = UserHistory(c.max_users, c.history_len, c.consumed_len)
+        self.cooccurrence = Cooccurrence(c.max_items, c.cooccurrence_max_pairs)
+        self.scorer = Scorer(c, self.heads, self.items, self.users, self.cooccurrence, self.history)
+        self.selector = MixSelector(c.mix_knn, c.mix_window)
+        self.rng = np.random.default_rng(c.seed)
+        self.tester = Tester(c, self.scorer, self.selector, self.history, self.rng)
+        self.objective = Objective(c, self.heads, self.items, self.users, self.scorer, self.rng)
         self.replay = ReplayBuffer(c.replay, seed=c.seed)
-        self.prequential = Prequential(c.eval_window)
         self._ledger = EventLedger()
-        self._rng = np.random.default_rng(c.seed)
-        self._t = 0.0  # events learned: the clock of popularity decay and replay recency
         self._updates = 0
         self.skipped_updates = 0
         self._lr_factor, self._replay_factor = 1.0, 1.0
-        self._lora = [p for p in self.backbone.model.parameters() if p.requires_grad]
-        self._dense = torch.optim.AdamW(
+        self.adapter = [p for p in self.backbone.model.parameters() if p.requires_grad]
+        self.dense_optimizer = torch.optim.AdamW(
             [
-                {"params": self._lora + self.heads.slow_parameters(), "lr": c.lr, "base": c.lr},
+                {"params": self.adapter + self.heads.slow_parameters(), "lr": c.lr, "base": c.lr},
                 {
                     "params": self.heads.fast_parameters(),
                     "lr": c.embedding_lr,
@@ -105,8 +103,10 @@ class LLMLearner:
             lr=c.lr,
             weight_decay=c.weight_decay,
         )
-        self._sparse = torch.optim.SparseAdam(self.heads.sparse_parameters(), lr=c.embedding_lr)
-        self._anchor: list[torch.Tensor] | None = None
+        self.sparse_optimizer = torch.optim.SparseAdam(
+            self.heads.sparse_parameters(), lr=c.embedding_lr
+        )
+        self.anchor: list[torch.Tensor] | None = None  # proximal term's reference
 
     # -- protocol ------------------------------------------------------------------------
 
@@ -126,261 +126,130 @@ class LLMLearner:
     def updates(self) -> int:
         return self._updates
 
+    @property
+    def mix(self) -> Mix:
+        """The weights of the score's parts the learner ranks (and publishes) with now."""
+        return self.selector.current
+
     def state_sizes(self) -> dict[str, tuple[float, float]]:
         c = self.config
         return {
             "users": (len(self.history), c.max_users),
-            "items": (len(self.catalog), c.max_items),
+            "items": (len(self.items.catalog), c.max_items),
             "replay_examples": (len(self.replay), c.replay.capacity),
             "replay_bytes": (self.replay.bytes, c.replay.max_bytes),
+            "cooccurrence_pairs": (self.cooccurrence.pairs, c.cooccurrence_max_pairs),
         }
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
-        """Temporarily learn faster (drift policy): scale the learning rates and replay."""
+        """Scale the learning rates and the replay mix until called again (drift policy)."""
         self._lr_factor, self._replay_factor = lr_factor, replay_factor
-        for group in self._dense.param_groups:
+        for group in self.dense_optimizer.param_groups:
             group["lr"] = group["base"] * lr_factor
-        for group in self._sparse.param_groups:
+        for group in self.sparse_optimizer.param_groups:
             group["lr"] = self.config.embedding_lr * lr_factor
 
     def learn_many(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
         started = time.perf_counter()
-        self._register_items(events)
-        batch = self._walk(events, positions)
-        hits = self._test(batch)
-        if batch.positive_slots:  # counted after the test: a test never sees its own event
-            self.catalog.add_counts(
-                np.asarray(batch.positive_slots),
-                np.asarray(batch.positive_weights),
-                self._t + len(events),
-            )
+        for slot in self.items.register(events, self._updates):
+            self.cooccurrence.forget(slot)  # an evicted item's slot went to a new one
+        outcome = self.tester.run(
+            [e for e in events if self._feedback(e).positive],
+            [e for e in events if e.event_type is EventType.IMPRESSION],
+        )
+        batch, counts = self._walk(events, positions)
         replayed = self._replayed(len(batch.examples))
-        loss, skipped, losses = self._step(batch, replayed)
+        step = self._step(batch, replayed)
+        self._apply_counts(counts, len(events))
         if self.config.replay.enabled:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
-        self._refresh_cache()
+        self.items.refresh(self._updates)
         self._ledger.record(e.event_id for e in events)
-        self._t += len(events)
-        self._updates += 0 if skipped else 1
-        metrics = {
-            **self.prequential.summary(),
-            "tested": float(len(hits)),
-            "replayed": float(len(replayed)),
-            "learn_seconds": time.perf_counter() - started,
-            "replay_fill": len(self.replay) / self.config.replay.capacity,
-            "replay_ratio": self.config.replay.ratio * self._replay_factor
-            if self.config.replay.enabled
-            else 0.0,
-            **self._gpu_memory(),
-        }
+        self._updates += 0 if step.skipped else 1
+        if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
+            self.anchor = [p.detach().clone() for p in self.adapter]
         return LearnReport(
             events=len(events),
             users=list(dict.fromkeys(e.user_id for e in events)),
             items=list(dict.fromkeys(e.item_id for e in events)),
-            loss=loss,
-            skipped_update=skipped,
-            metrics=metrics,
-            test_errors=1.0 - hits,
-            example_losses=losses,
+            loss=step.loss,
+            skipped_update=step.skipped,
+            metrics=self._metrics(outcome, len(replayed), time.perf_counter() - started),
+            test_errors=1.0 - outcome.hits,
+            example_losses=step.example_losses,
         )
 
-    def _gpu_memory(self) -> dict[str, float]:
-        if self.device.type != "cuda":
-            return {}
-        return {
-            "gpu_memory_allocated_bytes": float(torch.cuda.memory_allocated(self.device)),
-            "gpu_memory_reserved_bytes": float(torch.cuda.memory_reserved(self.device)),
+    def _metrics(self, outcome: TestOutcome, replayed: int, seconds: float) -> dict[str, float]:
+        c = self.config.replay
+        metrics = {
+            **self.tester.summary(),
+            "replayed": float(replayed),
+            "learn_seconds": seconds,
+            "replay_fill": len(self.replay) / c.capacity,
+            "replay_ratio": c.ratio * self._replay_factor if c.enabled else 0.0,
+            "mix_knn": self.mix.knn,
         }
+        if outcome.candidates:
+            metrics["eval_candidates"] = float(outcome.candidates)
+            metrics["eval_full_catalog"] = float(outcome.full_catalog)
+        if self.device.type == "cuda":
+            metrics["gpu_memory_allocated_bytes"] = float(torch.cuda.memory_allocated(self.device))
+            metrics["gpu_memory_reserved_bytes"] = float(torch.cuda.memory_reserved(self.device))
+        return metrics
 
-    # -- items ---------------------------------------------------------------------------
+    # -- events → examples and counts ----------------------------------------------------
 
-    def _register_items(self, events: Sequence[InteractionEvent]) -> None:
-        """Add/touch the batch's items; tokenize and encode new or changed ones."""
-        ids = list(dict.fromkeys(e.item_id for e in events))
-        texts = {e.item_id: e.item_text for e in events if e.item is not None}
-        known = {
-            i: self.catalog.texts[s] for i in ids if (s := self.catalog.index.get(i)) is not None
-        }
-        text_of = [texts.get(i) or known.get(i) or i for i in ids]
-        slots, changed, _ = self.catalog.upsert(ids, text_of)
-        for slot, item_id in zip(slots.tolist(), ids, strict=True):
-            self._item_bucket[slot] = bucket_of(item_id, self.config.id_buckets)
-        if changed:
-            with torch.no_grad():
-                self.heads.item_bias.weight[changed] = 0.0
-            self._encode_into_cache(np.asarray(changed))
-
-    def _encode_into_cache(self, slots: np.ndarray, chunk: int = 256) -> None:
-        """Tokenize what is missing (one batch), encode without gradients, store."""
-        cat = self.catalog
-        missing = [int(s) for s in slots if cat.tokens[int(s)] is None]
-        if missing:
-            tokens = self.backbone.tokenize(
-                [cat.texts[s] or "" for s in missing], self.config.max_item_tokens
-            )
-            for s, ids in zip(missing, tokens, strict=True):
-                cat.tokens[s] = ids
-        with torch.no_grad():
-            for start in range(0, len(slots), chunk):
-                part = slots[start : start + chunk]
-                pooled = self.backbone.encode([cat.tokens[int(s)] or [] for s in part])
-                cat.vectors[torch.as_tensor(part, device=self.device)] = pooled
-                cat.version[part] = self._updates
-
-    def _refresh_cache(self) -> None:
-        stale = self.catalog.stale(self._updates, self.config.cache_refresh_per_step)
-        if len(stale):
-            self._encode_into_cache(stale)
-
-    def _slots(self, item_ids: Sequence[str]) -> np.ndarray:
-        return self.catalog.index.slots_of(item_ids)
-
-    def _item_reps(self, slots: np.ndarray, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """[n] slots → [n, d] item vectors (from the cache unless ``pooled`` is given)."""
-        index = torch.as_tensor(slots, device=self.device)
-        if pooled is None:
-            pooled = self.catalog.vectors[index]
-        buckets = torch.as_tensor(self._item_bucket[slots], device=self.device)
-        return self.heads.item_vectors(pooled, buckets)
-
-    def _biases(self, slots: np.ndarray, t: float) -> torch.Tensor:
-        counts = self.catalog.counts(slots, t)
-        log_counts = torch.as_tensor(np.log1p(counts), dtype=torch.float32, device=self.device)
-        return self.heads.item_bias_of(torch.as_tensor(slots, device=self.device), log_counts)
-
-    # -- events → examples -----------------------------------------------------------------
-
-    def _classify(self, event: InteractionEvent) -> tuple[str, float]:
-        """(history type, positive weight); weight 0 = not a positive."""
-        c, kind, value = self.config, event.event_type, event.value
-        if kind is EventType.RATING and value is not None:
-            if value >= c.positive_rating:
-                return "rating_high", 1.0 + (value - c.positive_rating)
-            return ("rating_low" if value <= c.negative_rating else "rating_mid"), 0.0
-        return kind.value, c.event_weights.get(kind.value, 0.0)
-
-    def _snapshot(self, user_id: str) -> tuple[tuple[str, int], ...]:
-        record = self.history.get(user_id)
-        if record is None:
-            return ()
-        return tuple((x.item_id, TYPE_CODE.get(x.event_type, 0)) for x in reversed(record.recent))
+    def _feedback(self, event: InteractionEvent) -> Feedback:
+        c = self.config
+        return classify(event, c.positive_rating, c.negative_rating, c.event_weights)
 
     def _walk(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
-    ) -> _Batch:
-        """Events in order → examples with the history each user had at that moment."""
-        batch = _Batch()
+    ) -> tuple[BatchExamples, _Counts]:
+        """Events in order → examples with the history each user had then; histories move on."""
+        batch, counts = BatchExamples(), _Counts()
+        t0 = self.scorer.t
         for k, (event, position) in enumerate(zip(events, positions, strict=True)):
-            t = self._t + k
-            kind, weight = self._classify(event)
+            fb = self._feedback(event)
             user, item = event.user_id, event.item_id
+            rating = event.value if event.event_type is EventType.RATING else None
             example = Example(
-                user,
-                item,
-                weight,
-                self._snapshot(user),
-                t,
-                event.value if event.event_type is EventType.RATING else None,
+                user, item, fb.weight, self.users.snapshot(self.history, user), t0 + k, rating
             )
-            if kind == "impression":
+            if fb.kind is HistoryKind.IMPRESSION:
                 batch.impressions.append(example)
-            elif weight > 0 or example.rating is not None:
+            elif fb.positive or rating is not None:
                 batch.examples.append(example)
-            if kind in ("skip", "dislike", "rating_low"):
+            if fb.negative:
                 batch.hard_negatives.setdefault(user, []).append(item)
-            if event.review_text and event.event_type is EventType.RATING and event.value:
-                batch.reviews.append((event.review_text, float(event.value)))
+            if event.review_text and rating:
+                batch.reviews.append((event.review_text, float(rating)))
+            slot = self.items.catalog.index.get(item)
+            if fb.positive and slot is not None:
+                earlier = self.items.slots(self.history.positives(user))
+                counts.pairs.append((slot, earlier[earlier >= 0]))
+                counts.slots.append(slot)
+                counts.weights.append(min(fb.weight, 1.0))
+            impression = fb.kind is HistoryKind.IMPRESSION
             interaction = (
                 None
-                if kind == "impression"
-                else Interaction(item, kind, event.value, event.timestamp.timestamp())
+                if impression
+                else Interaction(item, fb.kind.value, event.value, event.timestamp.timestamp())
             )
-            self.history.add(user, interaction, marker_of(event, position))
-            slot = self.catalog.index.get(item)
-            if weight > 0 and slot is not None:
-                batch.positive_slots.append(slot)
-                batch.positive_weights.append(min(weight, 1.0))
-        return batch
+            consumed = None if impression else (item, fb.positive)
+            self.history.add(user, interaction, marker_of(event, position), consumed)
+        return batch, counts
 
-    # -- users ---------------------------------------------------------------------------
-
-    def _history_tensors(
-        self, histories: Sequence[tuple[tuple[str, int], ...]]
-    ) -> tuple[np.ndarray, torch.Tensor]:
-        """Histories → [E, L] slots (0 for padding) and [E, L] type codes."""
-        L = self.config.history_len
-        slots = np.zeros((len(histories), L), dtype=np.int64)
-        codes = np.zeros((len(histories), L), dtype=np.int64)
-        for row, history in enumerate(histories):
-            for col, (item_id, code) in enumerate(history[:L]):
-                slot = self.catalog.index.get(item_id)
-                if slot is not None:
-                    slots[row, col], codes[row, col] = slot, code
-        return slots, torch.as_tensor(codes, device=self.device)
-
-    def _user_reps(self, examples: Sequence[Example]) -> torch.Tensor:
-        """[E] examples → [E, d] user vectors from the history each had."""
-        buckets = torch.as_tensor(
-            [bucket_of(e.user_id, self.config.id_buckets) for e in examples], device=self.device
-        )
-        if self.config.user_tower == "prompt":
-            prompts = [self._prompt(e.history) for e in examples]
-            tokens = self.backbone.tokenize(prompts, self.config.max_user_tokens)
-            return self.heads.prompt_users(self.backbone.encode(tokens), buckets)
-        slots, codes = self._history_tensors([e.history for e in examples])
-        E, L = slots.shape
-        reps = self._item_reps(slots.reshape(-1)).reshape(E, L, self.dim)  # [E, L, d]
-        reps = reps * (codes > 0).unsqueeze(-1)
-        return self.heads.compose_users(reps, codes, buckets)
-
-    def _prompt(self, history: tuple[tuple[str, int], ...]) -> str:
-        """The text the backbone reads for a user in prompt mode (newest first)."""
-        parts = []
-        for item_id, code in history:
-            slot = self.catalog.index.get(item_id)
-            text = (self.catalog.texts[slot] if slot is not None else None) or item_id
-            parts.append(f"{HISTORY_TYPES[code].replace('_', ' ')}: {text}")
-        return "Recent activity, newest first. " + "; ".join(parts) if parts else "New user."
-
-    # -- prequential test ------------------------------------------------------------------
-
-    def _scores(self, users: torch.Tensor, slots: np.ndarray, t: float) -> torch.Tensor:
-        """[E, d] users and [E, C] candidate slots → [E, C] model scores."""
-        E, C = slots.shape
-        flat = slots.reshape(-1)
-        items = self._item_reps(flat).reshape(E, C, self.dim)
-        bias = self._biases(flat, t).reshape(E, C)
-        return torch.einsum("ed,ecd->ec", users, items) / self.config.temperature + bias
-
-    def _test(self, batch: _Batch) -> np.ndarray:
-        """Rank each new positive's item before learning it; returns hit@10 per test."""
-        tests = [e for e in batch.examples if e.weight > 0]
-        if not tests or len(self.catalog) < 2:
-            return np.zeros(0)
-        with torch.no_grad():
-            users = self._user_reps(tests)
-            true = self._slots([e.item_id for e in tests])
-            C = self.config.eval_candidates
-            live = self.catalog.live_slots()
-            if C == 0 or len(live) <= C:
-                others = np.broadcast_to(live, (len(tests), len(live)))
-            else:
-                others = live[self._rng.integers(0, len(live), size=(len(tests), C))]
-            candidates = np.concatenate([true[:, None], others], axis=1)
-            scores = self._scores(users, candidates, self._t).cpu().numpy()
-            # the true item may also be drawn as a candidate: do not count it against itself
-            duplicate = candidates[:, 1:] == true[:, None]
-            scores[:, 1:][duplicate] = -np.inf
-            greater, ties = rank_of_true(scores)
-            hits = self.prequential.record_ranks(greater, ties)
-            if batch.impressions:
-                shown = self._user_reps(batch.impressions)
-                slots = self._slots([e.item_id for e in batch.impressions])[:, None]
-                negative = self._scores(shown, slots, self._t)[:, 0].cpu().numpy()
-                self.prequential.record_auc(scores[:, 0], negative)
-        return hits
+    def _apply_counts(self, counts: _Counts, events: int) -> None:
+        if counts.slots:
+            self.items.catalog.add_counts(
+                np.asarray(counts.slots), np.asarray(counts.weights), self.scorer.t + events
+            )
+        for slot, earlier in counts.pairs:
+            self.cooccurrence.add(slot, earlier)
+        self.scorer.t += events
 
     # -- one optimisation step -------------------------------------------------------------
 
@@ -390,413 +259,139 @@ class LLMLearner:
             return []
         return self.replay.sample(round(c.ratio * self._replay_factor * n_new))
 
-    def _step(
-        self, batch: _Batch, replayed: list[Example]
-    ) -> tuple[float | None, bool, np.ndarray]:
-        """One update; returns (loss, skipped, per-example ranking losses)."""
-        examples = [e for e in batch.examples + replayed if e.item_id in self.catalog.index]
+    def _step(self, batch: BatchExamples, replayed: list[Example]) -> StepOutput:
+        index = self.items.catalog.index
+        examples = [e for e in batch.examples + replayed if e.item_id in index]
         if not examples:
-            return None, False, np.zeros(0)
+            return StepOutput()
         self.heads.train()
-        loss, grad_slots, pooled, rows = self._loss(examples, batch)
+        loss, columns, rows = self.objective.loss(examples, batch, self.anchor, self.adapter)
         # the per-example losses reported are the new examples' (replayed ones follow them)
-        known = self.catalog.index
-        rows = rows[: sum(1 for e in batch.examples if e.weight > 0 and e.item_id in known)]
+        rows = rows[: sum(1 for e in batch.examples if e.weight > 0 and e.item_id in index)]
         if loss is None:
-            return None, False, rows
-        if not torch.isfinite(loss):
-            return (*self._skip(float(loss.detach())), rows)
-        self._dense.zero_grad(set_to_none=True)
-        self._sparse.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        if not all(
-            p.grad is None or bool(torch.isfinite(p.grad).all())
-            for p in self._lora + self.heads.dense_parameters()
-        ):
-            return (*self._skip(float(loss.detach())), rows)
-        torch.nn.utils.clip_grad_norm_(
-            self._lora + self.heads.dense_parameters(), self.config.grad_clip
-        )
-        self._dense.step()
-        self._sparse.step()  # type: ignore[no-untyped-call]
-        self._dense.zero_grad(set_to_none=True)
-        self._sparse.zero_grad(set_to_none=True)
-        if len(grad_slots):  # these were just encoded: keep them (stale by this one step)
-            self.catalog.vectors[torch.as_tensor(grad_slots, device=self.device)] = pooled.detach()
-            self.catalog.version[grad_slots] = self._updates
-        return float(loss.detach()), False, rows
-
-    def _skip(self, loss: float) -> tuple[float, bool]:
-        self.skipped_updates += 1
-        self._dense.zero_grad(set_to_none=True)
-        self._sparse.zero_grad(set_to_none=True)
-        log.warning("skipped an update: non-finite loss or gradient (loss=%s)", loss)
-        return loss, True
-
-    def _loss(
-        self, examples: list[Example], batch: _Batch
-    ) -> tuple[torch.Tensor | None, np.ndarray, torch.Tensor, np.ndarray]:
-        c = self.config
-        positives = [e for e in examples if e.weight > 0]
-        columns, grad_slots, pooled = self._columns(positives, batch)
-        loss = torch.zeros((), device=self.device)
-        rows = np.zeros(0)
-        if positives:
-            ranking, row_losses = self._ranking_loss(positives, columns, batch)
-            loss = loss + ranking
-            rows = row_losses.detach().float().cpu().numpy()
-        if c.rating_head:
-            loss = loss + self._rating_loss([e for e in examples if e.rating is not None])
-            loss = loss + self._review_loss(batch.reviews)
-        if c.proximal_weight > 0 and self._anchor is not None:
-            drift = sum(((p - a) ** 2).sum() for p, a in zip(self._lora, self._anchor, strict=True))
-            loss = loss + c.proximal_weight * drift
-        if not loss.requires_grad:
-            return None, grad_slots, pooled, rows
-        return loss, grad_slots, pooled, rows
-
-    def _columns(
-        self, positives: list[Example], batch: _Batch
-    ) -> tuple[tuple[np.ndarray, torch.Tensor], np.ndarray, torch.Tensor]:
-        """In-batch item columns (some encoded with gradients), then sampled catalog ones.
-
-        Returns (column slots [N], column vectors [N, d]), the slots encoded with
-        gradients, and their pooled encodings."""
-        negatives = [i for items in batch.hard_negatives.values() for i in items]
-        in_batch = list(dict.fromkeys([e.item_id for e in positives] + negatives))
-        slots = self._slots(in_batch)
-        slots = slots[slots >= 0]
-        # the newest items first: they matter most and their cache entries are stalest
-        grad_slots = slots[: self.config.max_grad_items]
-        tokens = [self.catalog.tokens[int(s)] or [] for s in grad_slots]
-        pooled = (
-            self.backbone.encode(tokens)
-            if len(grad_slots)
-            else torch.zeros((0, self.backbone.hidden_size), device=self.device)
-        )
-        rest = slots[len(grad_slots) :]
-        reps = [self._item_reps(grad_slots, pooled)] if len(grad_slots) else []
-        if len(rest):
-            reps.append(self._item_reps(rest))
-        S = self.config.sampled_negatives
-        sampled = self.catalog.index.sample(S, self._rng) if S else np.empty(0, np.int64)
-        if len(sampled):
-            reps.append(self._item_reps(sampled))
-        all_slots = np.concatenate([grad_slots, rest, sampled])
-        return (all_slots, torch.cat(reps)), grad_slots, pooled
-
-    def _ranking_loss(
-        self, positives: list[Example], columns: tuple[np.ndarray, torch.Tensor], batch: _Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weighted mean sampled-softmax loss, and each row's [E] cross-entropy."""
-        c = self.config
-        col_slots, col_reps = columns
-        E, N = len(positives), len(col_slots)
-        n_sampled = min(c.sampled_negatives, N) if c.sampled_negatives else 0
-        users = self._user_reps(positives)  # [E, d]
-        bias = self._biases(col_slots, self._t)  # [N]
-        logits = users @ col_reps.T / c.temperature + bias  # [E, N]
-        target_slots = self._slots([e.item_id for e in positives])
-        target = torch.as_tensor(
-            [int(np.flatnonzero(col_slots[: N - n_sampled] == s)[0]) for s in target_slots],
-            device=self.device,
-        )
-        if c.logq_correction:
-            logits = logits - self._log_q(col_slots, N - n_sampled, target_slots, E)
-        logits = logits.masked_fill(
-            self._mask(positives, col_slots, target_slots, batch), float("-inf")
-        )
-        weights = torch.as_tensor([e.weight for e in positives], device=self.device)
-        ce = F.cross_entropy(logits, target, reduction="none")  # [E]
-        return (ce * weights).sum() / weights.sum(), ce
-
-    def _log_q(
-        self, col_slots: np.ndarray, n_in_batch: int, targets: np.ndarray, E: int
-    ) -> torch.Tensor:
-        """log of how often each column is expected among the negatives (logQ correction)."""
-        live = max(1, len(self.catalog))
-        n_sampled = len(col_slots) - n_in_batch
-        in_batch = np.array([(targets == s).sum() for s in col_slots], dtype=np.float64)
-        q = (in_batch + n_sampled / live) / (E + n_sampled)
-        return torch.as_tensor(
-            np.log(np.maximum(q, 1e-12)), dtype=torch.float32, device=self.device
-        )
-
-    def _mask(
-        self,
-        positives: list[Example],
-        col_slots: np.ndarray,
-        target_slots: np.ndarray,
-        batch: _Batch,
-    ) -> torch.Tensor:
-        """[E, N] True where a column must not count as a negative for that row: the same
-        user's other positives, and sampled copies of the row's own item."""
-        by_user: dict[str, set[int]] = {}
-        for e, s in zip(positives, target_slots, strict=True):
-            by_user.setdefault(e.user_id, set()).add(int(s))
-        mask = np.zeros((len(positives), len(col_slots)), dtype=bool)
-        first = {int(s): k for k, s in reversed(list(enumerate(col_slots)))}
-        for row, (e, s) in enumerate(zip(positives, target_slots, strict=True)):
-            own = by_user[e.user_id]
-            mask[row] = np.isin(col_slots, list(own))
-            mask[row, first[int(s)]] = False  # the target column itself
-        return torch.as_tensor(mask, device=self.device)
-
-    def _rating_loss(self, rated: list[Example]) -> torch.Tensor:
-        if not rated:
-            return torch.zeros((), device=self.device)
-        users = self._user_reps(rated)
-        slots = self._slots([e.item_id for e in rated])
-        items = self._item_reps(slots)
-        bias = self._biases(slots, self._t)
-        buckets = torch.as_tensor(
-            [bucket_of(e.user_id, self.config.id_buckets) for e in rated], device=self.device
-        )
-        predicted = self.heads.rating((users * items).sum(-1), bias, buckets)
-        target = torch.as_tensor([e.rating for e in rated], dtype=torch.float32, device=self.device)
-        return F.mse_loss(predicted, target) * 0.1
-
-    def _review_loss(self, reviews: list[tuple[str, float]]) -> torch.Tensor:
-        """What users write predicts how satisfied they are: trains the adapter on it."""
-        if not reviews:
-            return torch.zeros((), device=self.device)
-        tokens = self.backbone.tokenize([text for text, _ in reviews], self.config.max_item_tokens)
-        sentiment = self.heads.review(self.backbone.encode(tokens)).squeeze(-1)
-        target = torch.as_tensor([r for _, r in reviews], dtype=torch.float32, device=self.device)
-        return F.mse_loss(self.heads.rating_mean.detach() + sentiment, target) * 0.1
+            return StepOutput(None, False, rows)
+        dense = self.adapter + self.heads.dense_parameters()
+        self.dense_optimizer.zero_grad(set_to_none=True)
+        self.sparse_optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()  # type: ignore[no-untyped-call]
+            finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in dense)
+        if not finite:
+            self.skipped_updates += 1
+            self.dense_optimizer.zero_grad(set_to_none=True)
+            self.sparse_optimizer.zero_grad(set_to_none=True)
+            log.warning(
+                "skipped an update: non-finite loss or gradient (loss=%s)", float(loss.detach())
+            )
+            return StepOutput(float(loss.detach()), True, rows)
+        torch.nn.utils.clip_grad_norm_(dense, self.config.grad_clip)
+        self.dense_optimizer.step()
+        self.sparse_optimizer.step()  # type: ignore[no-untyped-call]
+        self.dense_optimizer.zero_grad(set_to_none=True)
+        self.sparse_optimizer.zero_grad(set_to_none=True)
+        self.items.keep(columns.grad_slots, columns.pooled, self._updates + 1)
+        return StepOutput(float(loss.detach()), False, rows)
 
     # -- serving -------------------------------------------------------------------------
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
+        """``(1 − w)/spread(u) · [u / temperature, 1]`` plus the sparse top kNN items
+        (``w · knn``), ``w`` the current mix's kNN weight (``learners/scoring.py``)."""
         known = [u for u in user_ids if u in self.history]
+        w = self.mix.knn
+        reps = self.scorer.user_reps(known)
+        scale = (1.0 - w) / self.scorer.spread(reps)
+        towers = reps.float().cpu().numpy() / self.config.temperature
+        vectors = np.concatenate([towers, np.ones((len(known), 1))], axis=1) * scale[:, None]
         records = [self.history.get(u) for u in known]
-        with torch.no_grad():
-            self.heads.eval()
-            examples = [Example(u, "", 0.0, self._snapshot(u), self._t) for u in known]
-            reps = (
-                self._user_reps(examples)
-                if examples
-                else torch.zeros((0, self.dim), device=self.device)
-            )
-        vectors = torch.cat([reps, torch.ones((len(known), 1), device=self.device)], dim=1)
+        n = self.config.publish_consumed
         return VectorBatch(
             ids=known,
-            vectors=vectors.float().cpu().numpy(),
+            vectors=vectors.astype(np.float32),
             version=self.version,
             markers=[r.marker if r else None for r in records],
             events_seen=[r.events_seen if r else 0 for r in records],
+            sparse=[self._user_sparse(u, w) for u in known],
+            consumed=[[i for i, _ in self.history.consumed(u)][::-1][:n] for u in known],
         )
 
+    def _user_sparse(self, user_id: str, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        knn = self.scorer.knn_all(user_id)
+        slots = np.flatnonzero(knn > 0) if weight > 0 else np.zeros(0, np.int64)
+        ids = self.items.catalog.index.ids_of(slots)
+        keys = np.fromiter((item_key(i) for i in ids), np.int64, len(ids))
+        return keys, (weight * knn[slots]).astype(np.float32)
+
     def item_vectors(self, item_ids: Sequence[str]) -> VectorBatch:
-        slots = self._slots(item_ids)
+        """``[i, prior(i)]`` plus the sparse one-hot of the item's own key."""
+        slots = self.items.slots(item_ids)
         known = [i for i, s in zip(item_ids, slots, strict=True) if s >= 0]
         slots = slots[slots >= 0]
         with torch.no_grad():
             self.heads.eval()
-            reps = self._item_reps(slots)
-            bias = self._biases(slots, self._t) * self.config.temperature
-        vectors = torch.cat([reps, bias[:, None]], dim=1)
-        return VectorBatch(ids=known, vectors=vectors.float().cpu().numpy(), version=self.version)
+            reps = self.items.reps(slots).float().cpu().numpy()
+            prior = self.scorer.prior(slots).float().cpu().numpy()
+        return VectorBatch(
+            ids=known,
+            vectors=np.concatenate([reps, prior[:, None]], axis=1).astype(np.float32),
+            version=self.version,
+            sparse=[(np.array([item_key(i)]), np.ones(1, np.float32)) for i in known],
+        )
 
-    def observe_history(self, events: Sequence[InteractionEvent]) -> None:
-        """Update users' histories and item counts from events without learning from them."""
-        self._register_items(events)
-        positions = [SourcePosition(topic="-", partition=0, offset=0)] * len(events)
-        batch = self._walk(events, positions)
-        if batch.positive_slots:
-            self.catalog.add_counts(
-                np.asarray(batch.positive_slots),
-                np.asarray(batch.positive_weights),
-                self._t + len(events),
-            )
-        self._t += len(events)
-
-    def adopt_features(self, other: LLMLearner) -> None:
-        """Take another learner's user histories, item counts and clock (not its weights)."""
-        for item_id in other.catalog.index.ids():
-            slot, mine = other.catalog.index.get(item_id), self.catalog.index.get(item_id)
-            if slot is not None and mine is not None:
-                self.catalog._count[mine] = other.catalog._count[slot]
-                self.catalog._count_t[mine] = other.catalog._count_t[slot]
-        self.history, self._t = other.history, other._t
-
-    def observe_items(self, events: Sequence[InteractionEvent]) -> None:
-        """Learn nothing, but know these events' items (text encoded, rankable)."""
-        self._register_items(events)
-
-    def score_matrix(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
-        """[U, C] model scores; items the learner does not know score -inf."""
-        slots = self._slots(item_ids)
+    def score_matrix(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], part: str = "full"
+    ) -> np.ndarray:
+        """[U, C] scores as the learner ranks (``part``: full, or one of
+        :data:`~learners.scoring.PARTS`); items it does not know score -inf."""
+        slots = self.items.slots(item_ids)
         out = np.full((len(user_ids), len(item_ids)), -np.inf)
         ok = slots >= 0
         if ok.any() and user_ids:
-            with torch.no_grad():
-                self.heads.eval()
-                users = self._user_reps(
-                    [Example(u, "", 0.0, self._snapshot(u), self._t) for u in user_ids]
-                )  # [U, d]
-                items = self._item_reps(slots[ok])  # [C, d]
-                bias = self._biases(slots[ok], self._t)  # [C]
-                scores = users @ items.T / self.config.temperature + bias
-                out[:, ok] = scores.cpu().numpy()
+            out[:, ok] = self.scorer.parts(list(user_ids), slots[ok]).mixed(self.mix, part)
         return out
-
-    def score(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
-        """Model scores of ``item_ids`` for ``user_id`` (unknown items: -inf)."""
-        row: np.ndarray = self.score_matrix([user_id], item_ids)[0]
-        return row
 
     def predict_ratings(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
         """The rating head's prediction per (user, item) pair (items unknown: the mean)."""
-        slots = self._slots(item_ids)
-        out = np.full(len(user_ids), float(self.heads.rating_mean.detach()))
-        ok = np.flatnonzero(slots >= 0).tolist()
-        if ok:
-            with torch.no_grad():
-                self.heads.eval()
-                users = self._user_reps(
-                    [
-                        Example(user_ids[k], "", 0.0, self._snapshot(user_ids[k]), self._t)
-                        for k in ok
-                    ]
-                )
-                items = self._item_reps(slots[ok])
-                bias = self._biases(slots[ok], self._t)
-                buckets = torch.as_tensor(
-                    [bucket_of(user_ids[k], self.config.id_buckets) for k in ok], device=self.device
-                )
-                out[ok] = self.heads.rating((users * items).sum(-1), bias, buckets).cpu().numpy()
-        clipped: np.ndarray = np.clip(out, 1.0, 5.0)
-        return clipped
+        return llm_state.predict_ratings(self, user_ids, item_ids)
+
+    def observe_items(self, events: Sequence[InteractionEvent]) -> None:
+        """Learn nothing, but know these events' items (text encoded, rankable)."""
+        for slot in self.items.register(events, self._updates):
+            self.cooccurrence.forget(slot)
+
+    def consumed(self, user_id: str) -> list[str]:
+        """The items the user consumed, newest first (what recommendations exclude)."""
+        return [i for i, _ in self.history.consumed(user_id)][::-1]
+
+    def known_users(self) -> list[str]:
+        return list(self.history.users())
 
     def known_items(self) -> list[str]:
-        return self.catalog.index.ids()
-
-    def forget_users(self, user_ids: Sequence[str]) -> list[str]:
-        """History, replayed examples, and the user's rows of the hashed user tables (and
-        their optimiser moments) — shared by any user hashed to the same row, who lose
-        what that row had learned: erasure wins over their small loss."""
-        replayed = self.replay.users()
-        known = [u for u in user_ids if u in self.history or u in replayed]
-        for user in known:
-            self.history.remove(user)
-            self.replay.remove_user(user)
-        rows = torch.as_tensor(
-            [bucket_of(u, self.config.id_buckets) for u in user_ids], device=self.device
-        )
-        with torch.no_grad():
-            for table in (self.heads.user_ids.weight, self.heads.user_rating_bias.weight):
-                table[rows] = 0.0
-                for moment in self._sparse.state.get(table, {}).values():
-                    if isinstance(moment, torch.Tensor) and moment.dim() > 0:
-                        moment[rows] = 0.0
-        return known
+        return self.items.catalog.index.ids()
 
     def item_texts(self, item_ids: Sequence[str]) -> dict[str, str]:
+        catalog = self.items.catalog
         out = {}
         for item_id in item_ids:
-            slot = self.catalog.index.get(item_id)
-            if slot is not None and self.catalog.texts[slot]:
-                out[item_id] = self.catalog.texts[slot] or ""
+            slot = catalog.index.get(item_id)
+            if slot is not None and catalog.texts[slot]:
+                out[item_id] = catalog.texts[slot] or ""
         return out
+
+    def forget_users(self, user_ids: Sequence[str]) -> list[str]:
+        """History, consumed items, replayed examples, and the user's rows of the hashed user
+        tables (and their optimiser moments) — shared by any user hashed to the same row, who
+        lose what that row had learned: erasure wins over their small loss. Co-occurrence
+        keeps only item pairs, no user."""
+        return llm_state.forget_users(self, user_ids)
 
     # -- state ---------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Adapter (PEFT format), heads, optimisers, catalog, users, replay, counters."""
-        save_adapter(self.backbone, directory / "adapter")
-        (directory / "adapter" / "learner_config.json").write_text(
-            self.config.model_dump_json(indent=1)
-        )
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()},
-            str(directory / "heads.safetensors"),
-        )
-        tensors, meta = _optimizer_state(self._dense, "dense")
-        tensors2, meta2 = _optimizer_state(self._sparse, "sparse")
-        save_file({**tensors, **tensors2}, str(directory / "optimizers.safetensors"))
-        arrays, catalog_meta = self.catalog.state()
-        save_file(
-            {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
-            | {"item_bucket": torch.as_tensor(self._item_bucket)},
-            str(directory / "catalog.safetensors"),
-        )
-        save_json(
-            directory / "state.json",
-            {
-                "config": self.config.model_dump(mode="json"),
-                "optimizers": {"dense": meta, "sparse": meta2},
-                "catalog": catalog_meta,
-                "history": self.history.to_json(),
-                "replay": self.replay.to_json(),
-                "ledger": self._ledger.to_json(),
-                "prequential": self.prequential.to_json(),
-                "rng": rng_to_json(self._rng),
-                "t": self._t,
-                "updates": self._updates,
-                "skipped": self.skipped_updates,
-            },
-        )
-        self._anchor = [p.detach().clone() for p in self._lora]
+        """Adapter (PEFT format), heads, optimisers, catalog, co-occurrence, users, replay,
+        counters. Saving changes nothing in the learner."""
+        llm_state.save(self, directory)
 
     def load(self, directory: Path) -> None:
-        state = load_json(directory / "state.json")
-        saved = LLMConfig.model_validate(state["config"])
-        if saved.model_dump() != self.config.model_dump():
-            raise ValueError(
-                f"the checkpoint in {directory} was made with different learner settings"
-                f" (model {saved.model!r}); start with the same learner.llm settings or use"
-                " another checkpoint directory"
-            )
-        load_adapter_weights(self.backbone, directory / "adapter")
-        heads = load_file(str(directory / "heads.safetensors"), device=str(self.device))
-        self.heads.load_state_dict(heads)
-        tensors = load_file(str(directory / "optimizers.safetensors"), device=str(self.device))
-        _load_optimizer_state(self._dense, "dense", tensors, state["optimizers"]["dense"])
-        _load_optimizer_state(self._sparse, "sparse", tensors, state["optimizers"]["sparse"])
-        arrays = {
-            k: v.cpu().numpy() for k, v in load_file(str(directory / "catalog.safetensors")).items()
-        }
-        self._item_bucket[:] = arrays.pop("item_bucket")
-        self.catalog.load(arrays, state["catalog"])
-        self.history = UserHistory.from_json(state["history"])
-        self.replay = ReplayBuffer.from_json(self.config.replay, state["replay"])
-        self._ledger = EventLedger.from_json(state["ledger"])
-        self.prequential = Prequential.from_json(state["prequential"])
-        self._rng = rng_from_json(state["rng"])
-        self._t, self._updates = float(state["t"]), int(state["updates"])
-        self.skipped_updates = int(state["skipped"])
-        self._anchor = [p.detach().clone() for p in self._lora]
-
-
-def _optimizer_state(
-    optimizer: torch.optim.Optimizer, prefix: str
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimiser's state as tensors (safetensors) and JSON (no pickle)."""
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entry in sd["state"].items():
-        for name, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{index}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{name}"] = value
-    groups = [dict(g.items()) for g in sd["param_groups"]]
-    return tensors, {"groups": groups, "scalars": scalars}
-
-
-def _load_optimizer_state(
-    optimizer: torch.optim.Optimizer,
-    prefix: str,
-    tensors: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for key, value in meta["scalars"].items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["groups"]})
+        llm_state.load(self, directory)

@@ -31,7 +31,8 @@ import numpy as np
 from river import optim, reco
 
 from learners.base import LearnReport, VectorBatch
-from learners.history import EventMarker, Interaction, UserHistory
+from learners.feedback import classify
+from learners.history import Interaction, UserHistory, marker_of
 from learners.ledger import EventLedger
 from learners.prequential import Prequential, rank_of_true
 from learners.slots import SlotIndex
@@ -47,22 +48,7 @@ from schemas.events import EventType, InteractionEvent
 from schemas.learner_config import RiverMFConfig
 from schemas.vectors import SourcePosition
 
-__all__ = ["RiverMFLearner", "marker_of"]
-
-_NEGATIVE_TYPES = frozenset({EventType.SKIP, EventType.DISLIKE})
-
-
-def marker_of(event: InteractionEvent, position: SourcePosition | None) -> EventMarker:
-    """The marker recording ``event`` (and where it came from) as a user's newest event."""
-    if position is None:
-        return EventMarker(event.event_id, event.timestamp.timestamp())
-    return EventMarker(
-        event.event_id,
-        event.timestamp.timestamp(),
-        position.topic,
-        position.partition,
-        position.offset,
-    )
+__all__ = ["RiverMFLearner"]
 
 
 def interaction_of(event: InteractionEvent, snippet_chars: int = 160) -> Interaction:
@@ -157,7 +143,8 @@ class RiverMFLearner:
             if gone_item is not None:
                 self._forget_item(gone_item)
             model.learn_one(user, item, target)
-            if k and event.event_type not in _NEGATIVE_TYPES and event.event_type != "impression":
+            teaches = classify(event).positive  # the negatives ranking learns from
+            if k and teaches:
                 for negative in self._items.ids_of(self._items.sample(k, self._rng)):
                     if negative != item:
                         model.learn_one(user, negative, self.config.negative_target)
@@ -168,7 +155,11 @@ class RiverMFLearner:
             users=list(dict.fromkeys(e.user_id for e in events)),
             items=list(dict.fromkeys(e.item_id for e in events)),
             loss=float(errors.mean()) if len(errors) else None,
-            metrics={**self.prequential.summary(), "learn_seconds": time.perf_counter() - started},
+            metrics={
+                **self.prequential.summary(),
+                "eval_candidates": float(self.config.eval_candidates + 1),
+                "learn_seconds": time.perf_counter() - started,
+            },
             test_errors=1.0 - hits,
             example_losses=errors,
         )
@@ -231,6 +222,9 @@ class RiverMFLearner:
         q = np.stack([m.i_latents.get(i, zeros) for i in item_ids]) if item_ids else zeros[None]
         out: np.ndarray = base + bias + q[: len(item_ids)] @ p
         return out
+
+    def known_users(self) -> list[str]:
+        return list(self._history.users())
 
     def known_items(self) -> list[str]:
         return self._items.ids()

@@ -104,13 +104,14 @@ class SlotIndex:
         index._free = [s for s, i in enumerate(index._ids) if i is None][::-1]
         return index
 
-    def touch_many(self, ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Add/touch several ids; returns their slots and every id evicted on the way."""
+    def touch_many(self, ids: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """Add/touch several ids; returns their slots and every (id, slot) evicted on the
+        way (each such slot now belongs to one of ``ids``)."""
         slots = np.empty(len(ids), dtype=np.int64)
-        evicted: list[str] = []
+        evicted: list[tuple[str, int]] = []
         for k, item_id in enumerate(ids):
             slot, gone = self.add(item_id)
             slots[k] = slot
             if gone is not None:
-                evicted.append(gone)
+                evicted.append((gone, slot))
         return slots, evicted

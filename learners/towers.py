@@ -1,5 +1,5 @@
 """The trainable parts besides the LoRA matrices: projections, the user composer, id
-embeddings, item biases and the rating head.
+embeddings and the rating head.
 
 Shapes: ``h`` is the backbone's hidden size, ``d`` the vector size, ``L`` the history
 length, ``E`` examples in a step.
@@ -16,26 +16,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from learners.feedback import HISTORY_KINDS
 from learners.ledger import event_hash as stable_hash
 from schemas.learner_config import LLMConfig
 
-__all__ = ["HISTORY_TYPES", "Heads", "bucket_of"]
-
-#: History entry kinds (0 is padding). Ratings split by sentiment: they mean different things.
-HISTORY_TYPES = (
-    "pad",
-    "impression",
-    "view",
-    "click",
-    "add_to_cart",
-    "purchase",
-    "review",
-    "rating_high",
-    "rating_mid",
-    "rating_low",
-    "skip",
-    "dislike",
-)
+__all__ = ["Heads", "bucket_of"]
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -57,14 +42,14 @@ def _projection(hidden: int, dim: int) -> nn.Linear:
 class Heads(nn.Module):
     """Projections, composer, id tables, item bias and rating head."""
 
-    def __init__(self, hidden: int, config: LLMConfig, max_items: int) -> None:
+    def __init__(self, hidden: int, config: LLMConfig) -> None:
         super().__init__()
         d = config.out_dim or hidden
         self.dim, self.config = d, config
         self.item_proj = _projection(hidden, d)
         self.user_proj = _projection(hidden, d)
         # composer: attention over the history, then a transform that starts as the identity
-        self.type_logit = nn.Parameter(torch.zeros(len(HISTORY_TYPES)))
+        self.type_logit = nn.Parameter(torch.zeros(len(HISTORY_KINDS) + 1))  # 0: padding
         self.recency_logit = nn.Parameter(torch.zeros(config.history_len))
         self.content_logit = nn.Linear(d, 1, bias=False)
         nn.init.zeros_(self.content_logit.weight)
@@ -77,9 +62,11 @@ class Heads(nn.Module):
         self.user_ids = nn.Embedding(config.id_buckets, d, sparse=True)
         nn.init.zeros_(self.item_ids.weight)
         nn.init.zeros_(self.user_ids.weight)
-        # popularity: weight of log(1 + decayed count), plus a learned per-slot bias
-        self.pop_weight = nn.Parameter(torch.tensor(float(config.popularity_weight)))
-        self.item_bias = nn.Embedding(max_items, 1, sparse=True)
+        # popularity prior: a weight per half-life on log(1 + decayed count), plus a learned
+        # per-slot bias; the short half-lives let a rising item (a trend) count early
+        halves = len(config.popularity_half_lives)
+        self.pop_weight = nn.Parameter(torch.full((halves,), 1.0 / halves))
+        self.item_bias = nn.Embedding(config.max_items, 1, sparse=True)
         nn.init.zeros_(self.item_bias.weight)
         # rating head: mean + user bias + how much the pair's score says about satisfaction
         self.rating_mean = nn.Parameter(torch.tensor(3.5))
@@ -100,10 +87,8 @@ class Heads(nn.Module):
         return F.normalize(z, dim=-1)
 
     def item_bias_of(self, slots: torch.Tensor, log_counts: torch.Tensor) -> torch.Tensor:
-        """[n] slots and [n] log(1 + decayed count) → [n] additive score bias."""
-        if not self.config.item_bias:
-            return torch.zeros_like(log_counts)
-        bias: torch.Tensor = self.pop_weight * log_counts + self.item_bias(slots).squeeze(-1)
+        """[n] slots and [H, n] log(1 + decayed count) per half-life → [n] score prior."""
+        bias: torch.Tensor = self.pop_weight @ log_counts + self.item_bias(slots).squeeze(-1)
         return bias
 
     # -- users ---------------------------------------------------------------------------
@@ -141,7 +126,8 @@ class Heads(nn.Module):
     def rating(
         self, affinity: torch.Tensor, bias: torch.Tensor, user_buckets: torch.Tensor
     ) -> torch.Tensor:
-        """Predicted rating [E] from the pair's cosine affinity [E] and item bias [E]."""
+        """Predicted rating [E] from the pair's cosine affinity [E] and the item's
+        popularity prior [E]."""
         a, b = self.rating_coef
         rating: torch.Tensor = (
             self.rating_mean
@@ -158,7 +144,7 @@ class Heads(nn.Module):
         return [p for p in self.parameters() if id(p) not in sparse]
 
     def fast_parameters(self) -> list[nn.Parameter]:
-        """Scalars that set the balance of the score (popularity weight, attention priors,
+        """Scalars that set the balance of the score (popularity weights, attention priors,
         rating calibration): they must move in tens of steps, not thousands."""
         return [
             self.pop_weight,

@@ -13,6 +13,7 @@ import torch
 
 from learners.backbone import frozen_fingerprint, load_backbone, resolve_model_path
 from learners.llm import LLMLearner
+from learners.scoring import PARTS
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.vectors import SourcePosition
@@ -42,10 +43,10 @@ def learn(
 def test_the_backbone_is_bit_identical_after_updates_and_the_adapter_is_not() -> None:
     learner = LLMLearner(LLMConfig())
     before = frozen_fingerprint(learner.backbone.model)
-    lora_before = [p.detach().clone() for p in learner._lora]
+    lora_before = [p.detach().clone() for p in learner.adapter]
     learn(learner, stream(192))
     assert frozen_fingerprint(learner.backbone.model) == before
-    assert any(not torch.equal(a, p) for a, p in zip(lora_before, learner._lora, strict=True))
+    assert any(not torch.equal(a, p) for a, p in zip(lora_before, learner.adapter, strict=True))
     trainable = {n for n, p in learner.backbone.model.named_parameters() if p.requires_grad}
     assert trainable
     assert all("lora_" in n for n in trainable)
@@ -64,20 +65,31 @@ def test_only_the_top_layers_are_adapted_and_the_backward_stops_there() -> None:
     assert every.backward_parameters() <= every.non_embedding_parameters()
 
 
-def test_vectors_are_unit_length_and_fold_the_item_bias() -> None:
+def served_scores(learner: LLMLearner, user: str, item_ids: list[str]) -> np.ndarray:
+    """What a serving index computes from the published vectors: dense dot + sparse dot."""
+    u = learner.user_vectors([user])
+    items = learner.item_vectors(item_ids)
+    dense = items.vectors @ u.vectors[0]
+    mine = dict(zip(u.sparse[0][0].tolist(), u.sparse[0][1].tolist(), strict=True))
+    sparse = [sum(mine.get(int(k), 0.0) * v for k, v in zip(*s, strict=True)) for s in items.sparse]
+    return np.asarray(dense + np.asarray(sparse))
+
+
+def test_published_vectors_rank_exactly_as_the_learner_does() -> None:
     learner = LLMLearner(LLMConfig())
-    events = stream(128)
+    events = stream(256)
     learn(learner, events)
-    users = learner.user_vectors([e.user_id for e in events])
-    items = learner.item_vectors([e.item_id for e in events])
-    np.testing.assert_allclose(np.linalg.norm(users.vectors[:, :-1], axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(users.vectors[:, -1], 1.0)
+    items = learner.item_vectors(learner.known_items())
     np.testing.assert_allclose(np.linalg.norm(items.vectors[:, :-1], axis=1), 1.0, atol=1e-5)
-    # a plain dot product ranks items exactly as the model scores them (times temperature)
-    user = users.ids[0]
-    model = learner.score(user, items.ids)
-    dot = items.vectors @ users.vectors[0]
-    np.testing.assert_allclose(dot, model * learner.config.temperature, rtol=1e-4, atol=1e-5)
+    for user in ("user-0", "user-3", "user-7"):
+        served = served_scores(learner, user, items.ids)
+        model = learner.score_matrix([user], items.ids)[0]
+        np.testing.assert_allclose(served, model, rtol=1e-5, atol=1e-6)
+        # the score is the sum of its parts, kNN scaled to the mix's weight at its top
+        parts = {p: learner.score_matrix([user], items.ids, part=p)[0] for p in PARTS}
+        np.testing.assert_allclose(parts["prior"] + parts["towers"] + parts["knn"], model)
+        np.testing.assert_allclose(parts["towers"] + parts["knn"], parts["personal"])
+        assert parts["knn"].max() == pytest.approx(learner.mix.knn, rel=1e-5)
 
 
 def test_tiny_decoders_learn_with_last_token_pooling(tiny_decoder: Path) -> None:
@@ -99,7 +111,8 @@ def test_prompt_user_tower_reads_the_history() -> None:
     losses = learn(learner, stream(96))
     assert losses
     assert all(np.isfinite(losses))
-    assert "Recent activity" in learner._prompt(learner._snapshot("user-0"))
+    history = learner.users.snapshot(learner.history, "user-0")
+    assert "Recent activity" in learner.users._prompt(history)
 
 
 def test_a_non_finite_loss_skips_the_update_and_changes_nothing(
@@ -109,20 +122,20 @@ def test_a_non_finite_loss_skips_the_update_and_changes_nothing(
     events = stream(128)
     learn(learner, events[:64])
     params = {n: p.detach().clone() for n, p in learner.heads.named_parameters()}
-    lora = [p.detach().clone() for p in learner._lora]
-    original = learner._loss
+    lora = [p.detach().clone() for p in learner.adapter]
+    original = learner.objective.loss
 
     def poisoned(*args: object, **kwargs: object) -> object:
-        loss, slots, pooled, rows = original(*args, **kwargs)  # type: ignore[arg-type]
-        return loss * float("nan"), slots, pooled, rows
+        loss, columns, rows = original(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan"), columns, rows
 
-    monkeypatch.setattr(learner, "_loss", poisoned)
+    monkeypatch.setattr(learner.objective, "loss", poisoned)
     report = learner.learn_many(events[64:], positions(64, 64))
     assert report.skipped_update
     assert learner.skipped_updates == 1
     for name, p in learner.heads.named_parameters():
         assert torch.equal(p, params[name]), name
-    assert all(torch.equal(a, b) for a, b in zip(lora, learner._lora, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(lora, learner.adapter, strict=True))
 
 
 def test_state_stays_bounded() -> None:
@@ -187,6 +200,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_llm import positions, stream
 from learners.llm import LLMLearner
+from learners.scoring import PARTS
 from schemas.learner_config import LLMConfig
 learner = LLMLearner(LLMConfig())
 learner.load(Path({ckpt!r}))
@@ -236,12 +250,12 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
 def test_cuda_runs_the_backbone_in_bfloat16_and_learns() -> None:
     learner = LLMLearner(LLMConfig(device="cuda"))
     assert learner.backbone.dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for p in learner._lora)
+    assert all(p.dtype == torch.float32 for p in learner.adapter)
     before = frozen_fingerprint(learner.backbone.model)
     losses = learn(learner, stream(256))
     assert losses
     assert all(np.isfinite(losses))
-    assert learner.prequential.tests > 0
+    assert learner.tester.overall.tests > 0
     assert frozen_fingerprint(learner.backbone.model) == before
     vectors = learner.user_vectors(["user-0"]).vectors
     assert np.isfinite(vectors).all()

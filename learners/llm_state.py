@@ -1,0 +1,200 @@
+"""The LLM learner's state on disk, its erasure of a user, and its rating head's readout.
+
+A checkpoint directory holds the adapter in PEFT's own format with
+``learner_config.json`` beside it, tensors as safetensors (heads, optimiser moments,
+catalog, co-occurrence) and everything else as JSON — never a pickle. Saving changes
+nothing in the learner, so how often a worker checkpoints never changes what it learns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from learners.backbone import load_adapter_weights, save_adapter
+from learners.history import UserHistory
+from learners.ledger import EventLedger
+from learners.prequential import Prequential
+from learners.replay import ReplayBuffer
+from learners.state_io import load_json, rng_from_json, rng_to_json, save_json
+from learners.towers import bucket_of
+from schemas.learner_config import LLMConfig
+
+if TYPE_CHECKING:
+    from learners.llm import LLMLearner
+
+__all__ = ["forget_users", "load", "predict_ratings", "save"]
+
+
+def save(learner: LLMLearner, directory: Path) -> None:
+    save_adapter(learner.backbone, directory / "adapter")
+    (directory / "adapter" / "learner_config.json").write_text(
+        learner.config.model_dump_json(indent=1)
+    )
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in learner.heads.state_dict().items()},
+        str(directory / "heads.safetensors"),
+    )
+    dense, dense_meta = _optimizer_state(learner.dense_optimizer, "dense")
+    sparse, sparse_meta = _optimizer_state(learner.sparse_optimizer, "sparse")
+    anchor = {f"anchor.{k}": a.cpu().contiguous() for k, a in enumerate(learner.anchor or [])}
+    save_file({**dense, **sparse, **anchor}, str(directory / "optimizers.safetensors"))
+    arrays, catalog_meta = learner.items.catalog.state()
+    save_file(
+        {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        | {"item_bucket": torch.as_tensor(learner.items.bucket)},
+        str(directory / "catalog.safetensors"),
+    )
+    save_file(
+        {
+            k: torch.as_tensor(np.ascontiguousarray(v))
+            for k, v in learner.cooccurrence.state().items()
+        },
+        str(directory / "cooccurrence.safetensors"),
+    )
+    save_json(
+        directory / "state.json",
+        {
+            "config": learner.config.model_dump(mode="json"),
+            "optimizers": {"dense": dense_meta, "sparse": sparse_meta},
+            "catalog": catalog_meta,
+            "history": learner.history.to_json(),
+            "replay": learner.replay.to_json(),
+            "ledger": learner.ledger.to_json(),
+            "tests": {name: ev.to_json() for name, ev in _evaluators(learner).items()},
+            "selector": learner.selector.to_json(),
+            "rng": rng_to_json(learner.rng),
+            "t": learner.scorer.t,
+            "updates": learner.updates,
+            "skipped": learner.skipped_updates,
+            "anchored": learner.anchor is not None,
+        },
+    )
+
+
+def load(learner: LLMLearner, directory: Path) -> None:
+    state = load_json(directory / "state.json")
+    saved = LLMConfig.model_validate(state["config"])
+    if saved.model_dump() != learner.config.model_dump():
+        raise ValueError(
+            f"the checkpoint in {directory} was made with different learner settings"
+            f" (model {saved.model!r}); start with the same learner.llm settings or use"
+            " another checkpoint directory"
+        )
+    device = str(learner.device)
+    load_adapter_weights(learner.backbone, directory / "adapter")
+    learner.heads.load_state_dict(load_file(str(directory / "heads.safetensors"), device=device))
+    tensors = load_file(str(directory / "optimizers.safetensors"), device=device)
+    _load_optimizer_state(learner.dense_optimizer, "dense", tensors, state["optimizers"]["dense"])
+    _load_optimizer_state(
+        learner.sparse_optimizer, "sparse", tensors, state["optimizers"]["sparse"]
+    )
+    anchor = sorted((k for k in tensors if k.startswith("anchor.")), key=lambda k: int(k[7:]))
+    learner.anchor = [tensors[k] for k in anchor] if state["anchored"] else None
+    arrays = {
+        k: v.cpu().numpy() for k, v in load_file(str(directory / "catalog.safetensors")).items()
+    }
+    learner.items.bucket[:] = arrays.pop("item_bucket")
+    learner.items.catalog.load(arrays, state["catalog"])
+    co = load_file(str(directory / "cooccurrence.safetensors"))
+    learner.cooccurrence.load({k: v.numpy() for k, v in co.items()})
+    history = UserHistory.from_json(state["history"])
+    rng = rng_from_json(state["rng"])
+    learner.history = learner.scorer.history = learner.tester.history = history
+    learner.rng = learner.tester.rng = learner.objective.rng = rng
+    learner.replay = ReplayBuffer.from_json(learner.config.replay, state["replay"])
+    learner._ledger = EventLedger.from_json(state["ledger"])
+    tester = learner.tester
+    tester.overall = Prequential.from_json(state["tests"]["overall"])
+    for name in tester.parts:
+        tester.parts[name] = Prequential.from_json(state["tests"][name])
+    learner.selector.load_json(state["selector"])
+    learner.scorer.t = float(state["t"])
+    learner._updates = int(state["updates"])
+    learner.skipped_updates = int(state["skipped"])
+
+
+def _evaluators(learner: LLMLearner) -> dict[str, Prequential]:
+    return {"overall": learner.tester.overall, **learner.tester.parts}
+
+
+def forget_users(learner: LLMLearner, user_ids: Sequence[str]) -> list[str]:
+    replayed = learner.replay.users()
+    known = [u for u in user_ids if u in learner.history or u in replayed]
+    for user in known:
+        learner.history.remove(user)
+        learner.replay.remove_user(user)
+    rows = torch.as_tensor(
+        [bucket_of(u, learner.config.id_buckets) for u in user_ids],
+        dtype=torch.long,
+        device=learner.device,
+    )
+    with torch.no_grad():
+        for table in (learner.heads.user_ids.weight, learner.heads.user_rating_bias.weight):
+            table[rows] = 0.0
+            for moment in learner.sparse_optimizer.state.get(table, {}).values():
+                if isinstance(moment, torch.Tensor) and moment.dim() > 0:
+                    moment[rows] = 0.0
+    return known
+
+
+def predict_ratings(
+    learner: LLMLearner, user_ids: Sequence[str], item_ids: Sequence[str]
+) -> np.ndarray:
+    heads, device = learner.heads, learner.device
+    slots = learner.items.slots(item_ids)
+    out = np.full(len(user_ids), float(heads.rating_mean.detach()))
+    ok = np.flatnonzero(slots >= 0).tolist()
+    if ok:
+        users = [user_ids[k] for k in ok]
+        with torch.no_grad():
+            heads.eval()
+            u = learner.users.reps(
+                users, [learner.users.snapshot(learner.history, x) for x in users]
+            )
+            i = learner.items.reps(slots[ok])
+            prior = learner.scorer.prior(slots[ok])
+            buckets = torch.as_tensor(
+                [bucket_of(x, learner.config.id_buckets) for x in users], device=device
+            )
+            out[ok] = heads.rating((u * i).sum(-1), prior, buckets).cpu().numpy()
+    clipped: np.ndarray = np.clip(out, 1.0, 5.0)
+    return clipped
+
+
+def _optimizer_state(
+    optimizer: torch.optim.Optimizer, prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state as tensors (safetensors) and JSON (no pickle)."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in sd["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    groups = [dict(g.items()) for g in sd["param_groups"]]
+    return tensors, {"groups": groups, "scalars": scalars}
+
+
+def _load_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    prefix: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["groups"]})

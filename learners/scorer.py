@@ -1,0 +1,115 @@
+"""The terms of the LLM learner's score for given users and items (``learners/scoring.py``
+says how they mix): the towers' cosine, the learned popularity prior, and item-kNN
+scaled to [0, 1] per user and kept for the user's top ``knn_publish`` items only —
+exactly what the user's published sparse vector holds, so the learner never ranks with
+more than it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from learners.cooccurrence import Cooccurrence
+from learners.history import UserHistory
+from learners.item_tower import ItemTower
+from learners.scoring import Parts
+from learners.towers import Heads
+from learners.user_tower import UserTower
+from schemas.learner_config import LLMConfig
+
+__all__ = ["Scorer"]
+
+
+class Scorer:
+    """Parts of the score from the towers, the catalog, co-occurrence and user state."""
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        heads: Heads,
+        items: ItemTower,
+        users: UserTower,
+        cooccurrence: Cooccurrence,
+        history: UserHistory,
+    ) -> None:
+        self.config, self.heads, self.items, self.users = config, heads, items, users
+        self.cooccurrence, self.history = cooccurrence, history
+        self.t = 0.0  # events learned: the clock of popularity decay
+
+    def recent(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The user's recent positive slots, newest first, and their weights."""
+        c = self.config
+        ids = self.history.positives(user_id, c.knn_recent)[::-1]
+        slots = self.items.slots(ids)
+        weights = c.knn_decay ** np.arange(len(slots), dtype=np.float64)
+        known = slots >= 0
+        return slots[known], weights[known]
+
+    def knn_all(
+        self, user_id: str, recent: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """[slots] the user's kNN for every slot, scaled to [0, 1], top ``knn_publish`` kept."""
+        slots, weights = recent if recent is not None else self.recent(user_id)
+        knn = self.cooccurrence.knn(slots, weights)
+        top = knn.max(initial=0.0)
+        if top <= 0:
+            return np.zeros(len(knn))
+        K = self.config.knn_publish
+        if np.count_nonzero(knn) > K:
+            cut = np.partition(knn, len(knn) - K)[len(knn) - K]
+            knn = np.where(knn >= cut, knn, 0.0)
+        return np.asarray(knn / top)
+
+    def prior(self, slots: np.ndarray) -> torch.Tensor:
+        """[C] the learned popularity prior of ``slots`` now."""
+        counts = self.items.catalog.counts(slots, self.t)  # [H, C]
+        log_counts = torch.as_tensor(np.log1p(counts), dtype=torch.float32, device=self.device)
+        return self.heads.item_bias_of(torch.as_tensor(slots, device=self.device), log_counts)
+
+    @property
+    def device(self) -> torch.device:
+        return self.items.device
+
+    def model(self, users: torch.Tensor, slots: np.ndarray) -> torch.Tensor:
+        """[U, C] the trained model's logits: cos / temperature + prior."""
+        cos = users @ self.items.reps(slots).T
+        return cos / self.config.temperature + self.prior(slots)[None, :]
+
+    def spread(self, users: torch.Tensor) -> np.ndarray:
+        """[U] the range of each user's model logits over the whole catalog."""
+        live = self.items.catalog.live_slots()
+        if len(live) < 2 or len(users) == 0:
+            return np.ones(len(users))
+        with torch.no_grad():
+            logits = self.model(users, live)
+            spread = (logits.max(1).values - logits.min(1).values).float().cpu().numpy()
+        return np.asarray(np.maximum(spread, 1e-6))
+
+    def user_reps(self, user_ids: Sequence[str]) -> torch.Tensor:
+        """[U, d] the users' tower vectors as they stand now."""
+        histories = [self.users.snapshot(self.history, u) for u in user_ids]
+        with torch.no_grad():
+            self.heads.eval()
+            return self.users.reps(user_ids, histories)
+
+    def parts(self, user_ids: Sequence[str], slots: np.ndarray) -> Parts:
+        """The terms for users as they stand now and item ``slots``."""
+        knn = np.zeros((len(user_ids), len(slots)))
+        for row, user in enumerate(user_ids):
+            if user in self.history:
+                all_slots = self.knn_all(user)
+                inside = slots < len(all_slots)
+                knn[row, inside] = all_slots[slots[inside]]
+        u = self.user_reps(user_ids)
+        with torch.no_grad():
+            towers = (u @ self.items.reps(slots).T / self.config.temperature).float()
+            prior = self.prior(slots).float()
+        return Parts(
+            towers=towers.cpu().numpy(),
+            prior=prior.cpu().numpy(),
+            knn=knn,
+            spread=self.spread(u),
+        )
