@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from stream.batcher import positions
 from stream.decode import Accepted, Rejection
 from stream.dedupe import RecentEvents
 from stream.publisher import DeliveryError, Publisher
+from stream.refresh import Refresher
 
 __all__ = ["Applied", "Applier", "AttemptFailed", "merge_reports"]
 
@@ -131,7 +131,7 @@ class Applier:
     ) -> None:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
-        self._refresh_queue: deque[str] = deque()
+        self.refresher = Refresher()
 
     def __call__(self, items: Sequence[Accepted]) -> Applied:
         fresh = self.recent.fresh([a.event.event_id for a in items])
@@ -189,29 +189,48 @@ class Applier:
     def _send(
         self, users: list[str], tombstones: list[str], report: LearnReport | None
     ) -> dict[str, int]:
+        """The batch's users and items, plus the stalest others within the budgets."""
+        t = self.topics
+        items = list(report.items) if report is not None else []
+        return self._publish(
+            users + self._stale("user", users, t.user_refresh_per_batch),
+            items + self._stale("item", items, t.item_refresh_per_batch) if items else [],
+            tombstones,
+        )
+
+    def refresh(self, budget: int) -> dict[str, int]:
+        """Publish up to ``budget`` stale users and items (while the stream is idle)."""
+        with self.stages.time("refresh"):
+            users = self._stale("user", [], budget // 2)
+            items = self._stale("item", [], budget - len(users))
+            return self._publish(users, items, []) if users or items else {}
+
+    def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
+        known = self.learner.known_users() if kind == "user" else self.learner.known_items()
+        if not self.topics.produce_item_vectors and kind == "item":
+            return []
+        skip = set(besides)
+        update = self.learner.updates
+        return [
+            i for i in self.refresher.stale(kind, known, update, n + len(skip)) if i not in skip
+        ][:n]
+
+    def _publish(self, users: list[str], items: list[str], tombstones: list[str]) -> dict[str, int]:
         sent = {"user": 0, "item": 0, "tombstone": 0}
+        update = self.learner.updates
         user_batch = self.learner.user_vectors(users)
         item_batch = None
-        if self.topics.produce_item_vectors and report is not None and report.items:
-            refresh = self._items_to_refresh(self.topics.item_refresh_per_batch)
-            item_batch = self.learner.item_vectors(list(dict.fromkeys(report.items + refresh)))
+        if self.topics.produce_item_vectors and items:
+            item_batch = self.learner.item_vectors(list(dict.fromkeys(items)))
         sent["user"] = self.publisher.user_vectors(user_batch)
+        self.refresher.published("user", user_batch.ids, update)
         if item_batch is not None:
             texts = self.learner.item_texts(item_batch.ids)
             sent["item"] = self.publisher.item_vectors(item_batch, texts)
+            self.refresher.published("item", item_batch.ids, update)
         sent["tombstone"] = self.publisher.tombstones(tombstones)
+        self.refresher.forget("user", tombstones)
         return {k: n for k, n in sent.items() if n}
-
-    def _items_to_refresh(self, n: int) -> list[str]:
-        """The next ``n`` items of a round robin over the learner's catalog."""
-        if n <= 0:
-            return []
-        if not self._refresh_queue:
-            self._refresh_queue = deque(self.learner.known_items())
-        out: list[str] = []
-        while self._refresh_queue and len(out) < n:
-            out.append(self._refresh_queue.popleft())
-        return out
 
 
 def _segments(items: Sequence[Accepted]) -> list[list[Accepted]]:

@@ -333,16 +333,25 @@ def recommend(
         Path | None,
         typer.Option(help="read a checkpoint directory instead of the vector topics"),
     ] = None,
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="also rank items the user consumed")
+    ] = False,
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
 ) -> None:
-    """A user's current top-k items from the newest vectors, with their text."""
+    """A user's current top-k items from the newest vectors, with their text; items the
+    user already consumed are left out (``--include-seen`` shows them)."""
     from rich.table import Table
 
     from stream.recommend import VectorIndex
 
     settings = load_settings(config, bootstrap)
     setup_logging("text", secrets=settings.secrets())
+    key = settings.privacy.pseudonymize_key
+    if key is not None:  # the worker keys users by their pseudonym
+        from stream.privacy import Pseudonymizer
+
+        user = Pseudonymizer(key.get_secret_value())(user)
     try:
         index = (
             VectorIndex.from_checkpoint(checkpoint, settings, user)
@@ -364,7 +373,7 @@ def recommend(
     )
     for column in ("rank", "item", "score", "text"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    for rank, rec in enumerate(index.top_k(user, k), start=1):
+    for rank, rec in enumerate(index.top_k(user, k, include_seen), start=1):
         table.add_row(str(rank), rec.item_id, f"{rec.score:.3f}", rec.text or "")
     out.print(table)
 

@@ -27,6 +27,7 @@ __all__ = [
     "MissingTopic",
     "NotAuthorized",
     "StreamSetupError",
+    "await_partitions",
     "broker_contact",
     "committed_offsets",
     "ensure_output_topics",
@@ -45,6 +46,7 @@ T = TypeVar("T")
 #: of up to the broker's default 1 MiB limit to fit.
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 BOOTSTRAP_TIMEOUT_MS = 10_000
+METADATA_MAX_AGE_MS = 30_000
 _TOPIC_AUTHORIZATION_FAILED = 29
 
 
@@ -191,10 +193,25 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
             "isolation_level": "read_committed",
             "allow_auto_create_topics": False,
             "partition_assignment_strategy": (CooperativeStickyAssignor,),
+            # partitions added to the topic (or metadata late for a new one) are noticed
+            # within this, not the client's default of five minutes
+            "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         }
         | overrides
     )
     return _connect(lambda: KafkaConsumer(**kwargs), settings)
+
+
+def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> int:
+    """Block until ``consumer``'s metadata lists ``topic``'s partitions (a topic created a
+    moment ago may not be in every broker's metadata yet; a group joined before it is would
+    be assigned nothing until the next metadata refresh). Returns the partition count."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions or time.monotonic() >= deadline:
+            return len(partitions)
+        time.sleep(0.2)
 
 
 def require_topic(admin: KafkaAdminClient, topic: str) -> int:

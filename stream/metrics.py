@@ -201,8 +201,10 @@ class WorkerMetrics:
         )
         self.prequential = Gauge(
             p + "prequential_quality",
-            "Prequential (test-then-train) quality over a rolling window",
-            ["metric"],
+            "Prequential (test-then-train) quality over a rolling window: each new positive's"
+            " item ranked before it is learned, against the whole catalog or a sample"
+            " (ranked_against), by the full score or one part of it (part)",
+            ["metric", "part", "ranked_against"],
             registry=r,
         )
         self.learner_stat = Gauge(

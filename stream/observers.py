@@ -117,13 +117,33 @@ class MetricsRecorder:
 
     def _learner_metrics(self, report: LearnReport) -> None:
         m = self.metrics
-        for name in ("hr_at_10", "ndcg_at_10", "mrr", "auc"):
-            value = report.metrics.get(name)
-            if value is not None and np.isfinite(value):
-                m.prequential.labels(name).set(value)
+        for (name, part), value in _prequential(report.metrics).items():
+            m.prequential.labels(name, part, _ranked_against(report.metrics)).set(value)
         if "replay_ratio" in report.metrics:
             m.replay_ratio.set(report.metrics["replay_ratio"])
         for kind in ("allocated", "reserved"):
-            value = report.metrics.get(f"gpu_memory_{kind}_bytes")
-            if value is not None:
-                m.gpu_memory.labels(kind).set(value)
+            memory = report.metrics.get(f"gpu_memory_{kind}_bytes")
+            if memory is not None:
+                m.gpu_memory.labels(kind).set(memory)
+
+
+def _prequential(metrics: dict[str, float]) -> dict[tuple[str, str], float]:
+    """(metric, part) → value of the learner's rolling prequential figures."""
+    out: dict[tuple[str, str], float] = {}
+    for key, value in metrics.items():
+        if value is None or not np.isfinite(value):
+            continue
+        for name in ("hr_at_10", "ndcg_at_10", "mrr", "auc"):
+            if key == name:
+                out[(name, "full")] = value
+            elif key.startswith(name + "_"):
+                out[(name, key[len(name) + 1 :])] = value
+    return out
+
+
+def _ranked_against(metrics: dict[str, float]) -> str:
+    """``catalog`` when tests rank the whole catalog, else ``<n> sampled``."""
+    if metrics.get("eval_full_catalog"):
+        return "catalog"
+    n = metrics.get("eval_candidates")
+    return f"{int(n)} sampled" if n else "sampled"

@@ -65,6 +65,10 @@ def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
             "produced_at": produced_at,
             "events_seen": batch.events_seen[k] if batch.events_seen else 0,
         }
+        if batch.sparse:
+            doc["sparse"] = _sparse(*batch.sparse[k])
+        if batch.consumed:
+            doc["consumed"] = batch.consumed[k]
         if marker is not None:
             doc["last_event_id"] = marker.event_id
             doc["last_event_at"] = _iso(marker.timestamp)
@@ -81,20 +85,24 @@ def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
 def item_vector_json(batch: VectorBatch, produced_at: str, texts: dict[str, str]) -> list[bytes]:
     """The :class:`schemas.ItemVector` JSON of every item in ``batch``."""
     rows = _rounded(batch.vectors)
-    return [
-        json.dumps(
-            {
-                "item_id": item_id,
-                "vector": rows[k],
-                "dim": len(rows[k]),
-                "model_version": batch.version,
-                "produced_at": produced_at,
-                "text": texts.get(item_id),
-            },
-            separators=(",", ":"),
-        ).encode()
-        for k, item_id in enumerate(batch.ids)
-    ]
+    out = []
+    for k, item_id in enumerate(batch.ids):
+        doc: dict[str, Any] = {
+            "item_id": item_id,
+            "vector": rows[k],
+            "dim": len(rows[k]),
+            "model_version": batch.version,
+            "produced_at": produced_at,
+            "text": texts.get(item_id),
+        }
+        if batch.sparse:
+            doc["sparse"] = _sparse(*batch.sparse[k])
+        out.append(json.dumps(doc, separators=(",", ":")).encode())
+    return out
+
+
+def _sparse(indices: np.ndarray, values: np.ndarray) -> dict[str, list[Any]]:
+    return {"indices": indices.astype(np.int64).tolist(), "values": _rounded(values[None, :])[0]}
 
 
 def _rounded(vectors: np.ndarray) -> list[list[float]]:

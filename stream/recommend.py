@@ -2,7 +2,10 @@
 
 The vector topics are compacted and keyed by id, so reading them from the beginning gives
 the newest vector of every user and item; :class:`VectorIndex` holds them (bounded) and
-ranks items for a user with the plain dot product the vectors are built for.
+ranks items for a user with the dot product the vectors are built for: dense parts, plus
+the sparse parts where they carry them (a user's top items by co-occurrence, each item
+its own key). Items the user consumed are left out unless asked for; a tombstone (a
+deleted user) removes the user.
 
 >>> index = VectorIndex()
 >>> index.put_item("a", np.array([1.0, 0.0]), "Apples")
@@ -10,6 +13,9 @@ ranks items for a user with the plain dot product the vectors are built for.
 >>> index.put_user("u", np.array([0.2, 0.9]))
 >>> [(r.item_id, r.text) for r in index.top_k("u", 2)]
 [('b', 'Bananas'), ('a', 'Apples')]
+>>> index.put_user("u", np.array([0.2, 0.9]), consumed=["b"])
+>>> [r.item_id for r in index.top_k("u", 2)], [r.item_id for r in index.top_k("u", 2, True)]
+(['a'], ['b', 'a'])
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+from learners.base import VectorBatch
 from schemas.settings import Settings
+from schemas.vectors import item_key
 
 __all__ = ["Recommendation", "VectorIndex"]
 
@@ -38,25 +45,45 @@ class Recommendation:
     text: str | None
 
 
+@dataclass
+class _User:
+    vector: np.ndarray
+    sparse: dict[int, float] = field(default_factory=dict)
+    consumed: frozenset[str] = frozenset()
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
 class VectorIndex:
     """The newest vector per user and per item (at most ``max_entries`` of each, LRU)."""
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self.max_entries = max_entries
-        self.users: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.user_docs: dict[str, dict[str, Any]] = {}
+        self.users: OrderedDict[str, _User] = OrderedDict()
         self.items: OrderedDict[str, np.ndarray] = OrderedDict()
         self.texts: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
-    def put_user(self, user_id: str, vector: np.ndarray, doc: dict[str, Any] | None = None) -> None:
+    @property
+    def user_docs(self) -> dict[str, dict[str, Any]]:
+        return {u: record.doc for u, record in self.users.items()}
+
+    def put_user(
+        self,
+        user_id: str,
+        vector: np.ndarray,
+        doc: dict[str, Any] | None = None,
+        sparse: dict[int, float] | None = None,
+        consumed: list[str] | None = None,
+    ) -> None:
         with self._lock:
-            self.users[user_id] = vector
+            self.users[user_id] = _User(vector, sparse or {}, frozenset(consumed or ()), doc or {})
             self.users.move_to_end(user_id)
-            self.user_docs[user_id] = doc or {}
             while len(self.users) > self.max_entries:
-                gone, _ = self.users.popitem(last=False)
-                self.user_docs.pop(gone, None)
+                self.users.popitem(last=False)
+
+    def drop_user(self, user_id: str) -> None:
+        with self._lock:
+            self.users.pop(user_id, None)
 
     def put_item(self, item_id: str, vector: np.ndarray, text: str | None = None) -> None:
         with self._lock:
@@ -68,34 +95,68 @@ class VectorIndex:
                 gone, _ = self.items.popitem(last=False)
                 self.texts.pop(gone, None)
 
-    def top_k(self, user_id: str, k: int = 10, exclude: Iterable[str] = ()) -> list[Recommendation]:
-        """The ``k`` items with the highest dot product with the user's vector."""
+    def scores(self, user_id: str) -> tuple[list[str], np.ndarray]:
+        """Every indexed item (of the user's vector size) and its score for the user."""
         with self._lock:
             user = self.users.get(user_id)
-            if user is None or not self.items:
-                return []
-            ids = [i for i in self.items if len(self.items[i]) == len(user)]
+            if user is None:
+                return [], np.zeros(0)
+            ids = [i for i, v in self.items.items() if len(v) == len(user.vector)]
             if not ids:
-                return []
+                return [], np.zeros(0)
             matrix = np.stack([self.items[i] for i in ids])  # [n, dim]
-            texts = [self.texts.get(i) for i in ids]
-        scores = matrix @ user
-        skip = set(exclude)
+        scores = matrix @ user.vector
+        if user.sparse:
+            scores = scores + np.fromiter(
+                (user.sparse.get(item_key(i), 0.0) for i in ids), np.float64, len(ids)
+            )
+        return ids, scores
+
+    def consumed(self, user_id: str) -> frozenset[str]:
+        user = self.users.get(user_id)
+        return user.consumed if user is not None else frozenset()
+
+    def top_k(self, user_id: str, k: int = 10, include_seen: bool = False) -> list[Recommendation]:
+        """The ``k`` best-scoring items for the user, leaving out those they consumed."""
+        ids, scores = self.scores(user_id)
+        skip = frozenset() if include_seen else self.consumed(user_id)
         order = [j for j in np.argsort(-scores, kind="stable") if ids[j] not in skip][:k]
-        return [Recommendation(ids[j], float(scores[j]), texts[j]) for j in order]
+        return [Recommendation(ids[j], float(scores[j]), self.texts.get(ids[j])) for j in order]
 
     # -- filling it ------------------------------------------------------------------------
 
-    def apply(self, topic_kind: str, value: bytes | None) -> None:
-        """One record of a vector topic (user or item)."""
+    def apply(self, topic_kind: str, key: bytes | None, value: bytes | None) -> None:
+        """One record of a vector topic (user or item); a user tombstone drops the user."""
         if value is None:
+            if topic_kind == "user" and key is not None:
+                self.drop_user(key.decode(errors="replace"))
             return
         doc = json.loads(value)
         vector = np.asarray(doc["vector"], dtype=np.float32)
         if topic_kind == "user":
-            self.put_user(doc["user_id"], vector, doc)
+            sparse = doc.get("sparse") or {"indices": [], "values": []}
+            self.put_user(
+                doc["user_id"],
+                vector,
+                doc,
+                dict(zip(sparse["indices"], sparse["values"], strict=True)),
+                doc.get("consumed"),
+            )
         else:
             self.put_item(doc["item_id"], vector, doc.get("text"))
+
+    def put_users(self, batch: VectorBatch) -> None:
+        """Users straight from a learner (its vectors, sparse parts, consumed items)."""
+        for k, user_id in enumerate(batch.ids):
+            sparse = batch.sparse[k] if batch.sparse else None
+            self.put_user(
+                user_id,
+                batch.vectors[k],
+                sparse=dict(zip(sparse[0].tolist(), sparse[1].tolist(), strict=True))
+                if sparse is not None
+                else None,
+                consumed=batch.consumed[k] if batch.consumed else None,
+            )
 
     @classmethod
     def from_topics(cls, settings: Settings, timeout_s: float = 30.0) -> VectorIndex:
@@ -120,7 +181,7 @@ class VectorIndex:
             ):
                 for tp, records in consumer.poll(timeout_ms=500).items():
                     for r in records:
-                        index.apply(kinds[tp.topic], r.value)
+                        index.apply(kinds[tp.topic], r.key, r.value)
         finally:
             consumer.close()
         return index
@@ -146,7 +207,7 @@ class VectorIndex:
                 while not stop.is_set():
                     for tp, records in consumer.poll(timeout_ms=300).items():
                         for r in records:
-                            self.apply(kinds[tp.topic], r.value)
+                            self.apply(kinds[tp.topic], r.key, r.value)
             finally:
                 consumer.close()
 
@@ -169,9 +230,7 @@ class VectorIndex:
         learner = build_learner(settings.learner.model_copy(update={"kind": kind}))
         learner.load(checkpoint.learner_dir)
         index = cls()
-        users = learner.user_vectors([user_id])
-        for uid, vector in zip(users.ids, users.vectors, strict=True):
-            index.put_user(uid, vector)
+        index.put_users(learner.user_vectors([user_id]))
         items = learner.item_vectors(learner.known_items())
         texts = learner.item_texts(items.ids)
         for iid, vector in zip(items.ids, items.vectors, strict=True):

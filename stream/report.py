@@ -20,8 +20,8 @@ PROMETHEUS_SERIES = {
     "events/s": "sum(rate(lorastream_events_learned_total[1m]))",
     "latency p50 (s)": "lorastream:event_to_vector_latency_seconds:p50_1m",
     "latency p99 (s)": "lorastream:event_to_vector_latency_seconds:p99_1m",
-    "HR@10": 'max(lorastream_prequential_quality{metric="hr_at_10"})',
-    "NDCG@10": 'max(lorastream_prequential_quality{metric="ndcg_at_10"})',
+    "HR@10": 'max(lorastream_prequential_quality{metric="hr_at_10", part="full"})',
+    "NDCG@10": 'max(lorastream_prequential_quality{metric="ndcg_at_10", part="full"})',
     "loss": "max(lorastream_training_loss)",
     "lag (records)": "sum(lorastream_consumer_lag_records)",
 }

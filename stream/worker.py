@@ -30,6 +30,7 @@ from stream.checkpoint import (
     CheckpointWriteError,
 )
 from stream.clients import (
+    await_partitions,
     broker_contact,
     committed_offsets,
     ensure_output_topics,
@@ -208,6 +209,7 @@ class Worker:
         self._rewinds = 0  # since the last checkpoint
         self._has_checkpoint = False
         self._from_earliest = False
+        self._last_refresh = 0.0
         self._savepoints: Savepoints | None = None
         self.stages = StageClock(self.metrics.stage_seconds)
         self.restored: int | None = None  # sequence of the checkpoint resumed from
@@ -241,6 +243,7 @@ class Worker:
             stack.callback(self._close_savepoints)
             consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
+            await_partitions(consumer, s.topics.events)
             consumer.subscribe([s.topics.events], listener=_Rebalance(self, consumer))
             self.health.model_loaded = True
             try:
@@ -338,11 +341,27 @@ class Worker:
                 self.metrics.records_consumed.inc(len(decoded))
             else:
                 self.schedule.idle(time.monotonic())
+                if not len(self._batcher):
+                    self._refresh_while_idle()
             if self._batcher.ready():
                 self._process(self._batcher.take(), consumer)
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
+
+    def _refresh_while_idle(self) -> None:
+        """Publish stale users' and items' vectors again, within a budget per second."""
+        budget = self.settings.topics.refresh_when_idle
+        now = time.monotonic()
+        if budget <= 0 or now - self._last_refresh < 1.0:
+            return
+        self._last_refresh = now
+        sent = self.apply.refresh(budget)
+        if sent:
+            with self.stages.time("deliver"):
+                self.publisher.deliver(self.settings.worker.delivery_timeout_s)
+            for kind, n in sent.items():
+                self.metrics.vectors_produced.labels(kind).inc(n)
 
     def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,

@@ -111,13 +111,13 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         [
             ("Training loss", "none", [(f"lorastream_training_loss{I}", "{{instance}}")]),
             (
-                "Prequential ranking quality",
+                "Prequential HR@10 / NDCG@10, and by part",
                 "percentunit",
                 [
                     (
-                        'lorastream_prequential_quality{metric=~"hr_at_10|ndcg_at_10|mrr",'
+                        'lorastream_prequential_quality{metric=~"hr_at_10|ndcg_at_10",'
                         ' instance=~"$instance"}',
-                        "{{metric}}",
+                        "{{metric}} {{part}} (vs {{ranked_against}})",
                     )
                 ],
             ),
@@ -126,8 +126,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 "percentunit",
                 [
                     (
-                        'lorastream_prequential_quality{metric="auc", instance=~"$instance"}',
-                        "{{instance}}",
+                        'lorastream_prequential_quality{metric="auc", part="full",'
+                        ' instance=~"$instance"}',
+                        "{{instance}} (vs {{ranked_against}})",
                     )
                 ],
             ),
@@ -264,6 +265,18 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
     ),
 ]
 
+#: Panel descriptions (Grafana shows them as the panel's info tooltip).
+DESCRIPTIONS = {
+    "Prequential HR@10 / NDCG@10, and by part": (
+        "Every new positive's item is ranked before it is learned. ranked_against says what"
+        " against: 'catalog' is every item the learner knows (the honest, full-catalog"
+        " figure, as the benchmarks report it); 'N sampled' is N random items plus the"
+        " true one, which reads several times higher and is comparable only with itself."
+        " part: full is the served score; prior is the popularity prior alone; personal the"
+        " towers and kNN without it. personal above prior means personalisation helps."
+    ),
+}
+
 DRIFT_ANNOTATION = (
     'changes(lorastream_drift_last_detection_timestamp_seconds{instance=~"$instance"}[1m]) > 0'
 )
@@ -281,6 +294,7 @@ def _panel(
         "id": pid,
         "type": "timeseries",
         "title": title,
+        "description": DESCRIPTIONS.get(title, ""),
         "datasource": DS,
         "gridPos": {"h": 8, "w": 6, "x": x, "y": y},
         "fieldConfig": {

@@ -78,11 +78,11 @@ def test_the_adapt_policy_boosts_the_learning_rate_for_a_while_then_restores_it(
     assert monitor.update("prequential_error", (rng.random(2000) < 0.8).astype(float))
     assert [monitor.consume_boost(40) for _ in range(4)] == [True, True, True, False]
     learner = LLMLearner(LLMConfig())
-    base = [g["lr"] for g in learner._dense.param_groups]
+    base = [g["lr"] for g in learner.dense_optimizer.param_groups]
     learner.set_boost(lr_factor=3.0)
-    assert [g["lr"] for g in learner._dense.param_groups] == [3.0 * x for x in base]
+    assert [g["lr"] for g in learner.dense_optimizer.param_groups] == [3.0 * x for x in base]
     learner.set_boost()
-    assert [g["lr"] for g in learner._dense.param_groups] == base
+    assert [g["lr"] for g in learner.dense_optimizer.param_groups] == base
 
 
 @pytest.mark.kafka

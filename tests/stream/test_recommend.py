@@ -51,14 +51,25 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
     top = index.top_k("user-1", 5)
     assert len(top) == 5
     assert all(r.text for r in top)  # item vectors carry their text
-    # the published vectors rank exactly as the learner does
-    ranked = sorted(learner.known_items(), key=lambda i: -learner.score("user-1", [i])[0])
+    # the published vectors rank exactly as the learner does, leaving out what user-1 had
+    items = learner.known_items()
+    scores = dict(zip(items, learner.score_matrix(["user-1"], items)[0], strict=True))
+    consumed = set(learner.consumed("user-1"))
+    assert consumed, "user-1 consumed items"
+    assert index.consumed("user-1") == frozenset(consumed)
+    ranked = [i for i in sorted(items, key=lambda i: -scores[i]) if i not in consumed]
     assert [r.item_id for r in top] == ranked[:5]
+    seen_too = [r.item_id for r in index.top_k("user-1", 5, include_seen=True)]
+    assert seen_too == sorted(items, key=lambda i: -scores[i])[:5]
 
     shown = cli("recommend", "--user", "user-1", "-k", "3", env=env_for(settings))
     assert shown.returncode == 0, shown.stderr
     assert top[0].item_id in shown.stdout
     assert "top 3 for user-1" in shown.stdout
+    with_seen = cli(
+        "recommend", "--user", "user-1", "-k", "3", "--include-seen", env=env_for(settings)
+    )
+    assert seen_too[0] in with_seen.stdout
 
     from_checkpoint = cli(
         "recommend",
