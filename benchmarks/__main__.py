@@ -10,6 +10,7 @@ import sys
 SUITES = {
     "spine": "benchmarks.spine",
     "quality": "benchmarks.quality",
+    "served": "benchmarks.served",
     "speed": "benchmarks.speed",
 }
 

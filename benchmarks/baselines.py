@@ -298,7 +298,10 @@ class Blend(_Simple):
         super().__init__(counts)
         self.which = counts.half_lives.index(half_life)
         self.weight, self.history, self.decay = weight, history, decay
-        self.name = f"item-kNN + popularity (w={weight:g}, half-life {half_life:g})"
+        self.name = (
+            f"item-kNN + popularity (w={weight:g}, half-life {half_life:g},"
+            f" last {history}, decay {decay:g})"
+        )
 
     def _scores(self, users: Sequence[str], cols: np.ndarray) -> np.ndarray:
         knn = _unit(knn_scores(self.counts, users, cols, self.history, self.decay))

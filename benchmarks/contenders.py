@@ -1,15 +1,13 @@
-"""The contenders of the quality benchmark, behind one small interface.
-
-Each contender learns mini-batches of events and, before learning a batch,
-scores candidate items for users and (where it can) predicts ratings.
+"""The learners in the quality benchmark: lorastream (and views of its score's parts),
+River MF, and batch retraining. The simple recommenders are in ``benchmarks/baselines.py``,
+the sequential one in ``benchmarks/sasrec.py``; all follow
+:class:`benchmarks.protocol.Contender`.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
@@ -18,7 +16,7 @@ from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, RiverMFConfig
 from schemas.vectors import SourcePosition
 
-__all__ = ["BatchRetrained", "Contender", "LoRAStream", "Popularity", "RiverMF"]
+__all__ = ["BatchRetrained", "LoRAStream", "Part", "RiverMF"]
 
 
 def _positions(events: Sequence[InteractionEvent], start: int) -> list[SourcePosition]:
@@ -27,76 +25,26 @@ def _positions(events: Sequence[InteractionEvent], start: int) -> list[SourcePos
     ]
 
 
-class Contender(Protocol):
-    name: str
-    learn_seconds: float
+class _Timed:
+    """Counts the seconds spent learning."""
 
-    def observe(self, events: Sequence[InteractionEvent]) -> None:
-        """See the batch's items (not its interactions) before being tested on it."""
+    learn_seconds = 0.0
 
-    def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        """[U, C] scores; higher ranks first."""
-        ...
-
-    def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
-        """Predicted rating per (user, item) pair, or None when it cannot."""
-        ...
-
-    def learn(self, events: Sequence[InteractionEvent]) -> None: ...
-
-
-class Popularity:
-    """Most popular among the last ``window`` positive events."""
-
-    def __init__(self, window: int = 2000, positive: float = 3.5) -> None:
-        self.name = f"most-popular (last {window})"
-        self.window, self.positive = window, positive
-        self._recent: deque[str] = deque(maxlen=window)
-        self._counts: Counter[str] = Counter()
-        self.learn_seconds = 0.0
-
-    def observe(self, events: Sequence[InteractionEvent]) -> None:
-        pass
-
-    def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        row = np.fromiter(
-            (self._counts.get(i, 0) for i in items), dtype=np.float64, count=len(items)
-        )
-        return np.broadcast_to(row, (len(users), len(items)))
-
-    def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
-        return None
+    def _timed_learn(self, events: Sequence[InteractionEvent]) -> None:
+        raise NotImplementedError
 
     def learn(self, events: Sequence[InteractionEvent]) -> None:
         t0 = time.perf_counter()
-        for e in events:
-            if is_positive(e, self.positive):
-                if len(self._recent) == self.window:
-                    old = self._recent[0]
-                    self._counts[old] -= 1
-                    if not self._counts[old]:
-                        del self._counts[old]
-                self._recent.append(e.item_id)
-                self._counts[e.item_id] += 1
+        self._timed_learn(events)
         self.learn_seconds += time.perf_counter() - t0
 
 
-def is_positive(event: InteractionEvent, threshold: float = 3.5) -> bool:
-    """The protocol's positive feedback: a rating at or above ``threshold``, or an implicit
-    positive (view, click, cart, purchase, review)."""
-    kind = event.event_type.value
-    if kind == "rating":
-        return (event.value or 0.0) >= threshold
-    return kind in ("view", "click", "add_to_cart", "purchase", "review")
-
-
-class RiverMF:
+class RiverMF(_Timed):
     """River ``BiasedMF`` (the baseline learner), scored in bulk."""
 
     def __init__(self, config: RiverMFConfig | None = None) -> None:
         self.name = "river BiasedMF"
         self.learner = RiverMFLearner(config or RiverMFConfig())
-        self.learn_seconds = 0.0
         self._seen = 0
 
     def observe(self, events: Sequence[InteractionEvent]) -> None:
@@ -125,14 +73,12 @@ class RiverMF:
             out[k] = m.global_mean.get() + m.u_biases.get(u, 0.0) + m.i_biases.get(i, 0.0) + dot
         return np.clip(out, 1.0, 5.0)
 
-    def learn(self, events: Sequence[InteractionEvent]) -> None:
-        t0 = time.perf_counter()
+    def _timed_learn(self, events: Sequence[InteractionEvent]) -> None:
         self.learner.learn_many(events, _positions(events, self._seen))
         self._seen += len(events)
-        self.learn_seconds += time.perf_counter() - t0
 
 
-class LoRAStream:
+class LoRAStream(_Timed):
     """lorastream's LLM learner, updated from every batch."""
 
     def __init__(self, config: LLMConfig, name: str = "lorastream") -> None:
@@ -141,7 +87,6 @@ class LoRAStream:
         self.name = name
         self.config = config
         self.learner = LLMLearner(config)
-        self.learn_seconds = 0.0
         self._seen = 0
 
     def observe(self, events: Sequence[InteractionEvent]) -> None:
@@ -153,31 +98,52 @@ class LoRAStream:
     def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
         return self.learner.predict_ratings(users, items)
 
-    def learn(self, events: Sequence[InteractionEvent]) -> None:
-        t0 = time.perf_counter()
+    def _timed_learn(self, events: Sequence[InteractionEvent]) -> None:
         self.learner.learn_many(events, _positions(events, self._seen))
         self._seen += len(events)
-        self.learn_seconds += time.perf_counter() - t0
 
 
-class BatchRetrained:
-    """The common practice lorastream replaces: the same LLM + LoRA model, retrained from
-    scratch every ``every`` events on everything seen so far (``epochs`` passes in time
-    order), frozen in between. Between retrains user histories and item counts still
-    update, as a feature store would; the weights do not. A due retrain runs when the
-    next batch arrives, so none is wasted after the stream's last event."""
+class Part:
+    """One part of a lorastream contender's score, as its current mix weighs it (prior,
+    personal, knn, dense): the decomposition that shows what each part contributes. It
+    learns nothing itself — the contender it views does."""
 
-    def __init__(
-        self, config: LLMConfig, every: int, epochs: int = 1, batch: int = 64, seed: int = 0
-    ) -> None:
-        self.name = f"batch retrain every {every}"
-        self.config, self.every, self.epochs, self.batch = config, every, epochs, batch
-        self._rng = np.random.default_rng(seed)
-        self._all: list[InteractionEvent] = []
+    def __init__(self, of: LoRAStream, part: str) -> None:
+        self.of, self.part = of, part
+        self.name = f"{of.name} [{part} only]"
+        self.learn_seconds = 0.0
+
+    def observe(self, events: Sequence[InteractionEvent]) -> None:
+        pass
+
+    def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        return self.of.learner.score_matrix(users, items, part=self.part)
+
+    def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
+        return None
+
+    def learn(self, events: Sequence[InteractionEvent]) -> None:
+        pass
+
+
+class BatchRetrained(_Timed):
+    """The common practice lorastream replaces: the same model, its weights retrained from
+    scratch every ``every`` events on the last ``window`` events (one pass, time order), and
+    frozen in between. Its counts — popularity, co-occurrence, user histories — move on
+    with every batch, as a feature store would; only the trained weights wait for the next
+    retrain. A due retrain runs when the next batch arrives."""
+
+    def __init__(self, config: LLMConfig, every: int, window: int, batch: int = 64) -> None:
+        from learners.llm import LLMLearner
+
+        self.name = f"batch retrain every {every} (last {window})"
+        self.config, self.every, self.window, self.batch = config, every, window, batch
+        self._recent: list[InteractionEvent] = []
         self._since = 0
         self._due = False
-        self.learn_seconds = 0.0
-        self._live = LoRAStream(config)
+        self.live = LLMLearner(config)
+        self.live.set_boost(lr_factor=0.0)  # frozen between retrains
+        self._seen = 0
 
     def observe(self, events: Sequence[InteractionEvent]) -> None:
         if self._due:
@@ -185,29 +151,33 @@ class BatchRetrained:
             self._due = False
             self._retrain()
             self.learn_seconds += time.perf_counter() - t0
-        self._live.observe(events)
+        self.live.observe_items(events)
 
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        return self._live.scores(users, items)
+        return self.live.score_matrix(users, items)
 
     def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
-        return self._live.ratings(users, items)
+        return self.live.predict_ratings(users, items)
 
-    def learn(self, events: Sequence[InteractionEvent]) -> None:
-        t0 = time.perf_counter()
-        self._all.extend(events)
+    def _timed_learn(self, events: Sequence[InteractionEvent]) -> None:
+        self.live.learn_many(events, _positions(events, self._seen))
+        self._seen += len(events)
+        self._recent = (self._recent + list(events))[-self.window :]
         self._since += len(events)
-        self._live.learner.observe_history(events)  # features move on; weights do not
         if self._since >= self.every:
-            self._since = 0
-            self._due = True
-        self.learn_seconds += time.perf_counter() - t0
+            self._since, self._due = 0, True
 
     def _retrain(self) -> None:
+        from learners.llm import LLMLearner
+
         no_replay = self.config.replay.model_copy(update={"enabled": False})
-        fresh = LoRAStream(self.config.model_copy(update={"replay": no_replay}))
-        for _ in range(self.epochs):
-            for start in range(0, len(self._all), self.batch):
-                fresh.learn(self._all[start : start + self.batch])
-        fresh.learner.adopt_features(self._live.learner)
-        self._live = fresh
+        fresh = LLMLearner(self.config.model_copy(update={"replay": no_replay}))
+        for start in range(0, len(self._recent), self.batch):
+            chunk = self._recent[start : start + self.batch]
+            fresh.learn_many(chunk, _positions(chunk, start))
+        for mine, theirs in zip(self.live.adapter, fresh.adapter, strict=True):
+            mine.data.copy_(theirs.data)
+        self.live.heads.load_state_dict(fresh.heads.state_dict())
+        catalog = self.live.items.catalog
+        catalog.version[:] = -1  # every cached item vector is stale now: re-encode gradually
+        self.live.items.refresh(self.live.updates)

@@ -34,15 +34,23 @@ class _Net(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        self.heads = heads
         nn.init.normal_(self.items.weight, std=0.02)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, L] item rows (0 = padding, left-padded) → [B, L, d] hidden states."""
-        L = seq.shape[1]
+        B, L = seq.shape
         x = self.items(seq) * self.items.embedding_dim**0.5 + self.positions.weight[:L]
-        causal = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
-        h = self.encoder(x, mask=causal, src_key_padding_mask=seq == 0)
-        return torch.nan_to_num(self.norm(h))  # rows that are all padding
+        # causal, and never attend to padding — except a position to itself, so no row of
+        # the attention is empty (an empty row would give NaN, and 0 × NaN spreads it)
+        q = torch.arange(L)
+        allowed = (q[None, :] <= q[:, None])[None] & (
+            (seq != 0)[:, None, :] | torch.eye(L, dtype=torch.bool)[None]
+        )  # [B, L, L]
+        mask = torch.zeros(B, L, L).masked_fill(~allowed, float("-inf"))
+        h = self.encoder(x, mask=mask.repeat_interleave(self.heads, dim=0))
+        out: torch.Tensor = self.norm(h)
+        return out
 
 
 class SASRec:

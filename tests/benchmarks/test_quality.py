@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from benchmarks import harness
-from benchmarks.contenders import Popularity, RiverMF, is_positive
-from benchmarks.quality import StreamRun, evaluate, rows_for, synthetic_run
+from benchmarks.baselines import EASE, Blend, Counts, DecayedPopularity, ItemKNN, is_positive
+from benchmarks.contenders import RiverMF
+from benchmarks.protocol import StreamRun, evaluate, gini, rows_for
+from benchmarks.quality import synthetic_run
 from schemas.events import InteractionEvent
 
 
@@ -78,12 +80,20 @@ def test_an_oracle_hits_nearly_always_and_a_constant_scores_chance(run: StreamRu
 def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
     run: StreamRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    contenders = [Popularity(window=500), RiverMF()]
+    counts = Counts(half_lives=[500.0])
+    contenders = [DecayedPopularity(counts, 500.0), RiverMF()]
     results = evaluate(run, contenders, batch=64, progress_every=0)
     rows = rows_for(run, results, contenders)
     metrics = {(r.contender, r.metric) for r in rows}
     for c in contenders:
-        for metric in ("hr_at_10", "ndcg_at_10", "forgetting_hr_at_10_drop", "recovery_events"):
+        for metric in (
+            "hr_at_10",
+            "ndcg_at_10",
+            "coverage_at_10",
+            "exposure_gini",
+            "forgetting_hr_at_10_drop",
+            "recovery_events",
+        ):
             assert (c.name, metric) in metrics
     assert ("river BiasedMF", "mae") in metrics  # the synthetic stream carries ratings
     popularity = next(
@@ -101,3 +111,76 @@ def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
     readme = (tmp_path / "README.md").read_text()
     assert "### `quality-test`" in readme
     assert "| river BiasedMF | synthetic |" in readme
+
+
+def test_gini_is_zero_for_equal_exposure_and_near_one_when_one_item_takes_all() -> None:
+    assert gini([5, 5, 5, 5]) == pytest.approx(0.0)
+    assert gini([0, 0, 0, 100]) == pytest.approx(0.75)  # (n - 1) / n, its maximum for n = 4
+    assert 0.0 < gini([1, 2, 3, 4]) < 0.75
+
+
+def _stream(pairs: list[tuple[str, str]]) -> list[InteractionEvent]:
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        InteractionEvent(
+            event_id=f"e{k}",
+            user_id=u,
+            item_id=i,
+            event_type="click",  # type: ignore[arg-type]
+            timestamp=t + timedelta(seconds=k),
+        )
+        for k, (u, i) in enumerate(pairs)
+    ]
+
+
+def test_decayed_popularity_prefers_the_recent_favourite_and_no_decay_the_all_time_one() -> None:
+    # x was popular long ago (6 clicks), y recently (3 clicks)
+    events = _stream([(f"u{k}", "x") for k in range(6)] + [(f"v{k}", "y") for k in range(3)])
+    counts = Counts(half_lives=[1.0, float("inf")])
+    short, forever = DecayedPopularity(counts, 1.0), DecayedPopularity(counts, float("inf"))
+    for c in (short, forever):
+        c.learn(events)
+    assert short.scores(["w"], ["x", "y"]).argmax() == 1
+    assert forever.scores(["w"], ["x", "y"]).argmax() == 0
+    assert forever.scores(["w"], ["x", "y", "new"])[0].tolist() == [6.0, 3.0, 0.0]
+
+
+def test_item_knn_and_ease_recommend_what_co_occurs_with_the_users_items() -> None:
+    # a and b both liked x and y; c liked x only and z is popular with everyone else
+    pairs = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "x")]
+    pairs += [(f"p{k}", "z") for k in range(4)] + [("p0", "w"), ("p1", "w")]
+    counts = Counts(half_lives=[float("inf")])
+    knn, ease = ItemKNN(counts, history=5), EASE(counts, lam=1.0, every=1)
+    blend = Blend(counts, float("inf"), weight=0.9, history=5)
+    for c in (knn, ease, blend):
+        c.learn(_stream(pairs))
+    items = ["y", "z", "w"]
+    for c in (knn, ease, blend):
+        assert items[int(c.scores(["c"], items).argmax())] == "y", c.name
+    # a user with no history gets popularity from the blend, nothing from item-kNN
+    assert knn.scores(["new"], items).tolist() == [[0.0, 0.0, 0.0]]
+    assert items[int(blend.scores(["new"], items).argmax())] == "z"
+
+
+def test_a_stream_counted_twice_in_one_batch_is_counted_once() -> None:
+    counts = Counts(half_lives=[float("inf")])
+    a, b = DecayedPopularity(counts, float("inf")), ItemKNN(counts)
+    events = _stream([("a", "x"), ("b", "x")])
+    a.learn(events)
+    b.learn(events)  # the second contender finds the counts current
+    assert a.scores(["u"], ["x"]).tolist() == [[2.0]]
+
+
+def test_served_figures_count_a_user_hit_recall_and_ndcg_from_their_future_items() -> None:
+    from benchmarks.served import _figures
+
+    ranked = {"a": ["x", "y", "z"], "b": ["p", "q", "r"]}
+    future = {"a": {"y", "w"}, "b": {"s"}}
+    figures = _figures(ranked, future, k=2)
+    assert figures["hr_at_10"] == 0.5  # a finds y in its top 2, b finds nothing
+    assert figures["recall_at_10"] == 0.25  # a: 1 of min(2, 2); b: 0
+    # a: y at rank 2 → 1/log2(3), ideal 1 + 1/log2(3)
+    ideal = 1 + 1 / np.log2(3)
+    assert figures["ndcg_at_10"] == pytest.approx((1 / np.log2(3)) / ideal / 2)

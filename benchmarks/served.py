@@ -1,0 +1,222 @@
+"""Served quality: the vectors as a consumer reads them from the compacted topics, against
+the learner's own ranking at the same moment.
+
+A MovieLens stream (the first ``--train-share`` of it by time) goes through the real
+worker over a real broker with default settings; when the worker has caught up and gone
+idle for a while, the vector topics are read from the beginning (what a serving index
+would hold: each user's and item's newest vector, computed under whichever model update
+was current when it was published) and the learner's own scores are computed for the same
+users. Each returning user's future positives (the rest of the stream, rating ≥ 3.5, not
+consumed before) are ranked against the whole catalog, leaving out what the user consumed:
+HR@10 (a user hits when any of their future positives is in their top 10), recall@10 and
+NDCG@10. ``lag`` figures say how many model updates behind the served vectors were. The
+simple bars are ranked on the same split from the same training events: most popular over
+the last tenth of them, decayed popularity, and the tuned item-kNN + popularity blend.
+
+    python -m benchmarks served [--movielens DIR] [--movielens-events N] [--train-share 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.baselines import Blend, Counts, DecayedPopularity, is_positive
+from benchmarks.harness import Row, bench_settings, write_results
+from schemas.events import InteractionEvent
+
+__all__ = ["ServedQuality", "bars", "main", "measure"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedQuality:
+    served: dict[str, float]
+    learner: dict[str, float]
+    users: int
+    ranked: list[str]  # the users ranked (returning, with future positives)
+    lag_p50: float
+    lag_p99: float
+    seconds: float
+
+
+def _figures(
+    ranked: dict[str, list[str]], future: dict[str, set[str]], k: int = 10
+) -> dict[str, float]:
+    hits, recalls, ndcgs = [], [], []
+    for user, items in ranked.items():
+        truth = future[user]
+        top = items[:k]
+        found = [j for j, i in enumerate(top) if i in truth]
+        hits.append(float(bool(found)))
+        recalls.append(len(found) / min(k, len(truth)))
+        ideal = sum(1 / np.log2(j + 2) for j in range(min(k, len(truth))))
+        ndcgs.append(sum(1 / np.log2(j + 2) for j in found) / ideal)
+    return {
+        "hr_at_10": float(np.mean(hits)),
+        "recall_at_10": float(np.mean(recalls)),
+        "ndcg_at_10": float(np.mean(ndcgs)),
+    }
+
+
+def _future(
+    events: list[InteractionEvent], split: int
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    consumed: dict[str, set[str]] = defaultdict(set)
+    for e in events[:split]:
+        consumed[e.user_id].add(e.item_id)
+    future: dict[str, set[str]] = defaultdict(set)
+    for e in events[split:]:
+        if is_positive(e) and e.user_id in consumed and e.item_id not in consumed[e.user_id]:
+            future[e.user_id].add(e.item_id)
+    return dict(future), dict(consumed)
+
+
+def measure(
+    events: list[InteractionEvent], train_share: float, bootstrap: str | None, batch: int = 64
+) -> ServedQuality:
+    """Stream the first ``train_share`` of ``events`` through a worker; rank the rest."""
+    from deploy.kafka import LocalKafka
+    from learners.llm import LLMLearner
+    from schemas.learner_config import LLMConfig
+    from stream.app import App, ExitStatus
+    from stream.clients import ensure_output_topics, make_admin, make_producer
+    from stream.metrics import WorkerMetrics
+    from stream.recommend import VectorIndex
+    from stream.sender import send_events
+
+    split = int(len(events) * train_share)
+    future, _ = _future(events, split)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        servers = bootstrap or stack.enter_context(LocalKafka()).bootstrap_servers
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        settings = bench_settings(
+            servers,
+            root,
+            "served",
+            batch={"max_events": batch, "max_wait_s": 0.5},
+            checkpoint={"every_events": 10_000},
+            learner={"kind": "llm"},
+        )
+        admin = make_admin(settings)
+        ensure_output_topics(admin, settings, include_events=True)
+        admin.close()
+        producer = make_producer(settings, compression_type=None)
+        send_events(producer, settings.topics.events, events[:split])
+        producer.close(10)
+        learner = LLMLearner(LLMConfig())
+        app = App(settings, learner=learner, metrics=WorkerMetrics(process=False))
+        running = app.start()
+        while running.alive and running.worker.records_seen < split:
+            time.sleep(1.0)
+        time.sleep(30.0)  # idle: the worker refreshes stale vectors meanwhile
+        index = VectorIndex.from_topics(settings)
+        if running.stop() is not ExitStatus.OK:
+            raise RuntimeError(f"the worker failed: {app.error}")
+    users = [u for u in future if u in index.users and u in learner.history]
+    served, own = {}, {}
+    items = learner.known_items()
+    for user in users:
+        ids, scores = index.scores(user)
+        seen = index.consumed(user)
+        served[user] = [ids[j] for j in np.argsort(-scores, kind="stable") if ids[j] not in seen]
+        mine = learner.score_matrix([user], items)[0]
+        consumed = set(learner.consumed(user))
+        own[user] = [items[j] for j in np.argsort(-mine, kind="stable") if items[j] not in consumed]
+    docs = index.user_docs
+    lag = [learner.updates - _update_of(docs[u].get("model_version", "")) for u in users]
+    return ServedQuality(
+        served=_figures(served, future),
+        learner=_figures(own, future),
+        users=len(users),
+        ranked=users,
+        lag_p50=float(np.percentile(lag, 50)) if lag else float("nan"),
+        lag_p99=float(np.percentile(lag, 99)) if lag else float("nan"),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _update_of(model_version: str) -> int:
+    """The adapter update in a model version (``llm:<model>:a<update>``)."""
+    tail = model_version.rsplit(":a", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def rows(result: ServedQuality, stream: str) -> list[Row]:
+    served, own = "lorastream (vectors from the topics)", "lorastream (learner's own ranking)"
+    out = [Row(served, stream, k, v, "") for k, v in result.served.items()]
+    out += [Row(own, stream, k, v, "") for k, v in result.learner.items()]
+    ratio = result.served["hr_at_10"] / max(result.learner["hr_at_10"], 1e-12)
+    name = served
+    out += [
+        Row(name, stream, "served_over_learner_hr", ratio, "ratio"),
+        Row(name, stream, "users_ranked", float(result.users), "count"),
+        Row(name, stream, "update_lag_p50", result.lag_p50, "updates"),
+        Row(name, stream, "update_lag_p99", result.lag_p99, "updates"),
+    ]
+    return out
+
+
+def bars(
+    events: list[InteractionEvent], split: int, users: list[str]
+) -> dict[str, dict[str, float]]:
+    """The simple recommenders' figures on the same split, learned from the same events."""
+    future, consumed = _future(events, split)
+    counts = Counts(half_lives=[4000.0])
+    for start in range(0, split, 64):
+        counts.update(events[start : min(start + 64, split)])
+    recent = Counts(half_lives=[float("inf")])
+    recent.update(events[split - split // 10 : split])
+    contenders = {
+        "most-popular (last 10% of training)": DecayedPopularity(recent, float("inf")),
+        "most-popular (half-life 4000)": DecayedPopularity(counts, 4000.0),
+        "item-kNN + popularity (w=0.7, half-life 4000, last 50)": Blend(counts, 4000.0, 0.7, 50),
+    }
+    items = list(counts.index)
+    out = {}
+    for name, contender in contenders.items():
+        ranked = {}
+        for user in users:
+            scores = contender.scores([user], items)[0]
+            seen = consumed.get(user, set())
+            order = np.argsort(-scores, kind="stable")
+            ranked[user] = [items[j] for j in order[: 10 + len(seen)] if items[j] not in seen]
+        out[name] = _figures(ranked, future)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from benchmarks.quality import DEFAULT_MOVIELENS
+    from stream.sources.movielens import MovieLens
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks served")
+    parser.add_argument("--movielens", type=Path, default=DEFAULT_MOVIELENS)
+    parser.add_argument("--movielens-events", type=int, default=None, help="default: all")
+    parser.add_argument("--train-share", type=float, default=0.8)
+    parser.add_argument("--bootstrap", default=None, help="default: a local broker")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    events = list(MovieLens(args.movielens).events(limit=args.movielens_events))
+    result = measure(events, args.train_share, args.bootstrap)
+    out = rows(result, "movielens")
+    for name, figures in bars(events, int(len(events) * args.train_share), result.ranked).items():
+        out += [Row(name, "movielens", k, v, "") for k, v in figures.items()]
+    params = {
+        "movielens_events": args.movielens_events or "all",
+        "train_share": args.train_share,
+        "protocol": "stream the first share through the worker; rank each returning user's"
+        " future positives (rating >= 3.5) against the whole catalog, consumed items left out",
+        "seconds": round(result.seconds, 1),
+    }
+    write_results("served", params, out)
+    return 0
