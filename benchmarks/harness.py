@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import re
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -48,25 +47,12 @@ def bench_settings(
     checkpoint: dict[str, Any],
     learner: dict[str, Any],
 ) -> Any:
-    """Worker settings for one benchmark run: fresh topic and group names, no metrics server."""
+    """Worker settings for one benchmark run (:meth:`Settings.isolated`), with the run's
+    batch, checkpoint and learner sections."""
     from schemas.settings import Settings
 
-    run = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return Settings.load(
-        None,
-        {},
-        kafka={"bootstrap_servers": bootstrap, "client_id": run},
-        topics={
-            "events": f"{run}.events",
-            "user_vectors": f"{run}.users",
-            "item_vectors": f"{run}.items",
-            "dead_letters": f"{run}.dlq",
-        },
-        consumer={"group_id": run},
-        batch=batch,
-        checkpoint={"dir": str(root / run), **checkpoint},
-        learner=learner,
-        metrics={"enabled": False},
+    return Settings.isolated(
+        prefix, bootstrap, root, {}, batch=batch, checkpoint=checkpoint, learner=learner
     )
 
 

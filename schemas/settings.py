@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -386,6 +387,42 @@ class Settings(BaseSettings):
         finally:
             _CONFIG_FILE.reset(file_token)
             _ENVIRON.reset(env_token)
+
+    @classmethod
+    def isolated(
+        cls,
+        prefix: str,
+        bootstrap_servers: str,
+        checkpoint_root: Path,
+        environ: Mapping[str, str] | None = None,
+        **sections: dict[str, Any],
+    ) -> Settings:
+        """Settings for a run of its own (a demo, a benchmark, a test): topics, consumer
+        group, client id and checkpoint directory named ``<prefix>-<random>``, no metrics
+        server; ``sections`` override or add fields per section.
+
+        >>> s = Settings.isolated("demo", "localhost:9092", Path("/tmp"), environ={})
+        >>> s.topics.events.startswith("demo-") and s.topics.events.endswith(".events")
+        True
+        >>> s.consumer.group_id == s.kafka.client_id == s.topics.events.removesuffix(".events")
+        True
+        """
+        run = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        base: dict[str, dict[str, Any]] = {
+            "kafka": {"bootstrap_servers": bootstrap_servers, "client_id": run},
+            "topics": {
+                "events": f"{run}.events",
+                "user_vectors": f"{run}.user-vectors",
+                "item_vectors": f"{run}.item-vectors",
+                "dead_letters": f"{run}.dead-letters",
+            },
+            "consumer": {"group_id": run},
+            "checkpoint": {"dir": str(checkpoint_root / run)},
+            "metrics": {"enabled": False},
+        }
+        for name, fields in sections.items():
+            base[name] = {**base.get(name, {}), **fields}
+        return cls.load(None, environ, **base)
 
 
 #: ``LORASTREAM_`` variables that are not settings sections.

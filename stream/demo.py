@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import deque
 from contextlib import ExitStack
 from datetime import datetime
@@ -121,23 +120,10 @@ def _start_broker(stack: ExitStack, console: Console) -> str:
 
 
 def _settings(servers: str, out: Path, learner: str | None) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    overrides: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": servers, "client_id": f"lorastream-demo-{run}"},
-        "topics": {
-            "events": f"lorastream-demo-{run}.events",
-            "user_vectors": f"lorastream-demo-{run}.user-vectors",
-            "item_vectors": f"lorastream-demo-{run}.item-vectors",
-            "dead_letters": f"lorastream-demo-{run}.dead-letters",
-        },
-        "consumer": {"group_id": f"lorastream-demo-{run}"},
-        "batch": {"max_events": 64, "max_wait_s": 1.0},
-        "checkpoint": {"dir": str(out / f"checkpoints-{run}")},
-        "metrics": {"enabled": False},
-    }
+    sections: dict[str, Any] = {"batch": {"max_events": 64, "max_wait_s": 1.0}}
     if learner:
-        overrides["learner"] = {"kind": learner}
-    return Settings.load(None, None, **overrides)
+        sections["learner"] = {"kind": learner}
+    return Settings.isolated("lorastream-demo", servers, out, None, **sections)
 
 
 class Demo:

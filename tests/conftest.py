@@ -8,7 +8,6 @@ existing cluster. Every test that uses Kafka gets uuid-named topics and groups.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,30 +39,12 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def run_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-def make_settings(kafka_bootstrap: str, run_id: str, tmp_path: Any) -> Callable[..., Settings]:
-    """Settings for one test: its own topics, group and checkpoint directory."""
+def make_settings(kafka_bootstrap: str, tmp_path: Any) -> Callable[..., Settings]:
+    """Settings for one test: its own topics, group and checkpoint directory, the River
+    learner unless a test names another, and no environment."""
 
     def make(**sections: dict[str, Any]) -> Settings:
-        base: dict[str, dict[str, Any]] = {
-            "kafka": {"bootstrap_servers": kafka_bootstrap, "client_id": f"test-{run_id}"},
-            "topics": {
-                "events": f"t-{run_id}.events",
-                "user_vectors": f"t-{run_id}.user-vectors",
-                "item_vectors": f"t-{run_id}.item-vectors",
-                "dead_letters": f"t-{run_id}.dead-letters",
-            },
-            "consumer": {"group_id": f"g-{run_id}"},
-            "checkpoint": {"dir": str(tmp_path / "checkpoints")},
-            "learner": {"kind": "river-mf"},
-            "metrics": {"enabled": False},
-        }
-        for name, fields in sections.items():
-            base[name] = {**base.get(name, {}), **fields}
-        return Settings.load(environ={}, **base)
+        sections = {"learner": {"kind": "river-mf"}, **sections}
+        return Settings.isolated("t", kafka_bootstrap, tmp_path / "checkpoints", {}, **sections)
 
     return make
