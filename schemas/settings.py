@@ -395,11 +395,12 @@ class Settings(BaseSettings):
         bootstrap_servers: str,
         checkpoint_root: Path,
         environ: Mapping[str, str] | None = None,
+        run_id: str | None = None,
         **sections: dict[str, Any],
     ) -> Settings:
         """Settings for a run of its own (a demo, a benchmark, a test): topics, consumer
-        group, client id and checkpoint directory named ``<prefix>-<random>``, no metrics
-        server; ``sections`` override or add fields per section.
+        group, client id and checkpoint directory named ``<prefix>-<run_id>`` (random by
+        default), no metrics server; ``sections`` override or add fields per section.
 
         >>> s = Settings.isolated("demo", "localhost:9092", Path("/tmp"), environ={})
         >>> s.topics.events.startswith("demo-") and s.topics.events.endswith(".events")
@@ -407,7 +408,7 @@ class Settings(BaseSettings):
         >>> s.consumer.group_id == s.kafka.client_id == s.topics.events.removesuffix(".events")
         True
         """
-        run = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        run = f"{prefix}-{run_id or uuid.uuid4().hex[:8]}"
         base: dict[str, dict[str, Any]] = {
             "kafka": {"bootstrap_servers": bootstrap_servers, "client_id": run},
             "topics": {

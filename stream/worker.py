@@ -2,7 +2,7 @@
 
 One thread does the work (poll, decode, batch, learn, publish, checkpoint,
 commit); kafka-python's I/O thread runs the heartbeats and the rebalance
-callbacks, which only do cheap, non-blocking things (see :class:`_Rebalance`).
+callbacks, which only do cheap, non-blocking things (see :class:`~stream.rebalance.Rebalance`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from learners.base import Learner
@@ -46,8 +46,11 @@ from stream.metrics import WorkerMetrics
 from stream.observers import BatchObserver, BatchSummary, DriftWatch, MetricsRecorder
 from stream.offsets import OffsetBook, PartitionKey
 from stream.poison import Savepoints, isolate
+from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
 from stream.privacy import Pseudonymizer
 from stream.publisher import Publisher
+from stream.rebalance import Rebalance, commit_map
+from stream.stages import StageClock
 
 __all__ = [
     "DeadLetterPolicy",
@@ -62,82 +65,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class InvalidRecord(RuntimeError):
-    """Raised by :class:`StopPolicy` on the first record that fails validation."""
-
-
 class WorkerFailed(RuntimeError):
     """Batches keep failing although rolled back; the worker stops without committing."""
 
 
 class StateLost(CheckpointError):
     """No intact checkpoint, yet the group has consumed before: starting fresh would skip events."""
-
-
-class ErrorPolicy(Protocol):
-    """What happens to a record that cannot be learned."""
-
-    def on_rejected(self, rejection: Rejection, publisher: Publisher) -> None: ...
-
-
-class DeadLetterPolicy:
-    """Send it to the dead-letter topic and go on (the default)."""
-
-    def on_rejected(self, rejection: Rejection, publisher: Publisher) -> None:
-        publisher.dead_letter(rejection)
-
-
-class StopPolicy:
-    """Stop the worker on the first bad record, without committing it (for development)."""
-
-    def on_rejected(self, rejection: Rejection, publisher: Publisher) -> None:
-        r = rejection.record
-        raise InvalidRecord(
-            f"{r.topic}[{r.partition}]@{r.offset}: {rejection.code.value}: {rejection.reason}"
-        )
-
-
-def _key(tp: TopicPartition) -> PartitionKey:
-    return (tp.topic, tp.partition)
-
-
-class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs on kafka-python's I/O thread while the work thread waits inside ``poll()``.
-
-    Nothing slow happens here. On revocation the partitions' pending records are
-    released (their next owner reads them again from the committed offset) and
-    their *durable* offsets — covered by a checkpoint — are committed; never the
-    processed ones, and nothing once the worker has failed. On assignment each
-    partition is positioned where this worker's learner state continues: its
-    processed offset, else the group's committed offset.
-    """
-
-    def __init__(self, worker: Worker, consumer: KafkaConsumer) -> None:
-        self._worker, self._consumer = worker, consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        offsets = self._worker.book.release({_key(tp) for tp in revoked}, commit=True)
-        self._worker.show_assignment()
-        if offsets:
-            try:
-                await self._consumer.commit_async(_commit_map(offsets))
-                self._worker.book.committed(offsets)
-            except Exception as exc:  # the next owner re-reads; nothing is lost
-                log.warning("commit on revocation failed (%s); the next owner re-reads", exc)
-
-    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self._worker.book.release({_key(tp) for tp in lost}, commit=False)
-        self._worker.show_assignment()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        for (topic, partition), offset in self._worker.book.assign(map(_key, assigned)).items():
-            self._consumer.seek(TopicPartition(topic, partition), offset)
-        self._worker.show_assignment()
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
-def _commit_map(offsets: Mapping[PartitionKey, int]) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 class Worker:
@@ -244,7 +177,7 @@ class Worker:
             consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
             await_partitions(consumer, s.topics.events)
-            consumer.subscribe([s.topics.events], listener=_Rebalance(self, consumer))
+            consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
             self.health.model_loaded = True
             try:
                 self._consume(consumer)
@@ -606,7 +539,7 @@ class Worker:
             return
         with self.stages.time("commit"):
             try:
-                consumer.commit(_commit_map(todo))
+                consumer.commit(commit_map(todo))
             except KafkaError as exc:
                 # The checkpoint holds these offsets; a later commit or restart catches up.
                 self.metrics.commits.labels("error").inc()
@@ -614,24 +547,6 @@ class Worker:
                 return
         self.metrics.commits.labels("ok").inc()
         self.book.committed(todo)
-
-
-class StageClock:
-    """Seconds spent per stage of the loop, for profiles and ``lorastream_stage_seconds_total``."""
-
-    def __init__(self, counter: Any) -> None:
-        self.seconds: dict[str, float] = {}
-        self._counter = counter
-
-    @contextmanager
-    def time(self, stage: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - started
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
-            self._counter.labels(stage).inc(elapsed)
 
 
 def _raw(record: Any) -> RawRecord:

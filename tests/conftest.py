@@ -8,6 +8,7 @@ existing cluster. Every test that uses Kafka gets uuid-named topics and groups.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,11 +41,14 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def make_settings(kafka_bootstrap: str, tmp_path: Any) -> Callable[..., Settings]:
-    """Settings for one test: its own topics, group and checkpoint directory, the River
-    learner unless a test names another, and no environment."""
+    """Settings for one test: its own topics, group and checkpoint directory (the same
+    for every call within the test), the River learner unless a test names another, and
+    no environment."""
+    run_id = uuid.uuid4().hex[:10]
 
     def make(**sections: dict[str, Any]) -> Settings:
-        sections = {"learner": {"kind": "river-mf"}, **sections}
-        return Settings.isolated("t", kafka_bootstrap, tmp_path / "checkpoints", {}, **sections)
+        checkpoint = {"dir": str(tmp_path / "checkpoints"), **sections.pop("checkpoint", {})}
+        sections = {"learner": {"kind": "river-mf"}, "checkpoint": checkpoint, **sections}
+        return Settings.isolated("t", kafka_bootstrap, tmp_path, {}, run_id, **sections)
 
     return make
