@@ -80,7 +80,7 @@ class LLMLearner:
         self.history = UserHistory(c.max_users, c.history_len, c.consumed_len)
         self.cooccurrence = Cooccurrence(c.max_items, c.cooccurrence_max_pairs)
         self.scorer = Scorer(c, self.heads, self.items, self.users, self.cooccurrence, self.history)
-        self.selector = MixSelector(c.mix_knn, c.mix_window)
+        self.selector = MixSelector(c.mix_knn, c.mix_window, c.mix_towers)
         self.rng = np.random.default_rng(c.seed)
         self.tester = Tester(c, self.scorer, self.selector, self.history, self.rng)
         self.objective = Objective(c, self.heads, self.items, self.users, self.scorer, self.rng)
@@ -190,6 +190,7 @@ class LLMLearner:
             "replay_fill": len(self.replay) / c.capacity,
             "replay_ratio": c.ratio * self._replay_factor if c.enabled else 0.0,
             "mix_knn": self.mix.knn,
+            "mix_towers": self.mix.towers,
         }
         if outcome.candidates:
             metrics["eval_candidates"] = float(outcome.candidates)
@@ -296,13 +297,13 @@ class LLMLearner:
     # -- serving -------------------------------------------------------------------------
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
-        """``(1 − w)/spread(u) · [u / temperature, 1]`` plus the sparse top kNN items
-        (``w · knn``), ``w`` the current mix's kNN weight (``learners/scoring.py``)."""
+        """``(1 − w)/spread_t(u) · [t · u / temperature, 1]`` plus the sparse top kNN items
+        (``w · knn``), ``(w, t)`` the current mix (``learners/scoring.py``)."""
         known = [u for u in user_ids if u in self.history]
-        w = self.mix.knn
+        w, t = self.mix.knn, self.mix.towers
         reps = self.scorer.user_reps(known)
-        scale = (1.0 - w) / self.scorer.spread(reps)
-        towers = reps.float().cpu().numpy() / self.config.temperature
+        scale = (1.0 - w) / self.scorer.spread(reps, [t])[t]
+        towers = t * reps.float().cpu().numpy() / self.config.temperature
         vectors = np.concatenate([towers, np.ones((len(known), 1))], axis=1) * scale[:, None]
         records = [self.history.get(u) for u in known]
         n = self.config.publish_consumed
@@ -348,7 +349,8 @@ class LLMLearner:
         out = np.full((len(user_ids), len(item_ids)), -np.inf)
         ok = slots >= 0
         if ok.any() and user_ids:
-            out[:, ok] = self.scorer.parts(list(user_ids), slots[ok]).mixed(self.mix, part)
+            parts = self.scorer.parts(list(user_ids), slots[ok], [self.mix.towers])
+            out[:, ok] = parts.mixed(self.mix, part)
         return out
 
     def predict_ratings(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:

@@ -78,15 +78,21 @@ class Scorer:
         cos = users @ self.items.reps(slots).T
         return cos / self.config.temperature + self.prior(slots)[None, :]
 
-    def spread(self, users: torch.Tensor) -> np.ndarray:
-        """[U] the range of each user's model logits over the whole catalog."""
+    def spread(self, users: torch.Tensor, towers: Sequence[float]) -> dict[float, np.ndarray]:
+        """For each towers weight t: [U] the range of each user's ``t · cos / temperature +
+        prior`` over the whole catalog."""
         live = self.items.catalog.live_slots()
         if len(live) < 2 or len(users) == 0:
-            return np.ones(len(users))
+            return {t: np.ones(len(users)) for t in towers}
+        out = {}
         with torch.no_grad():
-            logits = self.model(users, live)
-            spread = (logits.max(1).values - logits.min(1).values).float().cpu().numpy()
-        return np.asarray(np.maximum(spread, 1e-6))
+            cos = users @ self.items.reps(live).T / self.config.temperature  # [U, C]
+            prior = self.prior(live)[None, :]
+            for t in towers:
+                logits = t * cos + prior
+                spread = (logits.max(1).values - logits.min(1).values).float().cpu().numpy()
+                out[t] = np.maximum(spread, 1e-6)
+        return out
 
     def user_reps(self, user_ids: Sequence[str]) -> torch.Tensor:
         """[U, d] the users' tower vectors as they stand now."""
@@ -95,8 +101,11 @@ class Scorer:
             self.heads.eval()
             return self.users.reps(user_ids, histories)
 
-    def parts(self, user_ids: Sequence[str], slots: np.ndarray) -> Parts:
-        """The terms for users as they stand now and item ``slots``."""
+    def parts(
+        self, user_ids: Sequence[str], slots: np.ndarray, weights: Sequence[float] = (1.0,)
+    ) -> Parts:
+        """The terms for users as they stand now and item ``slots`` (with the spread for
+        each towers weight in ``weights``)."""
         knn = np.zeros((len(user_ids), len(slots)))
         for row, user in enumerate(user_ids):
             if user in self.history:
@@ -111,5 +120,5 @@ class Scorer:
             towers=towers.cpu().numpy(),
             prior=prior.cpu().numpy(),
             knn=knn,
-            spread=self.spread(u),
+            spread=self.spread(u, weights),
         )

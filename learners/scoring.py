@@ -11,23 +11,26 @@ prior (counts with several half-lives), trained together by the objective. The s
 score mixes it with item-kNN over the user's recent positives
 (``learners/cooccurrence.py``)::
 
-    score(u, i) = (1 − w) · model(u, i) / spread(u) + w · knn(u, i) / max_j knn(u, j)
+    score(u, i) = (1 − w) · model_t(u, i) / spread_t(u) + w · knn(u, i) / max_j knn(u, j)
+    model_t(u, i) = t · cos(u, i) / temperature + prior(i)
 
-``spread(u)`` is the range of ``model(u, ·)`` over the catalog: per-user factors (and
-constants) change no user's ranking, and they put both parts on one scale so that ``w``
-means the same for every user. Each term is a dot product — users ``(1−w)/spread(u) ·
-[u/temperature, 1]`` plus a sparse vector of their top kNN items, items ``[i, prior(i)]``
-plus a sparse one-hot of themselves — so the published vectors rank exactly as the learner
-does. :class:`MixSelector` keeps, for every candidate ``w``, its hit@10 on the learner's own
-prequential tests over a sliding window, and the learner uses the best: model selection by
-prequential validation, online, so each stream gets the balance that works on it now.
+``t`` weighs the towers within the model (``t = 0``: the prior alone, for streams where
+the towers do not beat it). ``spread_t(u)`` is the range of ``model_t(u, ·)`` over the
+catalog: per-user factors (and constants) change no user's ranking, and they put both
+parts on one scale so that ``w`` means the same for every user. Each term is a dot
+product — users ``(1−w)/spread_t(u) · [t·u/temperature, 1]`` plus a sparse vector of
+their top kNN items, items ``[i, prior(i)]`` plus a sparse one-hot of themselves — so the
+published vectors rank exactly as the learner does. :class:`MixSelector` keeps, for every
+candidate ``(w, t)``, its hit@10 on the learner's own prequential tests over a sliding
+window, and the learner uses the best: model selection by prequential validation, online,
+so each stream gets the balance that works on it now.
 
 >>> sel = MixSelector(weights=(0.0, 0.5, 0.9), window=4)
 >>> sel.current
-Mix(knn=0.5)
+Mix(knn=0.5, towers=1.0)
 >>> sel.record(np.array([[0.0, 0.0, 1.0]] * 4))   # per test: hit@10 of each candidate
 >>> sel.current
-Mix(knn=0.9)
+Mix(knn=0.9, towers=1.0)
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ PARTS = ("prior", "personal", "knn", "towers")
 
 @dataclass(frozen=True)
 class Mix:
-    """The weight of kNN in the score (the trained model has the rest)."""
+    """The weight of kNN in the score (the trained model has the rest), and the weight of
+    the towers' cosine within the trained model (0: its popularity prior alone)."""
 
     knn: float
+    towers: float = 1.0
 
 
 @dataclass
@@ -58,12 +63,13 @@ class Parts:
     towers: np.ndarray  # [U, C] cos / temperature
     prior: np.ndarray  # [C] the learned popularity prior
     knn: np.ndarray  # [U, C] kNN, each row scaled to [0, 1]
-    spread: np.ndarray  # [U] range of towers + prior over the whole catalog, per user
+    spread: dict[float, np.ndarray]  # towers weight -> [U] range of the model over the catalog
 
     def mixed(self, mix: Mix, part: str = "full") -> np.ndarray:
-        """[U, C] the score under ``mix``, or one part of it as the mix weighs it."""
-        scale = (1.0 - mix.knn) / self.spread[:, None]
-        towers = scale * self.towers if part in ("full", "personal", "towers") else 0.0
+        """[U, C] the score under ``mix``, or one part of it as the mix weighs it (the parts
+        sum to the score)."""
+        scale = (1.0 - mix.knn) / self.spread[mix.towers][:, None]
+        towers = scale * mix.towers * self.towers if part in ("full", "personal", "towers") else 0.0
         prior = scale * self.prior[None, :] if part in ("full", "prior") else 0.0
         knn = mix.knn * self.knn if part in ("full", "personal", "knn") else 0.0
         out = np.zeros_like(self.towers) + towers + prior + knn
@@ -73,12 +79,22 @@ class Parts:
 class MixSelector:
     """Candidate mixes and their recent prequential hit rates; :attr:`current` is the best."""
 
-    def __init__(self, weights: tuple[float, ...], window: int, default: float = 0.5) -> None:
-        self.mixes = [Mix(float(w)) for w in weights]
+    def __init__(
+        self,
+        weights: tuple[float, ...],
+        window: int,
+        towers: tuple[float, ...] = (1.0,),
+        default: Mix = Mix(0.5),
+    ) -> None:
+        self.mixes = [Mix(float(w), float(t)) for t in towers for w in weights]
         self._hits: deque[np.ndarray] = deque(maxlen=window)
         self._sum = np.zeros(len(self.mixes))
-        nearest = np.argmin([abs(m.knn - default) for m in self.mixes])
-        self._index = int(nearest)
+        distance = [abs(m.knn - default.knn) + abs(m.towers - default.towers) for m in self.mixes]
+        self._index = int(np.argmin(distance))
+
+    @property
+    def towers_weights(self) -> list[float]:
+        return sorted({m.towers for m in self.mixes})
 
     @property
     def current(self) -> Mix:

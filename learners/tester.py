@@ -65,7 +65,7 @@ class Tester:
             return TestOutcome(np.zeros(0), 0, False)
         candidates, full = self._candidates(true)
         users = list(dict.fromkeys(e.user_id for e in tests))
-        parts = self.scorer.parts(users, candidates)
+        parts = self.scorer.parts(users, candidates, self.selector.towers_weights)
         row = np.array([users.index(e.user_id) for e in tests])
         column = np.searchsorted(candidates, true)
         excluded = self._excluded(tests, candidates, column)
@@ -138,8 +138,8 @@ class Tester:
         users = [e.user_id for e, k in zip(impressions, known, strict=True) if k]
         if not users:
             return
-        parts = self.scorer.parts(list(dict.fromkeys(users)), np.unique(slots[known]))
         mix = self.selector.current
+        parts = self.scorer.parts(list(dict.fromkeys(users)), np.unique(slots[known]), [mix.towers])
         scores = parts.mixed(mix)
         cols = np.searchsorted(np.unique(slots[known]), slots[known])
         rows = [list(dict.fromkeys(users)).index(u) for u in users]

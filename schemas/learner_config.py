@@ -202,6 +202,12 @@ class LLMConfig(BaseModel):
         description="weights the score may give kNN, chosen online by prequential hit rate"
         " (the trained model has the rest)",
     )
+    mix_towers: tuple[float, ...] = Field(
+        default=(0.0, 0.5, 1.0),
+        min_length=1,
+        description="weights the trained model may give the towers' cosine beside its"
+        " popularity prior, chosen online with mix_knn (0: the prior alone)",
+    )
     mix_window: int = Field(
         default=4000, ge=10, description="prequential tests each candidate mix is judged on"
     )
