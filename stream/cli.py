@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from schemas.settings import Settings
+from stream.cli_common import (
+    BootstrapOpt,
+    ConfigOpt,
+    DebugKafkaOpt,
+    VerboseOpt,
+    fail,
+    load_settings,
+    out,
+)
+from stream.cli_produce import produce_app
 from stream.clients import StreamSetupError
 from stream.logs import setup_logging
 
@@ -25,55 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-produce_app = typer.Typer(
-    help="Send events to the events topic (validated first).", no_args_is_help=True
-)
 app.add_typer(produce_app, name="produce")
 topics_app = typer.Typer(help="Manage lorastream's topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-
-err = Console(stderr=True)
-out = Console()
-log = logging.getLogger("lorastream")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML settings file", envvar="LORASTREAM_CONFIG"),
-]
-BootstrapOpt = Annotated[
-    str | None,
-    typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (host:port,...)"),
-]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
-DebugKafkaOpt = Annotated[
-    bool,
-    typer.Option(
-        "--debug-kafka",
-        help="the Kafka client's protocol debug log (verbose: raw records, with user data)",
-    ),
-]
-
-
-def load_settings(
-    config: Path | None, bootstrap: str | None = None, **sections: dict[str, Any]
-) -> Settings:
-    """Settings from file/env with the CLI's flags on top; exits with a clear message if bad."""
-    overrides = {
-        k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()
-    }
-    if bootstrap:
-        overrides.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
-    try:
-        return Settings.load(config, **{k: v for k, v in overrides.items() if v})
-    except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] bad settings: {exc}")
-        raise typer.Exit(2) from exc
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
-    return typer.Exit(code)
-
 
 # -- run ---------------------------------------------------------------------------------
 
@@ -132,197 +92,6 @@ def run_worker(settings: Settings, history: Path | None = None) -> int:
     from stream.app import App
 
     return int(App(settings, history=history).run())
-
-
-# -- produce -----------------------------------------------------------------------------
-
-RateOpt = Annotated[
-    float | None, typer.Option(help="events per second (default: as fast as possible)")
-]
-SpeedupOpt = Annotated[
-    float | None,
-    typer.Option(help="replay with the events' original timing, sped up by this factor"),
-]
-TopicOpt = Annotated[str | None, typer.Option(help="events topic (default: topics.events)")]
-
-
-def _send(
-    settings: Settings,
-    topic: str | None,
-    events: Iterator[Any],
-    rate: float | None,
-    speedup: float | None,
-) -> int:
-    from stream.clients import make_producer
-    from stream.sender import Pacer, send_events
-
-    try:
-        producer = make_producer(settings, compression_type=None)
-    except StreamSetupError as exc:
-        raise fail(str(exc)) from exc
-    try:
-        pacer = Pacer(rate=rate, original=speedup is not None, speedup=speedup or 1.0)
-        return send_events(producer, topic or settings.topics.events, events, pacer)
-    finally:
-        producer.close(10)
-
-
-@produce_app.command("jsonl")
-def produce_jsonl(
-    path: Annotated[Path, typer.Argument(help="JSON-lines file of events, or - for stdin")],
-    config: ConfigOpt = None,
-    bootstrap: BootstrapOpt = None,
-    topic: TopicOpt = None,
-    rate: RateOpt = None,
-    speedup: SpeedupOpt = None,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            help="send the valid lines even if some are invalid (they are still reported)"
-        ),
-    ] = False,
-) -> None:
-    """Send events from a JSON-lines file in the project's schema. Every line is validated
-    first; invalid lines are reported with their numbers and nothing is sent unless
-    --skip-invalid."""
-    from stream.sources.jsonl import LineError, read_jsonl
-
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
-    lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
-    with lines:
-        parsed = list(read_jsonl(lines))
-    bad = [x for _, x in parsed if isinstance(x, LineError)]
-    for line_error in bad:
-        err.print(f"[yellow]invalid[/] {line_error}")
-    if bad and not skip_invalid:
-        raise fail(
-            f"{len(bad)} invalid line(s); nothing sent. Fix them, or pass --skip-invalid.", 1
-        )
-    events = (x for _, x in parsed if not isinstance(x, LineError))
-    sent = _send(settings, topic, events, rate, speedup)
-    out.print(f"sent {sent} events" + (f"; {len(bad)} invalid lines not sent" if bad else ""))
-    if bad:
-        raise typer.Exit(1)
-
-
-@produce_app.command("synthetic")
-def produce_synthetic(
-    events: Annotated[int, typer.Option(help="how many events")] = 2000,
-    users: Annotated[int, typer.Option(help="number of users")] = 60,
-    items: Annotated[int, typer.Option(help="number of items")] = 400,
-    change_at: Annotated[
-        list[int] | None, typer.Option(help="event index of an abrupt interest change (repeatable)")
-    ] = None,
-    gradual_at: Annotated[
-        list[int] | None,
-        typer.Option(help="event index where a gradual change starts (repeatable)"),
-    ] = None,
-    gradual_width: Annotated[int, typer.Option(help="events a gradual change takes")] = 1000,
-    change_share: Annotated[float, typer.Option(help="share of users who change")] = 0.5,
-    seed: int = 0,
-    config: ConfigOpt = None,
-    bootstrap: BootstrapOpt = None,
-    topic: TopicOpt = None,
-    rate: RateOpt = None,
-    speedup: SpeedupOpt = None,
-) -> None:
-    """Send a seeded synthetic stream (topics, shifting interests, reviews)."""
-    from stream.sources.synthetic import ChangePoint, SyntheticConfig, SyntheticStream
-
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
-    stream = SyntheticStream(
-        SyntheticConfig(
-            n_users=users,
-            n_items=items,
-            seed=seed,
-            change_points=tuple(
-                [ChangePoint(at, share=change_share) for at in change_at or []]
-                + [
-                    ChangePoint(at, share=change_share, gradual=True, width=gradual_width)
-                    for at in gradual_at or []
-                ]
-            ),
-        )
-    )
-    sent = _send(settings, topic, stream.events(events), rate, speedup)
-    out.print(f"sent {sent} synthetic events")
-
-
-def _report_errors(errors: list[Any]) -> None:
-    for error in errors[:50]:
-        err.print(f"[yellow]skipped[/] {error}")
-    if len(errors) > 50:
-        err.print(f"[yellow]... and {len(errors) - 50} more rows that did not parse[/]")
-
-
-LimitOpt = Annotated[int | None, typer.Option(help="send at most this many events")]
-
-
-@produce_app.command("movielens")
-def produce_movielens(
-    folder: Annotated[Path, typer.Argument(help="a MovieLens folder (ml-latest* or ml-100k)")],
-    tags: Annotated[bool, typer.Option(help="replay tags as review events")] = True,
-    limit: LimitOpt = None,
-    config: ConfigOpt = None,
-    bootstrap: BootstrapOpt = None,
-    topic: TopicOpt = None,
-    rate: RateOpt = None,
-    speedup: SpeedupOpt = None,
-) -> None:
-    """Replay MovieLens ratings (and tags) in timestamp order; titles and genres as item text.
-    Rows that do not parse are reported with file and line and not sent."""
-    from stream.sources.movielens import MovieLens
-
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
-    try:
-        movielens = MovieLens(folder, include_tags=tags)
-    except FileNotFoundError as exc:
-        raise fail(str(exc)) from exc
-    sent = _send(settings, topic, movielens.events(limit), rate, speedup)
-    _report_errors(movielens.errors)
-    out.print(
-        f"sent {sent} MovieLens events"
-        + (f"; {len(movielens.errors)} rows did not parse" if movielens.errors else "")
-    )
-    if movielens.errors:
-        raise typer.Exit(1)
-
-
-@produce_app.command("amazon-reviews")
-def produce_amazon(
-    reviews: Annotated[Path, typer.Argument(help="reviews as JSON lines (.json or .json.gz)")],
-    metadata: Annotated[
-        Path | None, typer.Option(help="product metadata JSON lines, for item titles")
-    ] = None,
-    sort: Annotated[bool, typer.Option(help="sort by review time (reads the file first)")] = True,
-    limit: LimitOpt = None,
-    config: ConfigOpt = None,
-    bootstrap: BootstrapOpt = None,
-    topic: TopicOpt = None,
-    rate: RateOpt = None,
-    speedup: SpeedupOpt = None,
-) -> None:
-    """Replay Amazon product reviews (2014/2018 or 2023 layout) as rating events with their
-    text. Lines that do not parse are reported with their number and not sent."""
-    from stream.sources.amazon import AmazonReviews
-
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
-    source = AmazonReviews(reviews, metadata, sort=sort)
-    sent = _send(settings, topic, source.events(limit), rate, speedup)
-    _report_errors(source.errors)
-    out.print(
-        f"sent {sent} reviews"
-        + (f"; {len(source.errors)} lines did not parse" if source.errors else "")
-    )
-    if source.errors:
-        raise typer.Exit(1)
-
-
-# -- recommend ---------------------------------------------------------------------------
 
 
 @app.command()
