@@ -120,7 +120,7 @@ def measure(
         while running.alive and running.worker.records_seen < split:
             time.sleep(1.0)
         time.sleep(30.0)  # idle: the worker refreshes stale vectors meanwhile
-        index = VectorIndex.from_topics(settings)
+        index = VectorIndex.from_topics(settings, timeout_s=1800.0)
         if running.stop() is not ExitStatus.OK:
             raise RuntimeError(f"the worker failed: {app.error}")
     users = [u for u in future if u in index.users and u in learner.history]
@@ -202,17 +202,29 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks served")
     parser.add_argument("--movielens", type=Path, default=DEFAULT_MOVIELENS)
     parser.add_argument("--movielens-events", type=int, default=None, help="default: all")
+    parser.add_argument(
+        "--synthetic-events",
+        type=int,
+        default=0,
+        help="use this many events of the synthetic stream instead of MovieLens",
+    )
     parser.add_argument("--train-share", type=float, default=0.8)
     parser.add_argument("--bootstrap", default=None, help="default: a local broker")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    events = list(MovieLens(args.movielens).events(limit=args.movielens_events))
+    if args.synthetic_events:
+        from benchmarks.quality import synthetic_run
+
+        stream, events = "synthetic", synthetic_run(args.synthetic_events).events
+    else:
+        stream, events = "movielens", list(MovieLens(args.movielens).events(args.movielens_events))
     result = measure(events, args.train_share, args.bootstrap)
-    out = rows(result, "movielens")
+    out = rows(result, stream)
     for name, figures in bars(events, int(len(events) * args.train_share), result.ranked).items():
-        out += [Row(name, "movielens", k, v, "") for k, v in figures.items()]
+        out += [Row(name, stream, k, v, "") for k, v in figures.items()]
     params = {
-        "movielens_events": args.movielens_events or "all",
+        "stream": stream,
+        "events": len(events),
         "train_share": args.train_share,
         "protocol": "stream the first share through the worker; rank each returning user's"
         " future positives (rating >= 3.5) against the whole catalog, consumed items left out",

@@ -127,7 +127,7 @@ def recommend(
             if checkpoint
             else VectorIndex.from_topics(settings)
         )
-    except (FileNotFoundError, StreamSetupError) as exc:
+    except (FileNotFoundError, StreamSetupError, TimeoutError) as exc:
         raise fail(str(exc)) from exc
     if user not in index.users:
         raise fail(f"no vector for user {user!r} (yet): has the worker seen their events?", 1)

@@ -159,8 +159,10 @@ class VectorIndex:
             )
 
     @classmethod
-    def from_topics(cls, settings: Settings, timeout_s: float = 30.0) -> VectorIndex:
-        """Read both vector topics from the beginning to their current end."""
+    def from_topics(cls, settings: Settings, timeout_s: float = 300.0) -> VectorIndex:
+        """Read both vector topics from the beginning to their current end; a read that
+        cannot reach the end within ``timeout_s`` raises :class:`TimeoutError` rather than
+        answer from older vectors."""
         index = cls()
         consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
         try:
@@ -182,8 +184,18 @@ class VectorIndex:
                 for tp, records in consumer.poll(timeout_ms=500).items():
                     for r in records:
                         index.apply(kinds[tp.topic], r.key, r.value)
+            behind = {
+                f"{tp.topic}[{tp.partition}]": end - consumer.position(tp)
+                for tp, end in ends.items()
+                if consumer.position(tp) < end
+            }
         finally:
             consumer.close()
+        if behind:
+            raise TimeoutError(
+                f"the vector topics were not read to their end in {timeout_s:.0f}s (records"
+                f" left: {behind}); the answer would come from older vectors"
+            )
         return index
 
     def follow(self, settings: Settings, stop: threading.Event) -> threading.Thread:
