@@ -67,8 +67,12 @@ def test_prequential_hr_rises_within_a_few_hundred_events_and_beats_no_updates()
     items = [f"item-{i}" for i in range(400)]
     results = {}
     for name, llm in (
-        ("trained", LLMConfig(exclude_consumed=False)),
-        ("frozen", LLMConfig(exclude_consumed=False, lr=1e-12, embedding_lr=1e-12)),
+        # the towers always in the score: this is about what updates teach the model
+        ("trained", LLMConfig(exclude_consumed=False, mix_towers=(1.0,))),
+        (
+            "frozen",
+            LLMConfig(exclude_consumed=False, mix_towers=(1.0,), lr=1e-12, embedding_lr=1e-12),
+        ),
     ):
         learner = LLMLearner(llm)
         learner.observe_items(catalog_events(SyntheticStream(config)))
@@ -122,7 +126,8 @@ def test_replay_forgets_phase_a_markedly_less_than_no_replay() -> None:
 
     drops, after = {}, {}
     for replay in (True, False):
-        learner = LLMLearner(LLMConfig(replay=ReplayConfig(enabled=replay)))
+        config = LLMConfig(replay=ReplayConfig(enabled=replay), mix_towers=(1.0,))
+        learner = LLMLearner(config)
         learn(learner, 0, n_a)
         snapshot = copy.deepcopy(learner.history)
         before = phase_a_hr(learner, snapshot)
