@@ -127,16 +127,10 @@ def contenders_for(args: argparse.Namespace, run: StreamRun) -> tuple[list[Conte
             out.append(LoRAStream(config, name=f"lorastream ({text})"))
         return out, families
     out += families.add("most-popular", [DecayedPopularity(counts, h) for h in half_life_grid()])
-    out += families.add(
-        "item-kNN", [ItemKNN(counts, h, d) for h, d in ((20, 0.9), (50, 0.9), (50, 0.95))]
-    )
+    out += families.add("item-kNN", [ItemKNN(counts, h, d) for h, d in ((20, 0.9), (50, 0.95))])
     out += families.add(
         "item-kNN + popularity",
-        [
-            Blend(counts, h, w, 50, 0.9)
-            for h in (1000.0, 4000.0, 16000.0)
-            for w in (0.5, 0.6, 0.7, 0.8)
-        ],
+        [Blend(counts, h, w, 50, 0.9) for h in (1000.0, 4000.0, 16000.0) for w in (0.5, 0.7)],
     )
     out += families.add("EASE", [EASE(counts, lam, args.ease_every) for lam in (100.0, 500.0)])
     out += [SessionKNN(counts), SASRec(counts), RiverMF()]
@@ -238,4 +232,5 @@ def _mix_note(contender: Contender) -> str:
     learner = getattr(contender, "learner", None)
     if learner is None:
         return "n/a"
-    return f"kNN weight {learner.mix.knn:.2f}, trained towers and prior {1 - learner.mix.knn:.2f}"
+    mix = learner.mix
+    return f"kNN weight {mix.knn:.2f}, model {1 - mix.knn:.2f} (towers weight {mix.towers:.2f})"
