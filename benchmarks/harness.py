@@ -96,7 +96,7 @@ def machine() -> dict[str, Any]:
             gpu = torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    from deploy.kafka.broker import _kafka_version
+    from deploy.kafka import kafka_version
 
     return {
         "cpu": _cpu_model(),
@@ -106,7 +106,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": platform.platform(),
         "libraries": libs,
-        "kafka_broker": _kafka_version(),
+        "kafka_broker": kafka_version(),
     }
 
 

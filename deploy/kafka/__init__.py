@@ -6,6 +6,14 @@ from deploy.kafka.broker import (
     LocalKafka,
     broker_classpath,
     fetch_jars,
+    kafka_version,
 )
 
-__all__ = ["BrokerSecurity", "KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]
+__all__ = [
+    "BrokerSecurity",
+    "KafkaSetupError",
+    "LocalKafka",
+    "broker_classpath",
+    "fetch_jars",
+    "kafka_version",
+]

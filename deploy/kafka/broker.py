@@ -42,7 +42,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["BrokerSecurity", "KafkaSetupError", "LocalKafka", "broker_classpath", "fetch_jars"]
+__all__ = [
+    "BrokerSecurity",
+    "KafkaSetupError",
+    "LocalKafka",
+    "broker_classpath",
+    "fetch_jars",
+    "kafka_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,8 @@ class KafkaSetupError(RuntimeError):
     """The local broker could not be fetched or started; the message says what to do."""
 
 
-def _kafka_version() -> str:
+def kafka_version() -> str:
+    """The Kafka version the local broker runs (pinned in the pom)."""
     match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
     if match is None:  # pragma: no cover - the pom is part of the package
         raise KafkaSetupError(f"{POM} does not pin <kafka.version>")
@@ -65,7 +73,7 @@ def _kafka_version() -> str:
 
 def _lib_dir() -> Path:
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
-    return CACHE_ROOT / "kafka" / f"{_kafka_version()}-{digest}" / "lib"
+    return CACHE_ROOT / "kafka" / f"{kafka_version()}-{digest}" / "lib"
 
 
 def fetch_jars(quiet: bool = True) -> Path:
@@ -91,7 +99,7 @@ def fetch_jars(quiet: bool = True) -> Path:
             "Maven could not fetch Apache Kafka's jars (is Maven Central reachable?):\n"
             + (result.stdout + result.stderr)[-3000:]
         )
-    (staging / ".complete").write_text(_kafka_version())
+    (staging / ".complete").write_text(kafka_version())
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)
     return lib
@@ -423,7 +431,7 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
-        log.info("local Kafka %s ready at %s", _kafka_version(), self.bootstrap_servers)
+        log.info("local Kafka %s ready at %s", kafka_version(), self.bootstrap_servers)
         return self.bootstrap_servers
 
     def _wait_ready(self, timeout_s: float) -> None:
