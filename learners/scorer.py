@@ -73,26 +73,22 @@ class Scorer:
     def device(self) -> torch.device:
         return self.items.device
 
-    def spread(
-        self,
-        users: torch.Tensor,
-        weights: Sequence[float],
-        over: tuple[np.ndarray, torch.Tensor, torch.Tensor] | None = None,
-    ) -> dict[float, np.ndarray]:
+    def model(self, users: torch.Tensor, slots: np.ndarray) -> torch.Tensor:
+        """[U, C] the trained model's logits: cos / temperature + prior."""
+        cos = users @ self.items.reps(slots).T
+        return cos / self.config.temperature + self.prior(slots)[None, :]
+
+    def spread(self, users: torch.Tensor, towers: Sequence[float]) -> dict[float, np.ndarray]:
         """For each towers weight t: [U] the range of each user's ``t · cos / temperature +
-        prior`` over the whole catalog. ``over`` — (slots, [U, C] cos / temperature, [C]
-        prior) already computed — is reused when its slots are the whole catalog."""
+        prior`` over the whole catalog."""
         live = self.items.catalog.live_slots()
         if len(live) < 2 or len(users) == 0:
-            return {t: np.ones(len(users)) for t in weights}
+            return {t: np.ones(len(users)) for t in towers}
+        out = {}
         with torch.no_grad():
-            if over is not None and np.array_equal(over[0], live):
-                cos, prior = over[1], over[2][None, :]
-            else:
-                cos = users @ self.items.reps(live).T / self.config.temperature  # [U, C]
-                prior = self.prior(live)[None, :]
-            out = {}
-            for t in weights:
+            cos = users @ self.items.reps(live).T / self.config.temperature  # [U, C]
+            prior = self.prior(live)[None, :]
+            for t in towers:
                 logits = t * cos + prior
                 spread = (logits.max(1).values - logits.min(1).values).float().cpu().numpy()
                 out[t] = np.maximum(spread, 1e-6)
@@ -124,5 +120,5 @@ class Scorer:
             towers=towers.cpu().numpy(),
             prior=prior.cpu().numpy(),
             knn=knn,
-            spread=self.spread(u, weights, over=(slots, towers, prior)),
+            spread=self.spread(u, weights),
         )

@@ -42,21 +42,13 @@ class Refresher:
 
     def stale(self, kind: str, known: Sequence[str], update: int, n: int) -> list[str]:
         """Up to ``n`` of ``known`` published before ``update`` (never published first,
-        then the oldest). Publishing moves an id to the end, at the newest update, so the
-        oldest are read from the front without a sort."""
+        then the oldest)."""
         if n <= 0:
             return []
-        at, mine = self._at[kind], set(known)
-        missing = mine.difference(at)  # rare: after a restart, or ids never sent
-        out = [i for i in known if i in missing][:n] if missing else []
-        gone: list[str] = []  # ids the learner no longer holds: dropped, not skipped on every call
-        for i, published in at.items():
-            if published >= update or len(out) >= n:
-                break
-            (out if i in mine else gone).append(i)
-        for i in gone:
-            del at[i]
-        return out
+        at = self._at[kind]
+        behind = [(at.get(i, -1), k) for k, i in enumerate(known) if at.get(i, -1) < update]
+        behind.sort()
+        return [known[k] for _, k in behind[:n]]
 
     def lag(self, kind: str, update: int) -> list[int]:
         """How many updates behind each published vector is."""
