@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from learners.base import Learner, LearnReport
 from schemas.settings import DriftSettings
+from stream.apply import Applied
+from stream.batcher import Batch
+from stream.decode import Rejection
 from stream.drift import Detection, DriftMonitor
 from stream.metrics import WorkerMetrics
 
@@ -44,6 +48,42 @@ class BatchSummary:
     retries: int = 0  # re-send rounds until every output record was acknowledged
     newest_event_s: float | None = None  # record timestamp of the newest learned event
     drift: list[str] = field(default_factory=list)  # signals whose detector fired
+
+    @classmethod
+    def of(
+        cls,
+        batch: Batch,
+        applied: Applied,
+        rejected: list[Rejection],
+        retries: int,
+        acked_at: float,
+        started: float,
+    ) -> BatchSummary:
+        """Summarise a batch acknowledged at ``acked_at`` (wall clock) whose processing
+        began at ``started`` (``time.perf_counter``)."""
+        learned = applied.learned
+        stamps = np.fromiter((a.record.timestamp_ms for a in learned), np.float64, len(learned))
+        stamps /= 1000.0
+        return cls(
+            records=len(batch.items),
+            learned=len(learned),
+            duplicates=applied.duplicates,
+            rejected=_count(r.code.value for r in rejected),
+            report=applied.report,
+            learn_seconds=applied.learn_seconds,
+            batch_seconds=time.perf_counter() - started,
+            latencies=acked_at - stamps,
+            users=applied.report.users if applied.report else [],
+            event_types=_count(a.event.event_type.value for a in learned),
+            deleted=len(applied.deleted),
+            vectors=applied.vectors,
+            retries=retries,
+            newest_event_s=float(stamps.max()) if len(stamps) else None,
+        )
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    return dict(Counter(values))
 
 
 BatchObserver = Callable[[BatchSummary], None]

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -23,16 +22,9 @@ from learners.base import Learner
 from schemas.settings import Settings
 from stream.apply import Applied, Applier, AttemptFailed
 from stream.batcher import Batch, MicroBatcher
-from stream.checkpoint import (
-    CheckpointError,
-    CheckpointSchedule,
-    CheckpointStore,
-    CheckpointWriteError,
-)
 from stream.clients import (
     await_partitions,
     broker_contact,
-    committed_offsets,
     ensure_output_topics,
     make_admin,
     make_consumer,
@@ -41,10 +33,11 @@ from stream.clients import (
 )
 from stream.decode import Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
+from stream.durable import DurableState, StateLost, WorkerFailed
 from stream.http import Health
 from stream.metrics import WorkerMetrics
 from stream.observers import BatchObserver, BatchSummary, DriftWatch, MetricsRecorder
-from stream.offsets import OffsetBook, PartitionKey
+from stream.offsets import OffsetBook
 from stream.poison import Savepoints, isolate
 from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
 from stream.privacy import Pseudonymizer
@@ -63,14 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class WorkerFailed(RuntimeError):
-    """Batches keep failing although rolled back; the worker stops without committing."""
-
-
-class StateLost(CheckpointError):
-    """No intact checkpoint, yet the group has consumed before: starting fresh would skip events."""
 
 
 class Worker:
@@ -133,19 +118,14 @@ class Worker:
         )
         self._batcher = MicroBatcher(s.batch.max_events, s.batch.max_wait_s, s.batch.max_bytes)
         self._recent = RecentEvents(s.worker.dedupe_window)
-        c = s.checkpoint
-        self._store = CheckpointStore(c.dir, c.keep) if c.dir is not None else None
-        self.schedule = CheckpointSchedule(c.every_events, c.every_s, c.idle_s)
-        self.book = OffsetBook(checkpoints=self._store is not None)
+        self.book = OffsetBook(checkpoints=s.checkpoint.dir is not None)
+        self.stages = StageClock(self.metrics.stage_seconds)
+        self.durable = DurableState(s, learner, self._recent, self.book, self.metrics, self.stages)
+        self.schedule = self.durable.schedule
         self._stop = threading.Event()
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
-        self._rewinds = 0  # since the last checkpoint
-        self._has_checkpoint = False
-        self._from_earliest = False
         self._last_refresh = 0.0
         self._savepoints: Savepoints | None = None
-        self.stages = StageClock(self.metrics.stage_seconds)
-        self.restored: int | None = None  # sequence of the checkpoint resumed from
         self.records_seen = 0
         self.events_learned = 0
 
@@ -172,7 +152,7 @@ class Worker:
             stack.callback(producer.close, 10)
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id)
             self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
-            self._start_state(admin)
+            self.durable.start(admin)
             stack.callback(self._close_savepoints)
             consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
@@ -186,46 +166,10 @@ class Worker:
                 self.book.freeze()  # on an exception, commit nothing (not even on close)
                 raise
 
-    def _start_state(self, admin: Any) -> None:
-        """Restore the newest intact checkpoint, or write the fresh learner's first one."""
-        if self._store is None:
-            return
-        restored = self._store.restore(self.learner, self.settings.topics.events)
-        self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
-        checkpoint = restored.checkpoint
-        # partitions a restored older checkpoint never read may have been committed by the
-        # newer, damaged ones: read them from the start
-        self._from_earliest = bool(restored.quarantined)
-        if checkpoint is None:
-            self._refuse_lost_state(admin, restored.quarantined)
-            log.info("no checkpoint in %s: starting from a fresh learner", self._store.root)
-            return
-        self._has_checkpoint = True
-        self.restored = checkpoint.sequence
-        self._recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
-        self.book.restore(checkpoint.offsets)
-        self.metrics.last_checkpoint.set(checkpoint.manifest.created_at.timestamp())
-        log.info(
-            "resuming from checkpoint %s at offsets %s",
-            checkpoint.path.name,
-            _fmt(checkpoint.offsets),
-        )
-
-    def _refuse_lost_state(self, admin: Any, quarantined: list[Any]) -> None:
-        s = self.settings
-        committed = committed_offsets(admin, s.consumer.group_id, s.topics.events)
-        if not (quarantined or any(committed.values())) or s.checkpoint.allow_fresh_start:
-            if quarantined or any(committed.values()):
-                log.warning("no intact checkpoint: starting a fresh learner as allowed")
-            return
-        damaged = f"; damaged ones were moved aside: {[str(q) for q in quarantined]}"
-        raise StateLost(
-            f"no intact checkpoint in {self._store.root if self._store else None}"
-            f"{damaged if quarantined else ''}, but consumer group {s.consumer.group_id!r} has"
-            f" committed offsets on {s.topics.events!r} ({committed}): a fresh learner would never"
-            " learn the events before them. Put an intact checkpoint back, or start with"
-            " --allow-fresh-start (checkpoint.allow_fresh_start=true) to accept that."
-        )
+    @property
+    def restored(self) -> int | None:
+        """Sequence of the checkpoint this worker resumed from (None: it started fresh)."""
+        return self.durable.restored
 
     @contextmanager
     def _watchdog(self) -> Iterator[None]:
@@ -306,14 +250,14 @@ class Worker:
             if records:
                 self.book.place(key, records[0].offset)
                 continue
-            if self._from_earliest:
+            if self.durable.from_earliest:
                 consumer.seek_to_beginning(tp)
             self.book.place(key, consumer.position(tp))
 
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
         """Steps 1-3 for one batch; on a failed batch, roll back and isolate its records."""
-        if self._store is not None and not self._has_checkpoint:
-            self._checkpoint()  # the fresh state, where it begins reading: a roll-back target
+        if self.durable.enabled and not self.durable.has_checkpoint:
+            self.durable.save()  # the fresh state, where it begins reading: a roll-back target
         started = time.perf_counter()
         accepted = batch.accepted()
         poison: list[Rejection] = []
@@ -328,7 +272,7 @@ class Worker:
             except AttemptFailed as failure:
                 self.metrics.batch_failures.labels(failure.stage).inc()
                 self.publisher.abandon()
-                if self._store is not None:
+                if self.durable.enabled:
                     self._rewind(batch, failure, consumer)
                     return
                 log.error(
@@ -367,30 +311,18 @@ class Worker:
 
     def _rewind(self, batch: Batch, failure: AttemptFailed, consumer: KafkaConsumer) -> None:
         """Back to the newest checkpoint; the failed batch's records become suspects."""
-        assert self._store is not None
-        self._rewinds += 1
-        if self._rewinds > self.settings.worker.max_rewinds:
-            raise WorkerFailed(
-                f"{self._rewinds} batches failed since the last checkpoint (latest: {failure});"
-                " stopping without committing. Fix the cause, or raise worker.max_rewinds"
-            ) from failure.cause
         log.error(
             "a batch of %d records failed (%s): rolling back to the newest checkpoint and"
             " applying these records in isolation",
             len(batch.items),
             failure,
         )
-        checkpoint = self._store.restore(self.learner, self.settings.topics.events).checkpoint
-        if checkpoint is None:
-            raise WorkerFailed("no intact checkpoint to roll back to") from failure.cause
-        self._recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
+        offsets = self.durable.roll_back(failure, failure.cause)
         self._batcher.clear()
-        for (topic, partition), offset in self.book.rewind(checkpoint.offsets).items():
+        for (topic, partition), offset in self.book.rewind(offsets).items():
             if offset is not None:
                 consumer.seek(TopicPartition(topic, partition), offset)
         self._suspects |= {_where(d.record) for d in batch.items}
-        self.schedule.rewound()
-        self.metrics.rewinds.inc()
 
     def _observe(
         self,
@@ -401,34 +333,7 @@ class Worker:
         acked_at: float,
         started: float,
     ) -> None:
-        codes: dict[str, int] = {}
-        for r in rejected:
-            codes[r.code.value] = codes.get(r.code.value, 0) + 1
-        types: dict[str, int] = {}
-        for a in applied.learned:
-            types[a.event.event_type.value] = types.get(a.event.event_type.value, 0) + 1
-        stamps = (
-            np.fromiter(
-                (a.record.timestamp_ms for a in applied.learned), np.float64, len(applied.learned)
-            )
-            / 1000.0
-        )
-        summary = BatchSummary(
-            records=len(batch.items),
-            learned=len(applied.learned),
-            duplicates=applied.duplicates,
-            rejected=codes,
-            report=applied.report,
-            learn_seconds=applied.learn_seconds,
-            batch_seconds=time.perf_counter() - started,
-            latencies=acked_at - stamps,
-            users=applied.report.users if applied.report else [],
-            event_types=types,
-            deleted=len(applied.deleted),
-            vectors=applied.vectors,
-            retries=retries,
-            newest_event_s=float(stamps.max()) if len(stamps) else None,
-        )
+        summary = BatchSummary.of(batch, applied, rejected, retries, acked_at, started)
         self.metrics.set_state_sizes(
             {
                 **self.learner.state_sizes(),
@@ -492,46 +397,11 @@ class Worker:
 
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due."""
-        if self._store is not None:
-            if not self.schedule.due(time.monotonic(), force):
+        if self.durable.enabled:
+            if not self.durable.due(force):
                 return
-            self._checkpoint()
+            self.durable.save()
         self._commit(consumer)
-
-    def _checkpoint(self) -> None:
-        assert self._store is not None
-        offsets = self.book.processed()
-        started = time.perf_counter()
-        try:
-            with self.stages.time("checkpoint"):
-                checkpoint = self._store.save(
-                    self.learner,
-                    offsets,
-                    {"recent_event_hashes": self._recent.to_array()},
-                    {
-                        "worker": self.settings.kafka.client_id,
-                        "group_id": self.settings.consumer.group_id,
-                        "events_topic": self.settings.topics.events,
-                    },
-                )
-        except CheckpointWriteError:
-            self.metrics.checkpoints.labels("error").inc()
-            raise
-        self.book.made_durable(offsets)
-        self.schedule.saved(time.monotonic())
-        self._rewinds = 0
-        self._has_checkpoint = True
-        elapsed = time.perf_counter() - started
-        self.metrics.checkpoints.labels("ok").inc()
-        self.metrics.checkpoint_duration.observe(elapsed)
-        self.metrics.last_checkpoint.set_to_current_time()
-        log.info(
-            "checkpoint %s: %d events learned, offsets %s (%.2fs)",
-            checkpoint.path.name,
-            self.learner.ledger.count,
-            _fmt(offsets),
-            elapsed,
-        )
 
     def _commit(self, consumer: KafkaConsumer) -> None:
         todo = self.book.to_commit()
@@ -557,10 +427,6 @@ def _raw(record: Any) -> RawRecord:
 
 def _where(record: RawRecord) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
-
-
-def _fmt(offsets: Mapping[PartitionKey, int]) -> str:
-    return ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(offsets.items())) or "(none)"
 
 
 def _hard_exit() -> None:
