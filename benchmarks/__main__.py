@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUITES = {
@@ -16,6 +17,7 @@ SUITES = {
 
 
 def main(argv: list[str]) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = argparse.ArgumentParser(prog="python -m benchmarks", add_help=False)
     parser.add_argument("suite", choices=[*sorted(SUITES), "readme"])
     if not argv or argv[0] in ("-h", "--help"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -239,15 +238,13 @@ def load_backbone(config: LLMConfig) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if config.model in BUNDLED_NAMES:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything it needs is on disk
     path = resolve_model_path(config.model)
+    local = config.model in BUNDLED_NAMES  # everything it needs is on disk: never ask the hub
     device = _device(config)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         config.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32
     )
-    hf_config = AutoConfig.from_pretrained(path)
+    hf_config = AutoConfig.from_pretrained(path, local_files_only=local)
     family = config.family if config.family != "auto" else detect_family(hf_config)
     pooling = (
         config.pooling if config.pooling != "auto" else ("last" if family == "decoder" else "mean")
@@ -256,9 +253,11 @@ def load_backbone(config: LLMConfig) -> Backbone:
         # transformers' own deprecation chatter about its internals is not the user's to fix
         warnings.simplefilter("ignore", FutureWarning)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        base = AutoModel.from_pretrained(path, dtype=dtype, use_safetensors=True)
+        base = AutoModel.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, local_files_only=local
+        )
     base.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     targets = config.lora_target_modules or target_modules_for(base, hf_config.model_type)

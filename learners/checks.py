@@ -33,10 +33,12 @@ Check = Callable[[Callable[[], Learner]], None]
 _TOPIC = "checks.events"
 
 
-def small_stream(n: int = 96, users: int = 6, items: int = 12) -> list[InteractionEvent]:
-    """A deterministic stream of every event kind: users prefer items near their own
-    number; some events carry item text, some are ratings."""
-    rng = np.random.default_rng(0)
+def small_stream(
+    n: int = 96, users: int = 6, items: int = 12, seed: int = 0
+) -> list[InteractionEvent]:
+    """A deterministic stream of every event kind: ``user-u`` prefers the items near
+    ``item-2u``; some events carry item text, some are ratings."""
+    rng = np.random.default_rng(seed)
     kinds = [EventType.CLICK, EventType.VIEW, EventType.PURCHASE, EventType.IMPRESSION]
     start = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
@@ -46,9 +48,9 @@ def small_stream(n: int = 96, users: int = 6, items: int = 12) -> list[Interacti
         kind = EventType.RATING if k % 5 == 0 else kinds[k % len(kinds)]
         out.append(
             InteractionEvent(
-                event_id=f"check-{k}",
-                user_id=f"u{u}",
-                item_id=f"i{i}",
+                event_id=f"check-{seed}-{k}",
+                user_id=f"user-{u}",
+                item_id=f"item-{i}",
                 event_type=kind,
                 value=float(1 + (u + i) % 5) if kind is EventType.RATING else None,
                 timestamp=start + timedelta(seconds=k),
@@ -166,11 +168,11 @@ def check_forgetting_a_user_drops_their_state(make: Callable[[], Learner]) -> No
     """``forget_users`` (a deletion request) removes the user and only them."""
     learner, events = make(), small_stream()
     _learn_all(learner, events)
-    assert learner.forget_users(["u0", "nobody"]) == ["u0"]
-    assert "u0" not in learner.known_users()
-    assert learner.user_vectors(["u0"]).ids == []
-    assert len(learner.user_vectors(["u1"]).ids) == 1
-    assert learner.forget_users(["u0"]) == []
+    assert learner.forget_users(["user-0", "nobody"]) == ["user-0"]
+    assert "user-0" not in learner.known_users()
+    assert learner.user_vectors(["user-0"]).ids == []
+    assert len(learner.user_vectors(["user-1"]).ids) == 1
+    assert learner.forget_users(["user-0"]) == []
 
 
 def check_reports_one_test_per_tested_event(make: Callable[[], Learner]) -> None:

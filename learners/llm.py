@@ -396,4 +396,8 @@ class LLMLearner:
         llm_state.save(self, directory)
 
     def load(self, directory: Path) -> None:
-        llm_state.load(self, directory)
+        r = llm_state.load(self, directory)
+        self.history = self.scorer.history = self.tester.history = r.history
+        self.rng = self.tester.rng = self.objective.rng = r.rng
+        self.replay, self._ledger, self.anchor = r.replay, r.ledger, r.anchor
+        self._updates, self.skipped_updates = r.updates, r.skipped_updates

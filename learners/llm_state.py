@@ -9,29 +9,90 @@ nothing in the learner, so how often a worker checkpoints never changes what it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from learners.backbone import load_adapter_weights, save_adapter
+from learners.backbone import Backbone, load_adapter_weights, save_adapter
+from learners.cooccurrence import Cooccurrence
 from learners.history import UserHistory
+from learners.item_tower import ItemTower
 from learners.ledger import EventLedger
 from learners.prequential import Prequential
 from learners.replay import ReplayBuffer
+from learners.scorer import Scorer
+from learners.scoring import MixSelector
 from learners.state_io import load_json, rng_from_json, rng_to_json, save_json
-from learners.towers import bucket_of
+from learners.tester import Tester
+from learners.towers import Heads, bucket_of
+from learners.user_tower import UserTower
 from schemas.learner_config import LLMConfig
 
-if TYPE_CHECKING:
-    from learners.llm import LLMLearner
-
-__all__ = ["forget_users", "load", "predict_ratings", "save"]
+__all__ = ["Parts", "Restored", "forget_users", "load", "predict_ratings", "save"]
 
 
-def save(learner: LLMLearner, directory: Path) -> None:
+class Parts(Protocol):
+    """The parts of an LLM learner its state is made of (``learners/llm.py``)."""
+
+    @property
+    def config(self) -> LLMConfig: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def backbone(self) -> Backbone: ...
+    @property
+    def heads(self) -> Heads: ...
+    @property
+    def items(self) -> ItemTower: ...
+    @property
+    def users(self) -> UserTower: ...
+    @property
+    def cooccurrence(self) -> Cooccurrence: ...
+    @property
+    def scorer(self) -> Scorer: ...
+    @property
+    def selector(self) -> MixSelector: ...
+    @property
+    def tester(self) -> Tester: ...
+    @property
+    def dense_optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def sparse_optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def anchor(self) -> list[torch.Tensor] | None: ...
+    @property
+    def history(self) -> UserHistory: ...
+    @property
+    def replay(self) -> ReplayBuffer: ...
+    @property
+    def ledger(self) -> EventLedger: ...
+    @property
+    def rng(self) -> np.random.Generator: ...
+    @property
+    def updates(self) -> int: ...
+    @property
+    def skipped_updates(self) -> int: ...
+
+
+@dataclass
+class Restored:
+    """What :func:`load` read that replaces objects of the learner (the rest it loads into
+    the parts in place)."""
+
+    history: UserHistory
+    rng: np.random.Generator
+    replay: ReplayBuffer
+    ledger: EventLedger
+    anchor: list[torch.Tensor] | None
+    updates: int
+    skipped_updates: int
+
+
+def save(learner: Parts, directory: Path) -> None:
     save_adapter(learner.backbone, directory / "adapter")
     (directory / "adapter" / "learner_config.json").write_text(
         learner.config.model_dump_json(indent=1)
@@ -77,7 +138,7 @@ def save(learner: LLMLearner, directory: Path) -> None:
     )
 
 
-def load(learner: LLMLearner, directory: Path) -> None:
+def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
     saved = LLMConfig.model_validate(state["config"])
     if saved.model_dump() != learner.config.model_dump():
@@ -95,7 +156,6 @@ def load(learner: LLMLearner, directory: Path) -> None:
         learner.sparse_optimizer, "sparse", tensors, state["optimizers"]["sparse"]
     )
     anchor = sorted((k for k in tensors if k.startswith("anchor.")), key=lambda k: int(k[7:]))
-    learner.anchor = [tensors[k] for k in anchor] if state["anchored"] else None
     arrays = {
         k: v.cpu().numpy() for k, v in load_file(str(directory / "catalog.safetensors")).items()
     }
@@ -103,27 +163,28 @@ def load(learner: LLMLearner, directory: Path) -> None:
     learner.items.catalog.load(arrays, state["catalog"])
     co = load_file(str(directory / "cooccurrence.safetensors"))
     learner.cooccurrence.load({k: v.numpy() for k, v in co.items()})
-    history = UserHistory.from_json(state["history"])
-    rng = rng_from_json(state["rng"])
-    learner.history = learner.scorer.history = learner.tester.history = history
-    learner.rng = learner.tester.rng = learner.objective.rng = rng
-    learner.replay = ReplayBuffer.from_json(learner.config.replay, state["replay"])
-    learner._ledger = EventLedger.from_json(state["ledger"])
     tester = learner.tester
     tester.overall = Prequential.from_json(state["tests"]["overall"])
     for name in tester.parts:
         tester.parts[name] = Prequential.from_json(state["tests"][name])
     learner.selector.load_json(state["selector"])
     learner.scorer.t = float(state["t"])
-    learner._updates = int(state["updates"])
-    learner.skipped_updates = int(state["skipped"])
+    return Restored(
+        history=UserHistory.from_json(state["history"]),
+        rng=rng_from_json(state["rng"]),
+        replay=ReplayBuffer.from_json(learner.config.replay, state["replay"]),
+        ledger=EventLedger.from_json(state["ledger"]),
+        anchor=[tensors[k] for k in anchor] if state["anchored"] else None,
+        updates=int(state["updates"]),
+        skipped_updates=int(state["skipped"]),
+    )
 
 
-def _evaluators(learner: LLMLearner) -> dict[str, Prequential]:
+def _evaluators(learner: Parts) -> dict[str, Prequential]:
     return {"overall": learner.tester.overall, **learner.tester.parts}
 
 
-def forget_users(learner: LLMLearner, user_ids: Sequence[str]) -> list[str]:
+def forget_users(learner: Parts, user_ids: Sequence[str]) -> list[str]:
     replayed = learner.replay.users()
     known = [u for u in user_ids if u in learner.history or u in replayed]
     for user in known:
@@ -143,9 +204,7 @@ def forget_users(learner: LLMLearner, user_ids: Sequence[str]) -> list[str]:
     return known
 
 
-def predict_ratings(
-    learner: LLMLearner, user_ids: Sequence[str], item_ids: Sequence[str]
-) -> np.ndarray:
+def predict_ratings(learner: Parts, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
     heads, device = learner.heads, learner.device
     slots = learner.items.slots(item_ids)
     out = np.full(len(user_ids), float(heads.rating_mean.detach()))

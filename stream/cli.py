@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -343,6 +344,8 @@ def demo(
 
 
 def main() -> None:
+    # the worker process owns its environment; a library user's process keeps its own
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
 
 

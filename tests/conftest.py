@@ -16,6 +16,9 @@ import pytest
 
 from schemas.settings import Settings
 
+# as the lorastream command sets it: workers the tests fork start without tokenizer threads
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

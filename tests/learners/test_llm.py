@@ -12,20 +12,20 @@ import pytest
 import torch
 
 from learners.backbone import frozen_fingerprint, load_backbone, resolve_model_path
+from learners.checks import small_stream
 from learners.llm import LLMLearner
 from learners.scoring import PARTS
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.vectors import SourcePosition
-from stream.sources.synthetic import SyntheticConfig, SyntheticStream
 
 
 def positions(start: int, n: int) -> list[SourcePosition]:
     return [SourcePosition(topic="t", partition=0, offset=start + k) for k in range(n)]
 
 
-def stream(n: int, seed: int = 0, **kw: object) -> list[InteractionEvent]:
-    return list(SyntheticStream(SyntheticConfig(seed=seed, **kw)).events(n))  # type: ignore[arg-type]
+def stream(n: int, seed: int = 0, users: int = 40, items: int = 200) -> list[InteractionEvent]:
+    return small_stream(n, users, items, seed)
 
 
 def learn(
@@ -120,6 +120,7 @@ def test_a_non_finite_loss_skips_the_update_and_changes_nothing(
 ) -> None:
     learner = LLMLearner(LLMConfig())
     events = stream(128)
+    learner.observe_items(events)  # registering a new or renamed item resets its bias
     learn(learner, events[:64])
     params = {n: p.detach().clone() for n, p in learner.heads.named_parameters()}
     lora = [p.detach().clone() for p in learner.adapter]
@@ -146,7 +147,7 @@ def test_state_stays_bounded() -> None:
         replay=ReplayConfig(capacity=40, max_bytes=20_000),
     )
     learner = LLMLearner(config)
-    learn(learner, stream(640, n_users=40, n_items=200))
+    learn(learner, stream(640, users=40, items=200))
     sizes = learner.state_sizes()
     assert sizes["users"][0] <= 10
     assert sizes["items"][0] <= 50
@@ -161,7 +162,7 @@ def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
     from learners.towers import bucket_of
 
     learner = LLMLearner(LLMConfig())
-    learn(learner, stream(320, n_users=8, n_items=60))
+    learn(learner, stream(320, users=8, items=60))
     gone = "user-3"
     assert gone in learner.history
     assert learner.replay.users().get(gone)

@@ -1,5 +1,8 @@
-"""Acceptance for the LLM learner's learning: it improves on a seeded stream, and replay
-keeps it from forgetting. Fixed seeds; each run takes tens of seconds on a CPU."""
+"""Acceptance for the LLM learner's learning on the benchmarks' synthetic stream (users with
+interests, an interest change): it improves on a seeded stream, and replay keeps it from
+forgetting. Fixed seeds; each run takes tens of seconds on a CPU. It lives beside the quality
+benchmark because it needs that stream's structure (``stream/sources/synthetic.py``), which
+the learner tests, depending on ``learners`` and ``schemas`` alone, do not import."""
 
 from __future__ import annotations
 
