@@ -188,6 +188,44 @@ def check_reports_one_test_per_tested_event(make: Callable[[], Learner]) -> None
     assert ((report.test_errors >= 0) & (report.test_errors <= 1)).all()
 
 
+def check_tests_each_event_before_learning_it(make: Callable[[], Learner]) -> None:
+    """Prequential: a batch's positive events are ranked by the state as it was before the
+    batch, so their test errors are the same whether the batch then teaches (learning
+    rates as set) or not (learning rates scaled to 0)."""
+    events = small_stream(128)
+    clicks = [e.model_copy(update={"event_type": EventType.CLICK, "value": None}) for e in events]
+    learning, frozen = make(), make()
+    for learner in (learning, frozen):
+        _learn_all(learner, events[:96])
+    frozen.set_boost(lr_factor=0.0)
+    errors = [_learn(x, clicks[96:], 96).test_errors for x in (learning, frozen)]
+    assert len(errors[0]) > 0, "known users' clicks on known items are tested"
+    np.testing.assert_array_equal(errors[0], errors[1])
+
+
+def check_a_non_finite_value_never_reaches_the_state(make: Callable[[], Learner]) -> None:
+    """A non-finite rating (validation stops these; a learner must not rely on it) skips
+    the update it would poison, says so, and leaves every vector finite."""
+    learner, events = make(), small_stream()
+    _learn_all(learner, events)
+    poisoned = events[-1].model_copy(
+        update={
+            "event_id": "check-inf",
+            "event_type": EventType.RATING,
+            "value": float("inf"),
+            "timestamp": events[-1].timestamp + timedelta(seconds=1),
+        }
+    )
+    report = _learn(learner, [poisoned, *small_stream(8, seed=1)], len(events))
+    assert report.skipped_update, "the skipped update is reported"
+    assert learner.ledger.count == len(events) + 9, "the batch's events still count as read"
+    for batch in (
+        learner.user_vectors(learner.known_users()),
+        learner.item_vectors(learner.known_items()),
+    ):
+        assert np.isfinite(batch.vectors).all(), "a non-finite value reached the vectors"
+
+
 def yield_checks() -> Iterator[Check]:
     """Every conformance check, in the order they are cheapest to fail."""
     yield check_ledger_counts_every_event_once
@@ -195,5 +233,7 @@ def yield_checks() -> Iterator[Check]:
     yield check_markers_name_each_users_newest_event
     yield check_state_stays_within_its_bounds
     yield check_reports_one_test_per_tested_event
+    yield check_tests_each_event_before_learning_it
+    yield check_a_non_finite_value_never_reaches_the_state
     yield check_forgetting_a_user_drops_their_state
     yield check_save_then_load_gives_the_same_next_update

@@ -133,6 +133,7 @@ class RiverMFLearner:
         model, k = self._model, self.config.negative_samples
         hits = self._test(events)
         errors = np.empty(len(events))
+        skipped = 0
         for index, (event, position) in enumerate(zip(events, positions, strict=True)):
             user, item = event.user_id, event.item_id
             target = self._target(event)
@@ -142,6 +143,9 @@ class RiverMFLearner:
             _, gone_item = self._items.add(item)
             if gone_item is not None:
                 self._forget_item(gone_item)
+            if not np.isfinite(target):  # one SGD step on it would make every vector NaN
+                skipped += 1
+                continue
             model.learn_one(user, item, target)
             teaches = classify(event).positive  # the negatives ranking learns from
             if k and teaches:
@@ -162,6 +166,7 @@ class RiverMFLearner:
             },
             test_errors=1.0 - hits,
             example_losses=errors,
+            skipped_update=skipped > 0,
         )
 
     def _test(self, events: Sequence[InteractionEvent]) -> np.ndarray:
