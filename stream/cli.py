@@ -177,6 +177,22 @@ def tail(
         "dead-letters": t.dead_letters,
         "events": t.events,
     }.get(what, what)
+    tps = [TopicPartition(topic, p) for p in _partitions_of(settings, topic)]
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    try:
+        _print_records(consumer, max_records, timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def _partitions_of(settings: Settings, topic: str) -> list[int]:
     from stream.clients import make_admin
 
     try:
@@ -195,30 +211,23 @@ def tail(
     ]
     if not parts:
         raise fail(f"topic {topic!r} does not exist")
-    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
-    tps = [TopicPartition(topic, p) for p in parts]
-    consumer.assign(tps)
-    if from_beginning:
-        consumer.seek_to_beginning(*tps)
-    else:
-        consumer.seek_to_end(*tps)
+    return parts
+
+
+def _print_records(consumer: Any, max_records: int | None, timeout: float | None) -> None:
+    """Until ``max_records`` are shown or none came for ``timeout`` seconds."""
     shown, idle_since = 0, time.monotonic()
-    try:
-        while max_records is None or shown < max_records:
-            polled = consumer.poll(timeout_ms=500)
-            if not polled:
-                if timeout is not None and time.monotonic() - idle_since > timeout:
-                    break
-                continue
-            idle_since = time.monotonic()
-            for records in polled.values():
-                for r in records:
-                    out.print(_render(r), soft_wrap=True, highlight=False, markup=False)
-                    shown += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
+    while max_records is None or shown < max_records:
+        polled = consumer.poll(timeout_ms=500)
+        if not polled:
+            if timeout is not None and time.monotonic() - idle_since > timeout:
+                return
+            continue
+        idle_since = time.monotonic()
+        for records in polled.values():
+            for r in records:
+                out.print(_render(r), soft_wrap=True, highlight=False, markup=False)
+                shown += 1
 
 
 def _render(record: Any) -> str:
