@@ -198,12 +198,26 @@ class Applier:
             tombstones,
         )
 
-    def refresh(self, budget: int) -> dict[str, int]:
-        """Publish up to ``budget`` stale users and items (while the stream is idle)."""
+    def refresh(self, budget: int, timeout_s: float) -> dict[str, int]:
+        """Publish up to ``budget`` stale users and items (while the stream is idle) and wait
+        up to ``timeout_s`` for the broker. On :class:`DeliveryError` they count as never
+        published, so the next refresh sends them first."""
         with self.stages.time("refresh"):
             users = self._stale("user", [], budget // 2)
             items = self._stale("item", [], budget - len(users))
-            return self._publish(users, items, []) if users or items else {}
+            if not users and not items:
+                return {}
+            mark = self.publisher.pending
+            sent = self._publish(users, items, [])
+        try:
+            with self.stages.time("deliver"):
+                self.publisher.deliver(timeout_s)
+        except DeliveryError:
+            self.publisher.abandon(mark)
+            self.refresher.forget("user", users)
+            self.refresher.forget("item", items)
+            raise
+        return sent
 
     def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
         known = self.learner.known_users() if kind == "user" else self.learner.known_items()

@@ -41,7 +41,7 @@ from stream.offsets import OffsetBook
 from stream.poison import Savepoints, isolate
 from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
 from stream.privacy import Pseudonymizer
-from stream.publisher import Publisher
+from stream.publisher import DeliveryError, Publisher
 from stream.rebalance import Rebalance, commit_map
 from stream.stages import StageClock
 
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+REFRESH_DELIVERY_S = 5.0  # how long an idle refresh waits for acknowledgements
 
 
 class Worker:
@@ -227,18 +229,22 @@ class Worker:
             self._heartbeat(consumer)
 
     def _refresh_while_idle(self) -> None:
-        """Publish stale users' and items' vectors again, within a budget per second."""
+        """Publish stale users' and items' vectors again, within a budget per second. This
+        is optional work: it waits for the broker briefly (the loop must go on beating and
+        reporting readiness) and a failure only defers it."""
         budget = self.settings.topics.refresh_when_idle
         now = time.monotonic()
-        if budget <= 0 or now - self._last_refresh < 1.0:
+        if budget <= 0 or now - self._last_refresh < 1.0 or not self.health.broker_connected:
             return
         self._last_refresh = now
-        sent = self.apply.refresh(budget)
-        if sent:
-            with self.stages.time("deliver"):
-                self.publisher.deliver(self.settings.worker.delivery_timeout_s)
-            for kind, n in sent.items():
-                self.metrics.vectors_produced.labels(kind).inc(n)
+        timeout_s = min(REFRESH_DELIVERY_S, self.settings.worker.delivery_timeout_s)
+        try:
+            sent = self.apply.refresh(budget, timeout_s)
+        except DeliveryError as exc:
+            log.warning("idle refresh deferred: %s", exc)
+            return
+        for kind, n in sent.items():
+            self.metrics.vectors_produced.labels(kind).inc(n)
 
     def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,
