@@ -35,6 +35,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from schemas.learner_config import LLMConfig, RiverMFConfig
+from schemas.vector_wire import VectorEncoding
 
 __all__ = [
     "BatchSettings",
@@ -153,6 +154,16 @@ class TopicSettings(BaseModel):
         description="users and items re-published per second while the stream is idle,"
         " until every published vector is of the current model",
     )
+    compression: Literal["none", "lz4", "gzip"] = Field(
+        default="lz4",
+        description="how the worker's producer compresses output batches: lz4 costs little"
+        " CPU; gzip, which kafka-python runs in Python, can cost more than the learner",
+    )
+    vector_encoding: VectorEncoding = Field(
+        default=VectorEncoding.JSON,
+        description="json (UserVector/ItemVector documents) or a binary frame with float32"
+        " or float16 numbers (schemas/vector_wire.py); readers accept both",
+    )
 
 
 class ConsumerSettings(BaseModel):
@@ -187,6 +198,11 @@ class BatchSettings(BaseModel):
 
     max_events: int = Field(default=256, ge=1)
     max_wait_s: float = Field(default=1.0, gt=0)
+    close_when_caught_up: bool = Field(
+        default=False,
+        description="close a batch as soon as a poll finds nothing more to read: fresher"
+        " vectors at light load, but smaller batches there (more learner steps per event)",
+    )
     max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_record_bytes: int = Field(
         default=64 * 1024, ge=256, description="larger records are dead-lettered as oversize"

@@ -1,7 +1,10 @@
 """The micro-batcher: collects decoded records until a batch should close.
 
 A batch closes when it holds ``max_events`` records, ``max_bytes`` bytes, or
-its first record has waited ``max_wait_s`` — whichever comes first.
+its first record has waited ``max_wait_s`` — whichever comes first; with
+``close_when_caught_up``, also once a poll has found nothing more to read since the
+previous batch closed: at light load records are learned as they come, while at heavy
+load batches still fill (records pile up while the learner steps).
 
 >>> from schemas.dead_letter import RejectCode
 >>> from stream.decode import RawRecord
@@ -15,6 +18,10 @@ its first record has waited ``max_wait_s`` — whichever comes first.
 True
 >>> len(b.take().items)
 1
+>>> eager = MicroBatcher(10, 1.0, 10_000, clock=lambda: 0.0, close_when_caught_up=True)
+>>> eager.add([Rejection(rec, RejectCode.MALFORMED_JSON, "empty")])
+>>> eager.ready(), (eager.caught_up(), eager.ready())[1]
+(False, True)
 """
 
 from __future__ import annotations
@@ -64,12 +71,15 @@ class MicroBatcher:
         max_wait_s: float,
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        close_when_caught_up: bool = False,
     ) -> None:
         self.max_events, self.max_wait_s, self.max_bytes = max_events, max_wait_s, max_bytes
+        self.close_when_caught_up = close_when_caught_up
         self._clock = clock
         self._items: list[Decoded] = []
         self._bytes = 0
         self._opened_at: float | None = None
+        self._caught_up = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,6 +106,11 @@ class MicroBatcher:
             return self.max_wait_s
         return max(0.0, self._opened_at + self.max_wait_s - self._clock())
 
+    def caught_up(self) -> None:
+        """A poll found nothing more to read: with ``close_when_caught_up`` the open batch
+        closes now rather than at ``max_wait_s`` (nothing is coming that waiting would add)."""
+        self._caught_up = self.close_when_caught_up
+
     def ready(self) -> bool:
         if not self._items:
             return False
@@ -103,15 +118,16 @@ class MicroBatcher:
             len(self._items) >= self.max_events
             or self._bytes >= self.max_bytes
             or self.time_left() <= 0.0
+            or self._caught_up
         )
 
     def take(self) -> Batch:
         batch = Batch(self._items)
-        self._items, self._bytes, self._opened_at = [], 0, None
+        self.clear()
         return batch
 
     def clear(self) -> None:
-        self._items, self._bytes, self._opened_at = [], 0, None
+        self._items, self._bytes, self._opened_at, self._caught_up = [], 0, None, False
 
     def discard(self, partitions: Collection[PartitionKey]) -> int:
         """Drop pending records of ``partitions`` (revoked: their next owner re-reads them)."""

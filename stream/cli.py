@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from schemas.settings import Settings
+from schemas.vector_wire import MAGIC, decode_vector
 from stream.cli_common import (
     BootstrapOpt,
     ConfigOpt,
@@ -232,7 +233,7 @@ def _print_records(consumer: Any, max_records: int | None, timeout: float | None
 
 def _render(record: Any) -> str:
     try:
-        doc = json.loads(record.value)
+        doc = decode_vector(record.value) if record.value[:4] == MAGIC else json.loads(record.value)
     except (ValueError, TypeError):
         return json.dumps(
             {

@@ -150,7 +150,9 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,
-            "compression_type": "gzip",
+            "compression_type": None
+            if settings.topics.compression == "none"
+            else settings.topics.compression,
             "max_request_size": DEAD_LETTER_MAX_BYTES,
             "delivery_timeout_ms": 120_000,
             "allow_auto_create_topics": False,

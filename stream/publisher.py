@@ -22,9 +22,10 @@ from kafka.errors import AuthorizationError, KafkaError
 
 from learners.base import VectorBatch
 from schemas.settings import TopicSettings
+from schemas.vector_wire import VectorEncoding, encode_frame
 from stream.decode import Rejection
 
-__all__ = ["DeliveryError", "Publisher", "user_vector_json"]
+__all__ = ["DeliveryError", "Publisher", "item_vector_values", "user_vector_values"]
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,20 @@ def _iso(ts: float | None) -> str | None:
         return None
 
 
-def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
-    """The :class:`schemas.UserVector` JSON of every user in ``batch`` (built in bulk)."""
-    rows = _rounded(batch.vectors)
-    out = []
+def user_vector_values(
+    batch: VectorBatch, produced_at: str, encoding: VectorEncoding = VectorEncoding.JSON
+) -> list[bytes]:
+    """The :class:`schemas.UserVector` record of every user in ``batch``, in ``encoding``."""
+    docs = []
     for k, user_id in enumerate(batch.ids):
         marker = batch.markers[k] if batch.markers else None
         doc: dict[str, Any] = {
             "user_id": user_id,
-            "vector": rows[k],
-            "dim": len(rows[k]),
+            "dim": batch.vectors.shape[1],
             "model_version": batch.version,
             "produced_at": produced_at,
             "events_seen": batch.events_seen[k] if batch.events_seen else 0,
         }
-        if batch.sparse:
-            doc["sparse"] = _sparse(*batch.sparse[k])
         if batch.consumed:
             doc["consumed"] = batch.consumed[k]
         if marker is not None:
@@ -78,23 +77,46 @@ def user_vector_json(batch: VectorBatch, produced_at: str) -> list[bytes]:
                     "partition": marker.partition,
                     "offset": marker.offset,
                 }
-        out.append(json.dumps(doc, separators=(",", ":")).encode())
-    return out
+        docs.append(doc)
+    return _encode(docs, batch, encoding)
 
 
-def item_vector_json(batch: VectorBatch, produced_at: str, texts: dict[str, str]) -> list[bytes]:
-    """The :class:`schemas.ItemVector` JSON of every item in ``batch``."""
-    rows = _rounded(batch.vectors)
-    out = []
-    for k, item_id in enumerate(batch.ids):
-        doc: dict[str, Any] = {
+def item_vector_values(
+    batch: VectorBatch,
+    produced_at: str,
+    texts: dict[str, str],
+    encoding: VectorEncoding = VectorEncoding.JSON,
+) -> list[bytes]:
+    """The :class:`schemas.ItemVector` record of every item in ``batch``, in ``encoding``."""
+    docs = [
+        {
             "item_id": item_id,
-            "vector": rows[k],
-            "dim": len(rows[k]),
+            "dim": batch.vectors.shape[1],
             "model_version": batch.version,
             "produced_at": produced_at,
             "text": texts.get(item_id),
         }
+        for item_id in batch.ids
+    ]
+    return _encode(docs, batch, encoding)
+
+
+def _encode(
+    docs: list[dict[str, Any]], batch: VectorBatch, encoding: VectorEncoding
+) -> list[bytes]:
+    """The documents with their numbers: as JSON lists, or packed in a binary frame."""
+    if not np.isfinite(batch.vectors).all():
+        raise ValueError("the learner produced non-finite vectors")
+    if encoding is not VectorEncoding.JSON:
+        dense = batch.vectors.astype(encoding.dtype)  # [n, dim], converted once
+        return [
+            encode_frame(doc, dense[k], batch.sparse[k] if batch.sparse else None, encoding)
+            for k, doc in enumerate(docs)
+        ]
+    rows = _rounded(batch.vectors)
+    out = []
+    for k, doc in enumerate(docs):
+        doc["vector"] = rows[k]
         if batch.sparse:
             doc["sparse"] = _sparse(*batch.sparse[k])
         out.append(json.dumps(doc, separators=(",", ":")).encode())
@@ -107,8 +129,6 @@ def _sparse(indices: np.ndarray, values: np.ndarray) -> dict[str, list[Any]]:
 
 def _rounded(vectors: np.ndarray) -> list[list[float]]:
     # float32 has ~7 significant digits; rounding keeps the JSON short.
-    if not np.isfinite(vectors).all():
-        raise ValueError("the learner produced non-finite vectors")
     return np.asarray(vectors, dtype=np.float64).round(7).tolist()  # type: ignore[no-any-return]
 
 
@@ -132,14 +152,16 @@ class Publisher:
     def user_vectors(self, batch: VectorBatch) -> int:
         """Send every user's vector; all payloads are built before the first is sent."""
         produced_at = datetime.now(UTC).isoformat()
-        values = user_vector_json(batch, produced_at)
+        values = user_vector_values(batch, produced_at, self._topics.vector_encoding)
         for user_id, value in zip(batch.ids, values, strict=True):
             self._send(_Send(self._topics.user_vectors, user_id.encode(), value, []))
         return len(batch)
 
     def item_vectors(self, batch: VectorBatch, texts: dict[str, str] | None = None) -> int:
         """Send every item's vector; all payloads are built before the first is sent."""
-        values = item_vector_json(batch, datetime.now(UTC).isoformat(), texts or {})
+        produced_at = datetime.now(UTC).isoformat()
+        encoding = self._topics.vector_encoding
+        values = item_vector_values(batch, produced_at, texts or {}, encoding)
         for item_id, value in zip(batch.ids, values, strict=True):
             self._send(_Send(self._topics.item_vectors, item_id.encode(), value, []))
         return len(batch)

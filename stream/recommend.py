@@ -20,7 +20,6 @@ deleted user) removes the user.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from learners.base import VectorBatch
 from schemas.settings import Settings
+from schemas.vector_wire import read_vector
 from schemas.vectors import item_key
 
 __all__ = ["Recommendation", "VectorIndex"]
@@ -131,19 +131,18 @@ class VectorIndex:
             if topic_kind == "user" and key is not None:
                 self.drop_user(key.decode(errors="replace"))
             return
-        doc = json.loads(value)
-        vector = np.asarray(doc["vector"], dtype=np.float32)
+        wire = read_vector(value)  # JSON or a binary frame, whichever the worker wrote
+        doc = wire.document
         if topic_kind == "user":
-            sparse = doc.get("sparse") or {"indices": [], "values": []}
             self.put_user(
                 doc["user_id"],
-                vector,
+                wire.vector,
                 doc,
-                dict(zip(sparse["indices"], sparse["values"], strict=True)),
+                dict(zip(wire.indices.tolist(), wire.values.tolist(), strict=True)),
                 doc.get("consumed"),
             )
         else:
-            self.put_item(doc["item_id"], vector, doc.get("text"))
+            self.put_item(doc["item_id"], wire.vector, doc.get("text"))
 
     def put_users(self, batch: VectorBatch) -> None:
         """Users straight from a learner (its vectors, sparse parts, consumed items)."""

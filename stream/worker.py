@@ -118,7 +118,10 @@ class Worker:
             s.worker.key_policy,
             Pseudonymizer(key.get_secret_value()) if key is not None else None,
         )
-        self._batcher = MicroBatcher(s.batch.max_events, s.batch.max_wait_s, s.batch.max_bytes)
+        b = s.batch
+        self._batcher = MicroBatcher(
+            b.max_events, b.max_wait_s, b.max_bytes, close_when_caught_up=b.close_when_caught_up
+        )
         self._recent = RecentEvents(s.worker.dedupe_window)
         self.book = OffsetBook(checkpoints=s.checkpoint.dir is not None)
         self.stages = StageClock(self.metrics.stage_seconds)
@@ -220,6 +223,7 @@ class Worker:
                 self.metrics.records_consumed.inc(len(decoded))
             else:
                 self.schedule.idle(time.monotonic())
+                self._batcher.caught_up()
                 if not len(self._batcher):
                     self._refresh_while_idle()
             if self._batcher.ready():

@@ -19,13 +19,15 @@ from stream.worker import Worker
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
+@pytest.mark.parametrize("encoding", ["json", "binary-f32"])
 def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, encoding: str
 ) -> None:
     settings = make_settings(
         learner={"kind": "llm"},
         batch={"max_events": 64, "max_wait_s": 0.3},
         checkpoint={"idle_s": 0.5},
+        topics={"vector_encoding": encoding},
     )
     create_topic(settings, settings.topics.events)
     stream = SyntheticStream(SyntheticConfig(n_users=10, n_items=60, seed=3))
