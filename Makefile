@@ -45,6 +45,7 @@ test-reliability: setup tools
 bench: setup
 	$(PY) -m benchmarks spine
 	$(PY) -m benchmarks speed
+	$(PY) -m benchmarks freshness
 	$(PY) -m benchmarks quality
 
 clean:

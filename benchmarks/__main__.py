@@ -9,6 +9,7 @@ import os
 import sys
 
 SUITES = {
+    "freshness": "benchmarks.freshness",
     "spine": "benchmarks.spine",
     "quality": "benchmarks.quality",
     "served": "benchmarks.served",

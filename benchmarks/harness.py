@@ -46,14 +46,14 @@ def bench_settings(
     batch: dict[str, Any],
     checkpoint: dict[str, Any],
     learner: dict[str, Any],
+    **sections: dict[str, Any],
 ) -> Any:
     """Worker settings for one benchmark run (:meth:`Settings.isolated`), with the run's
-    batch, checkpoint and learner sections."""
+    batch, checkpoint and learner sections (and any other ``sections``)."""
     from schemas.settings import Settings
 
-    return Settings.isolated(
-        prefix, bootstrap, root, {}, batch=batch, checkpoint=checkpoint, learner=learner
-    )
+    sections = {"batch": batch, "checkpoint": checkpoint, "learner": learner, **sections}
+    return Settings.isolated(prefix, bootstrap, root, {}, None, **sections)
 
 
 class BenchmarkFailed(RuntimeError):

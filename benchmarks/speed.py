@@ -14,14 +14,13 @@ Parts (``--parts``, comma-separated):
     End-to-end events/s through the real local Kafka (produce → consume → validate →
     learn → vectors acknowledged → commit) divided by the bare step's events/s on the
     same events at the same batch shape; the share of the work thread's time per stage.
-``freshness``
-    Event→vector latency p50/p95/p99 at offered loads of 50% and 80% of the measured
-    pipeline capacity.
 ``memory``
     Resident memory sampled over a long run with small state limits: it must stay flat
     once the buffers are full.
 
-    python -m benchmarks speed [--parts step,pipeline,freshness,memory]
+    python -m benchmarks speed [--parts step,pipeline,memory]
+
+Event→vector latency under load, for every learner, is the ``freshness`` suite.
 """
 
 from __future__ import annotations
@@ -35,13 +34,13 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
 import torch
 
-from benchmarks.harness import RESULTS_DIR, BenchmarkFailed, Row, bench_settings, write_results
+from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
+from benchmarks.running import RunningWorker, send
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.settings import Settings
@@ -181,81 +180,12 @@ def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> S
     return settings
 
 
-class RunningWorker:
-    """A worker app in a background thread, with per-batch timestamps; leaving the block
-    raises :class:`BenchmarkFailed` unless the worker ended cleanly."""
-
-    def __init__(self, settings: Settings) -> None:
-        from learners.llm import LLMLearner
-        from stream.app import App
-        from stream.metrics import WorkerMetrics
-        from stream.observers import BatchSummary
-
-        create_topics(settings)
-        self.settings = settings
-        self.marks: list[tuple[float, int]] = []
-        self.latencies: list[np.ndarray] = []
-
-        def observe(summary: BatchSummary) -> None:
-            self.marks.append((time.perf_counter(), summary.records))
-            self.latencies.append(summary.latencies)
-
-        self.learner = LLMLearner(settings.learner.llm)
-        self.app = App(
-            settings,
-            learner=self.learner,
-            observers=[observe],
-            metrics=WorkerMetrics(process=False),
-        )
-
-    def __enter__(self) -> RunningWorker:
-        self.running = self.app.start()
-        self.worker = self.running.worker
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from stream.app import ExitStatus
-
-        status = self.running.stop(120)
-        if status is not ExitStatus.OK:
-            raise BenchmarkFailed(f"the worker ended with {status.name}: {self.app.error}")
-
-    @property
-    def alive(self) -> bool:
-        return self.running.alive
-
-    def processed(self) -> int:
-        return sum(n for _, n in self.marks)
-
-
-def create_topics(settings: Settings) -> None:
-    from stream.clients import ensure_output_topics, make_admin
-
-    admin = make_admin(settings)
-    try:
-        ensure_output_topics(admin, settings, include_events=True)
-    finally:
-        admin.close()
-
-
-def send(settings: Settings, events: list[InteractionEvent], rate: float | None = None) -> None:
-    from stream.clients import make_producer
-    from stream.sender import Pacer, send_events
-
-    producer = make_producer(settings, compression_type=None)
-    try:
-        send_events(producer, settings.topics.events, events, Pacer(rate=rate))
-    finally:
-        producer.close(10)
-
-
 def part_pipeline(
     args: argparse.Namespace,
     bootstrap: str,
     root: Path,
     rows: list[Row],
     notes: list[str],
-    state: dict[str, Any],
 ) -> None:
     batch = args.pipeline_batch
     events = text_events(args.pipeline_events, 32, seed=3)
@@ -264,20 +194,12 @@ def part_pipeline(
         config, events, batch, warmup=0, measure=len(events) // batch, peak=peak_flops()
     )
     settings = worker_settings(bootstrap, root, batch, config)
-    create_topics(settings)
-    send(settings, events)  # pre-produced: the worker always finds full batches
     with RunningWorker(settings) as running:
-        deadline = time.monotonic() + 1800
-        while running.processed() < len(events) and running.alive:
-            if time.monotonic() > deadline:
-                raise BenchmarkFailed("the pipeline did not finish in 30 minutes")
-            time.sleep(0.1)
-        marks = running.marks
-        stages = dict(running.worker.stages.seconds)
-    first_end, first_n = marks[0]
-    e2e = (sum(n for _, n in marks) - first_n) / (marks[-1][0] - first_end)
+        send(settings, events)  # all at once: the worker always finds full batches
+        running.wait_for(len(events), 1800)
+    stages = running.stage_seconds()
+    e2e = running.rate_after_first_batch()
     efficiency = e2e / bare.events_per_s
-    state["capacity"] = e2e
     name = f"lorastream worker B={batch}"
     rows += [
         Row(name, "synthetic", "events_per_s", e2e, "events/s"),
@@ -299,41 +221,6 @@ def part_pipeline(
         f" events/s for the bare step on the same {len(events)} events at B={batch}"
         f" (efficiency {efficiency:.2f}); stage shares exclude time waiting in poll."
     )
-
-
-def part_freshness(
-    args: argparse.Namespace,
-    bootstrap: str,
-    root: Path,
-    rows: list[Row],
-    notes: list[str],
-    state: dict[str, Any],
-) -> None:
-    capacity = state.get("capacity") or args.capacity
-    if not capacity:
-        raise SystemExit("freshness needs the pipeline part first, or --capacity")
-    for load in (0.5, 0.8):
-        rate = load * capacity
-        n = int(rate * args.freshness_seconds)
-        events = text_events(n, 32, seed=int(load * 10))
-        settings = worker_settings(bootstrap, root, args.pipeline_batch, LLMConfig())
-        with RunningWorker(settings) as running:
-            while running.alive and not running.worker.health.ready()[0]:
-                time.sleep(0.2)
-            send(settings, events, rate=rate)
-            deadline = time.monotonic() + 600
-            while running.processed() < n and running.alive and time.monotonic() < deadline:
-                time.sleep(0.1)
-            latencies = np.concatenate(running.latencies) if running.latencies else np.zeros(0)
-        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-        name = f"lorastream worker at {int(load * 100)}% load"
-        log.info("%s (%.1f events/s): p50 %.2fs p95 %.2fs p99 %.2fs", name, rate, p50, p95, p99)
-        rows += [
-            Row(name, "synthetic", "offered_events_per_s", rate, "events/s"),
-            Row(name, "synthetic", "latency_p50_s", float(p50), "s"),
-            Row(name, "synthetic", "latency_p95_s", float(p95), "s"),
-            Row(name, "synthetic", "latency_p99_s", float(p99), "s"),
-        ]
 
 
 def memory_in_child(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
@@ -452,7 +339,7 @@ def plot_steps(rows: list[Row], path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks speed")
-    parser.add_argument("--parts", default="step,pipeline,freshness,memory")
+    parser.add_argument("--parts", default="step,pipeline,memory")
     parser.add_argument(
         "--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256]
     )
@@ -463,8 +350,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--measure", type=int, default=4)
     parser.add_argument("--pipeline-batch", type=int, default=64)
     parser.add_argument("--pipeline-events", type=int, default=1280)
-    parser.add_argument("--freshness-seconds", type=float, default=60.0)
-    parser.add_argument("--capacity", type=float, default=None)
     parser.add_argument("--memory-events", type=int, default=24_000)
     parser.add_argument("--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
@@ -474,21 +359,17 @@ def main(argv: list[str]) -> int:
     parts = args.parts.split(",")
     rows: list[Row] = []
     notes: list[str] = []
-    state: dict[str, Any] = {}
     with ExitStack() as stack:
         if "step" in parts:
             part_step(args, rows, notes)
-        if {"pipeline", "freshness"} & set(parts):
+        if "pipeline" in parts:
             from deploy.kafka import LocalKafka
 
             bootstrap = (
                 args.bootstrap_servers or stack.enter_context(LocalKafka()).bootstrap_servers
             )
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            if "pipeline" in parts:
-                part_pipeline(args, bootstrap, root, rows, notes, state)
-            if "freshness" in parts:
-                part_freshness(args, bootstrap, root, rows, notes, state)
+            part_pipeline(args, bootstrap, root, rows, notes)
         if "memory" in parts:
             # a fresh process, so that the other parts' allocations do not hide the curve, with
             # glibc's arenas capped as in the container image (deploy/Dockerfile)
@@ -498,11 +379,7 @@ def main(argv: list[str]) -> int:
             rows += memory_rows
             notes += memory_notes
     plot_steps(rows, RESULTS_DIR / "speed-steps.png")
-    suite = (
-        "speed"
-        if set(parts) == {"step", "pipeline", "freshness", "memory"}
-        else "speed-" + "-".join(parts)
-    )
+    suite = "speed" if set(parts) == {"step", "pipeline", "memory"} else "speed-" + "-".join(parts)
     write_results(
         suite, {k: v for k, v in vars(args).items() if k != "bootstrap_servers"}, rows, notes
     )
