@@ -2,9 +2,10 @@
 
 A batch closes when it holds ``max_events`` records, ``max_bytes`` bytes, or
 its first record has waited ``max_wait_s`` — whichever comes first; with
-``close_when_caught_up``, also once a poll has found nothing more to read since the
-previous batch closed: at light load records are learned as they come, while at heavy
-load batches still fill (records pile up while the learner steps).
+``close_when_caught_up``, also as soon as it holds everything there was to read (the
+worker's position is at every partition's high watermark): at light load records are
+learned as they come, while at heavy load batches still fill (records pile up while the
+learner steps).
 
 >>> from schemas.dead_letter import RejectCode
 >>> from stream.decode import RawRecord
@@ -107,9 +108,9 @@ class MicroBatcher:
         return max(0.0, self._opened_at + self.max_wait_s - self._clock())
 
     def caught_up(self) -> None:
-        """A poll found nothing more to read: with ``close_when_caught_up`` the open batch
-        closes now rather than at ``max_wait_s`` (nothing is coming that waiting would add)."""
-        self._caught_up = self.close_when_caught_up
+        """The open batch holds everything there was to read: with ``close_when_caught_up``
+        it closes now rather than at ``max_wait_s``."""
+        self._caught_up = self.close_when_caught_up and bool(self._items)
 
     def ready(self) -> bool:
         if not self._items:

@@ -223,14 +223,25 @@ class Worker:
                 self.metrics.records_consumed.inc(len(decoded))
             else:
                 self.schedule.idle(time.monotonic())
-                self._batcher.caught_up()
                 if not len(self._batcher):
                     self._refresh_while_idle()
+            if self._batcher.close_when_caught_up and self._at_high_watermark(consumer):
+                self._batcher.caught_up()
             if self._batcher.ready():
                 self._process(self._batcher.take(), consumer)
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
+
+    def _at_high_watermark(self, consumer: KafkaConsumer) -> bool:
+        """Read up to every placed partition's high watermark (as of its last fetch)?"""
+        unplaced = self.book.unplaced()
+        for key in self.book.assigned() - unplaced:
+            tp = TopicPartition(*key)
+            high = consumer.highwater(tp)
+            if high is None or consumer.position(tp) < high:
+                return False
+        return True
 
     def _refresh_while_idle(self) -> None:
         """Publish stale users' and items' vectors again, within a budget per second. This
