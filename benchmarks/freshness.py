@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,20 +48,30 @@ def _events(n: int) -> list[Any]:
 
 def capacity(bootstrap: str, root: Path, learner: str, n: int) -> tuple[float, float]:
     """(saturated events/s after the first batch, median step seconds)."""
-    with RunningWorker(settings_for(bootstrap, root, learner, caught_up=False)) as running:
-        send(running.settings, _events(n))
+    worker = RunningWorker(settings_for(bootstrap, root, learner, caught_up=False))
+    send(worker.settings, _events(n))  # before the worker starts: it always finds full batches
+    with worker as running:
         running.wait_for(n, 1800)
     return running.rate_after_first_batch(), float(np.median(running.steps))
+
+
+def _produce(settings: Settings, n: int, rate: float) -> None:
+    send(settings, _events(n), rate)
 
 
 def loaded(
     bootstrap: str, root: Path, learner: str, rate: float, seconds: float, caught_up: bool
 ) -> dict[str, float]:
-    """Latency figures with events produced at ``rate`` for ``seconds``."""
-    events = _events(int(rate * seconds))
+    """Latency figures with events produced at ``rate`` for ``seconds`` — by another
+    process, as producers are: the worker's process does only the worker's work."""
+    n = int(rate * seconds)
     with RunningWorker(settings_for(bootstrap, root, learner, caught_up)) as running:
-        send(running.settings, events, rate)
-        running.wait_for(len(events), 2 * seconds + 120)
+        producer = multiprocessing.get_context("spawn").Process(
+            target=_produce, args=(running.settings, n, rate)
+        )
+        producer.start()
+        running.wait_for(n, 2 * seconds + 120)
+        producer.join(60)
     latencies = np.concatenate(running.latencies[1:])  # the first batch waited for the start
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     sizes = [n for _, n in running.marks]

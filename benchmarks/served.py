@@ -85,14 +85,11 @@ def measure(
     events: list[InteractionEvent], train_share: float, bootstrap: str | None, batch: int = 64
 ) -> ServedQuality:
     """Stream the first ``train_share`` of ``events`` through a worker; rank the rest."""
+    from benchmarks.running import RunningWorker, send
     from deploy.kafka import LocalKafka
     from learners.llm import LLMLearner
     from schemas.learner_config import LLMConfig
-    from stream.app import App, ExitStatus
-    from stream.clients import ensure_output_topics, make_admin, make_producer
-    from stream.metrics import WorkerMetrics
     from stream.recommend import VectorIndex
-    from stream.sender import send_events
 
     split = int(len(events) * train_share)
     future, _ = _future(events, split)
@@ -108,21 +105,12 @@ def measure(
             checkpoint={"every_events": 10_000},
             learner={"kind": "llm"},
         )
-        admin = make_admin(settings)
-        ensure_output_topics(admin, settings, include_events=True)
-        admin.close()
-        producer = make_producer(settings, compression_type=None)
-        send_events(producer, settings.topics.events, events[:split])
-        producer.close(10)
         learner = LLMLearner(LLMConfig())
-        app = App(settings, learner=learner, metrics=WorkerMetrics(process=False))
-        running = app.start()
-        while running.alive and running.worker.records_seen < split:
-            time.sleep(1.0)
-        time.sleep(30.0)  # idle: the worker refreshes stale vectors meanwhile
-        index = VectorIndex.from_topics(settings, timeout_s=1800.0)
-        if running.stop() is not ExitStatus.OK:
-            raise RuntimeError(f"the worker failed: {app.error}")
+        with RunningWorker(settings, learner) as running:
+            send(settings, events[:split])
+            running.wait_for(split, 4 * 3600)
+            time.sleep(30.0)  # idle: the worker refreshes stale vectors meanwhile
+            index = VectorIndex.from_topics(settings, timeout_s=1800.0)
     users = [u for u in future if u in index.users and u in learner.history]
     served, own = {}, {}
     items = learner.known_items()

@@ -14,6 +14,10 @@ Parts (``--parts``, comma-separated):
     End-to-end events/s through the real local Kafka (produce → consume → validate →
     learn → vectors acknowledged → commit) divided by the bare step's events/s on the
     same events at the same batch shape; the share of the work thread's time per stage.
+``backbone``
+    The bare step on a randomly initialised backbone of a named architecture and size
+    (``--backbone qwen2-0.5b``, ``learners/random_backbone.py``): events/s, tokens/s, MFU
+    of a realistic size on any machine, downloading nothing. Not in the default parts.
 ``memory``
     Resident memory sampled over a long run with small state limits: it must stay flat
     once the buffers are full.
@@ -163,6 +167,34 @@ def part_step(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> No
                 Row(name, "synthetic", "train_tokens_per_s", r.train_tokens_per_s, "tokens/s"),
                 Row(name, "synthetic", "mfu", r.mfu, "fraction"),
             ]
+
+
+def part_backbone(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> None:
+    """The bare step on a randomly initialised backbone of a named size (nothing downloaded)."""
+    from learners.random_backbone import build_random_backbone
+
+    peak = peak_flops()
+    batch, tokens = args.backbone_batch, 32
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_random_backbone(args.backbone, Path(tmp) / args.backbone)
+        config = LLMConfig(model=str(path), max_item_tokens=tokens, max_grad_items=batch)
+        events = text_events((1 + args.backbone_steps) * batch, tokens)
+        r = bare_steps(config, events, batch, 1, args.backbone_steps, peak)
+    name = f"learner step {args.backbone} (random weights) B={batch} T≤{tokens}"
+    log.info(
+        "%s: %.2f events/s, %.0f tokens/s, MFU %.3f", name, r.events_per_s, r.tokens_per_s, r.mfu
+    )
+    rows += [
+        Row(name, "synthetic", "events_per_s", r.events_per_s, "events/s"),
+        Row(name, "synthetic", "tokens_per_s", r.tokens_per_s, "tokens/s"),
+        Row(name, "synthetic", "train_tokens_per_s", r.train_tokens_per_s, "tokens/s"),
+        Row(name, "synthetic", "mfu", r.mfu, "fraction"),
+    ]
+    notes.append(
+        f"{args.backbone}: the named shape with random weights and the bundled tokenizer's"
+        f" vocabulary, {torch.get_num_threads()} CPU threads, fp32; peak = measured fp32"
+        f" 2048² matmul = {peak / 1e9:.0f} GFLOP/s."
+    )
 
 
 # -- through Kafka ---------------------------------------------------------------------------
@@ -348,6 +380,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--measure", type=int, default=4)
+    parser.add_argument("--backbone", default="qwen2-0.5b", help="shape for the backbone part")
+    parser.add_argument("--backbone-batch", type=int, default=16)
+    parser.add_argument("--backbone-steps", type=int, default=2)
     parser.add_argument("--pipeline-batch", type=int, default=64)
     parser.add_argument("--pipeline-events", type=int, default=1280)
     parser.add_argument("--memory-events", type=int, default=24_000)
@@ -362,6 +397,8 @@ def main(argv: list[str]) -> int:
     with ExitStack() as stack:
         if "step" in parts:
             part_step(args, rows, notes)
+        if "backbone" in parts:
+            part_backbone(args, rows, notes)
         if "pipeline" in parts:
             from deploy.kafka import LocalKafka
 
