@@ -127,6 +127,27 @@ def target_modules_for(model: nn.Module, model_type: str) -> list[str]:
     return found
 
 
+def _in_layers(base: nn.Module, targets: list[str], layers: list[int] | None) -> list[str]:
+    """The full names of the ``targets`` modules in ``layers`` (all: ``targets`` as given).
+
+    PEFT's ``layers_to_transform`` finds a module's layer with a pattern that needs a dot
+    before the layer list, which a decoder loaded as its base model (``layers.7.self_attn.…``)
+    does not have; full names work for every architecture."""
+    if layers is None:
+        return targets
+    wanted = set(layers)
+    return [
+        name
+        for name, _ in base.named_modules()
+        if name.rsplit(".", 1)[-1] in targets and _layer_of(name) in wanted
+    ]
+
+
+def _layer_of(name: str) -> int | None:
+    """The first numeric part of a module name: its layer (``encoder.layer.5.…`` → 5)."""
+    return next((int(part) for part in name.split(".") if part.isdigit()), None)
+
+
 def _layer_count(hf_config: Any) -> int | None:
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(hf_config, attr):
@@ -271,8 +292,7 @@ def load_backbone(config: LLMConfig) -> Backbone:
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
+        target_modules=_in_layers(base, targets, layers),
         bias="none",
         fan_in_fan_out=hf_config.model_type == "gpt2",
     )

@@ -65,6 +65,17 @@ def test_only_the_top_layers_are_adapted_and_the_backward_stops_there() -> None:
     assert every.backward_parameters() <= every.non_embedding_parameters()
 
 
+def test_a_decoders_top_layers_are_adapted(tiny_decoder: Path) -> None:
+    # a decoder loads as its base model, whose layer names have no prefix (layers.1.…)
+    top = load_backbone(LLMConfig(model=str(tiny_decoder), lora_top_layers=1))
+    adapted = {
+        int(n.split("layers.")[1].split(".")[0])
+        for n, _ in top.model.named_parameters()
+        if "lora_" in n
+    }
+    assert adapted == {1}
+
+
 def served_scores(learner: LLMLearner, user: str, item_ids: list[str]) -> np.ndarray:
     """What a serving index computes from the published vectors: dense dot + sparse dot."""
     u = learner.user_vectors([user])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -35,13 +36,16 @@ def test_a_frame_decodes_to_a_valid_document_with_the_numbers(encoding: VectorEn
     frame = encode_frame(DOC, vector, (indices, values), encoding)
     assert frame[:4] == MAGIC
     user = UserVector.model_validate(decode_vector(frame))
-    assert user.user_id == "user-7" and user.consumed == DOC["consumed"]
-    assert user.sparse is not None and user.sparse.indices == indices.tolist()
+    assert user.user_id == "user-7"
+    assert user.consumed == DOC["consumed"]
+    assert user.sparse is not None
+    assert user.sparse.indices == indices.tolist()
     tolerance = 0 if encoding is VectorEncoding.F32 else 1e-3
     np.testing.assert_allclose(user.vector, vector, atol=tolerance)
     np.testing.assert_allclose(user.sparse.values, values, atol=tolerance)
     wire = read_vector(frame)
-    assert wire.vector.dtype == np.float32 and "vector" not in wire.document
+    assert wire.vector.dtype == np.float32
+    assert "vector" not in wire.document
 
 
 def test_json_records_read_the_same_way() -> None:
@@ -58,21 +62,21 @@ def test_json_records_read_the_same_way() -> None:
 
 
 @pytest.mark.parametrize(
-    "damage",
+    ("damage", "reason"),
     [
-        lambda f: f[:-1],  # truncated
-        lambda f: f + b"\0",  # trailing bytes
-        lambda f: f[:4] + b"\x07" + f[5:],  # unknown dtype
-        lambda f: b"XSV1" + f[4:],  # wrong magic
-        lambda f: f[:10],  # shorter than the header
+        (lambda f: f[:-1], "length does not match"),  # truncated
+        (lambda f: f + b"\0", "length does not match"),  # trailing bytes
+        (lambda f: f[:4] + b"\x07" + f[5:], "unknown float dtype"),
+        (lambda f: b"XSV1" + f[4:], "not a lorastream vector record"),  # wrong magic
+        (lambda f: f[:10], "not a lorastream vector record"),  # shorter than the header
     ],
     ids=["truncated", "trailing", "dtype", "magic", "short"],
 )
-def test_a_damaged_frame_is_refused(damage: object) -> None:
+def test_a_damaged_frame_is_refused(damage: Callable[[bytes], bytes], reason: str) -> None:
     vector, sparse = _numbers()
     frame = encode_frame(DOC, vector, sparse, VectorEncoding.F16)
-    with pytest.raises(ValueError):
-        read_vector(damage(frame))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=reason):
+        read_vector(damage(frame))
 
 
 def test_the_header_is_as_documented() -> None:
