@@ -6,10 +6,10 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import (
     AuthorizationError,
@@ -27,6 +27,7 @@ __all__ = [
     "MissingTopic",
     "NotAuthorized",
     "StreamSetupError",
+    "at_high_watermark",
     "await_partitions",
     "broker_contact",
     "committed_offsets",
@@ -214,6 +215,16 @@ def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.
         if partitions or time.monotonic() >= deadline:
             return len(partitions)
         time.sleep(0.2)
+
+
+def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, int]]) -> bool:
+    """Has ``consumer`` read up to each partition's high watermark (as of its last fetch)?"""
+    for topic, partition in partitions:
+        tp = TopicPartition(topic, partition)
+        high = consumer.highwater(tp)
+        if high is None or consumer.position(tp) < high:
+            return False
+    return True
 
 
 def require_topic(admin: KafkaAdminClient, topic: str) -> int:

@@ -23,6 +23,7 @@ from schemas.settings import Settings
 from stream.apply import Applied, Applier, AttemptFailed
 from stream.batcher import Batch, MicroBatcher
 from stream.clients import (
+    at_high_watermark,
     await_partitions,
     broker_contact,
     ensure_output_topics,
@@ -225,23 +226,14 @@ class Worker:
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
                     self._refresh_while_idle()
-            if self._batcher.close_when_caught_up and self._at_high_watermark(consumer):
+            placed = self.book.assigned() - self.book.unplaced()
+            if self._batcher.close_when_caught_up and at_high_watermark(consumer, placed):
                 self._batcher.caught_up()
             if self._batcher.ready():
                 self._process(self._batcher.take(), consumer)
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
-
-    def _at_high_watermark(self, consumer: KafkaConsumer) -> bool:
-        """Read up to every placed partition's high watermark (as of its last fetch)?"""
-        unplaced = self.book.unplaced()
-        for key in self.book.assigned() - unplaced:
-            tp = TopicPartition(*key)
-            high = consumer.highwater(tp)
-            if high is None or consumer.position(tp) < high:
-                return False
-        return True
 
     def _refresh_while_idle(self) -> None:
         """Publish stale users' and items' vectors again, within a budget per second. This

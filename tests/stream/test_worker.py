@@ -145,6 +145,29 @@ def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Setti
         thread.join(30)
 
 
+def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # max_wait_s is an hour: only "everything there was to read is in the batch" closes it
+    settings = make_settings(
+        batch={"max_events": 1000, "max_wait_s": 3600.0, "close_when_caught_up": True},
+        checkpoint={"idle_s": 0.3},
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(40, n_users=5)
+    learner = RiverMFLearner()
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        send_raw(settings, [event_record(e) for e in events])
+        wait_for(lambda: all_committed(settings), 120, "the 40 events learned and committed")
+        assert learner.ledger == EventLedger.expected(e.event_id for e in events)
+    finally:
+        worker.request_stop()
+        thread.join(30)
+
+
 def test_missing_events_topic_is_a_clear_error(make_settings: Callable[..., Settings]) -> None:
     from stream.clients import MissingTopic
 
