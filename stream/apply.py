@@ -132,6 +132,7 @@ class Applier:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
         self.refresher = Refresher()
+        self._seeded: set[str] = set()  # kinds whose known ids the refresher has seen
 
     def __call__(self, items: Sequence[Accepted]) -> Applied:
         fresh = self.recent.fresh([a.event.event_id for a in items])
@@ -214,20 +215,21 @@ class Applier:
                 self.publisher.deliver(timeout_s)
         except DeliveryError:
             self.publisher.abandon(mark)
-            self.refresher.forget("user", users)
-            self.refresher.forget("item", items)
+            self.refresher.unpublished("user", users)
+            self.refresher.unpublished("item", items)
             raise
         return sent
 
     def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
-        known = self.learner.known_users() if kind == "user" else self.learner.known_items()
         if not self.topics.produce_item_vectors and kind == "item":
             return []
+        if kind not in self._seeded:  # once: what the (restored) learner knew at the start
+            known = self.learner.known_users() if kind == "user" else self.learner.known_items()
+            self.refresher.seed(kind, known)
+            self._seeded.add(kind)
         skip = set(besides)
-        update = self.learner.updates
-        return [
-            i for i in self.refresher.stale(kind, known, update, n + len(skip)) if i not in skip
-        ][:n]
+        stale = self.refresher.stale(kind, self.learner.updates, n + len(skip))
+        return [i for i in stale if i not in skip][:n]
 
     def _publish(self, users: list[str], items: list[str], tombstones: list[str]) -> dict[str, int]:
         sent = {"user": 0, "item": 0, "tombstone": 0}
@@ -238,10 +240,12 @@ class Applier:
             item_batch = self.learner.item_vectors(list(dict.fromkeys(items)))
         sent["user"] = self.publisher.user_vectors(user_batch)
         self.refresher.published("user", user_batch.ids, update)
+        self.refresher.forget("user", set(users) - set(user_batch.ids))  # no longer known
         if item_batch is not None:
             texts = self.learner.item_texts(item_batch.ids)
             sent["item"] = self.publisher.item_vectors(item_batch, texts)
             self.refresher.published("item", item_batch.ids, update)
+            self.refresher.forget("item", set(items) - set(item_batch.ids))
         sent["tombstone"] = self.publisher.tombstones(tombstones)
         self.refresher.forget("user", tombstones)
         return {k: n for k, n in sent.items() if n}

@@ -2,31 +2,42 @@
 
 A vector on the compacted topics was computed with the model as it was when published;
 the model moves on with every update. :class:`Refresher` remembers, per user and per item
-(bounded, LRU), the learner update a vector was published at, and hands out those that
-are older than the current update — oldest first, a few per batch and more while the
-stream is idle — so served vectors converge to the model's.
+(bounded, LRU), the learner update a vector was last published at, in publish order — and
+since updates only grow, that order is oldest first. It hands out those published before
+the current update from the front, a few per batch and more while the stream is idle, so
+served vectors converge to the model's without a pass over every user per batch.
 
 >>> r = Refresher(capacity=10)
 >>> r.published("user", ["a", "b"], update=1)
 >>> r.published("user", ["a"], update=3)
->>> r.stale("user", ["a", "b", "c"], update=3, n=5)   # c never published, b from update 1
+>>> r.seed("user", ["a", "b", "c"])     # c is known but was never published
+>>> r.stale("user", update=3, n=5)       # never published first, then the oldest
 ['c', 'b']
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 __all__ = ["Refresher"]
 
+NEVER = -1  # the update of a vector never published (or whose publishing failed)
+
 
 class Refresher:
-    """The update each user's and item's vector was last published at."""
+    """The update each user's and item's vector was last published at, oldest first.
+
+    After a roll-back to an older checkpoint the current update goes back; vectors
+    published under the abandoned updates then count as current until the model passes
+    them again (they are re-published when their users or items next appear)."""
 
     def __init__(self, capacity: int = 1_000_000) -> None:
         self.capacity = capacity
         self._at: dict[str, OrderedDict[str, int]] = {"user": OrderedDict(), "item": OrderedDict()}
+
+    def __len__(self) -> int:
+        return sum(len(at) for at in self._at.values())
 
     def published(self, kind: str, ids: Iterable[str], update: int) -> None:
         at = self._at[kind]
@@ -36,20 +47,27 @@ class Refresher:
         while len(at) > self.capacity:
             at.popitem(last=False)
 
+    def unpublished(self, kind: str, ids: Iterable[str]) -> None:
+        """These ids' newest vectors did not reach the topic: send them first."""
+        at = self._at[kind]
+        for i in ids:
+            at[i] = NEVER
+            at.move_to_end(i, last=False)
+
+    def seed(self, kind: str, known: Iterable[str]) -> None:
+        """Known ids not tracked yet (a learner restored from a checkpoint) were never
+        published by this process: they go first."""
+        self.unpublished(kind, [i for i in known if i not in self._at[kind]])
+
     def forget(self, kind: str, ids: Iterable[str]) -> None:
         for i in ids:
             self._at[kind].pop(i, None)
 
-    def stale(self, kind: str, known: Sequence[str], update: int, n: int) -> list[str]:
-        """Up to ``n`` of ``known`` published before ``update`` (never published first,
-        then the oldest)."""
-        if n <= 0:
-            return []
-        at = self._at[kind]
-        behind = [(at.get(i, -1), k) for k, i in enumerate(known) if at.get(i, -1) < update]
-        behind.sort()
-        return [known[k] for _, k in behind[:n]]
-
-    def lag(self, kind: str, update: int) -> list[int]:
-        """How many updates behind each published vector is."""
-        return [update - u for u in self._at[kind].values()]
+    def stale(self, kind: str, update: int, n: int) -> list[str]:
+        """Up to ``n`` ids published before ``update``, oldest first."""
+        out: list[str] = []
+        for i, at in self._at[kind].items():
+            if len(out) >= n or at >= update:
+                break
+            out.append(i)
+        return out
