@@ -2,8 +2,9 @@
 
 Observers run on the work thread after a batch is acknowledged, in order: drift
 detection first (:class:`DriftWatch`, which may start or end an adaptation and notes
-the signals that fired on the summary), then the metrics (:class:`MetricsRecorder`),
-then any the caller adds (run history, the demo's live view, benchmarks).
+the signals that fired on the summary), then the metrics (:class:`MetricsRecorder`), a
+warning when steps near the group's poll deadline (:class:`SlowStepWarning`), then any
+the caller adds (run history, the demo's live view, benchmarks).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from stream.decode import Rejection
 from stream.drift import Detection, DriftMonitor
 from stream.metrics import WorkerMetrics
 
-__all__ = ["BatchObserver", "BatchSummary", "DriftWatch", "MetricsRecorder"]
+__all__ = ["BatchObserver", "BatchSummary", "DriftWatch", "MetricsRecorder", "SlowStepWarning"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,23 @@ class MetricsRecorder:
             memory = report.metrics.get(f"gpu_memory_{kind}_bytes")
             if memory is not None:
                 m.gpu_memory.labels(kind).set(memory)
+
+
+class SlowStepWarning:
+    """Warns when a learner step takes over half the time the group allows between polls."""
+
+    def __init__(self, max_poll_interval_s: float) -> None:
+        self.budget = max_poll_interval_s
+
+    def __call__(self, s: BatchSummary) -> None:
+        if s.learn_seconds > 0.5 * self.budget:
+            log.warning(
+                "a learner step took %.1fs, over half of consumer.max_poll_interval_ms"
+                " (%.0fs): lower batch.max_events or raise max_poll_interval_ms, or the"
+                " group will evict this worker",
+                s.learn_seconds,
+                self.budget,
+            )
 
 
 def _prequential(metrics: dict[str, float]) -> dict[tuple[str, str], float]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from kafka import KafkaProducer
-from kafka.errors import AuthorizationError, KafkaError
+from kafka.errors import AuthorizationError, KafkaError, KafkaTimeoutError
 
 from learners.base import VectorBatch
 from schemas.settings import TopicSettings
@@ -28,6 +29,8 @@ from stream.decode import Rejection
 __all__ = ["DeliveryError", "Publisher", "item_vector_values", "user_vector_values"]
 
 log = logging.getLogger(__name__)
+
+WAIT_SLICE_S = 2.0  # how often a late delivery tells its owner it is still waiting
 
 
 class DeliveryError(RuntimeError):
@@ -136,11 +139,16 @@ class Publisher:
     """Sends output records and confirms their delivery."""
 
     def __init__(
-        self, producer: KafkaProducer, topics: TopicSettings, worker_id: str | None = None
+        self,
+        producer: KafkaProducer,
+        topics: TopicSettings,
+        worker_id: str | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self._producer = producer
         self._topics = topics
         self._worker_id = worker_id
+        self._on_wait = on_wait  # called every WAIT_SLICE_S while acknowledgements are late
         self._pending: list[_Send] = []
 
     def _send(self, send: _Send) -> None:
@@ -204,10 +212,7 @@ class Publisher:
                     f"{len(self._pending)} records were not acknowledged within {timeout_s:.0f}s"
                     " (is the broker reachable? are the output topics writable?)"
                 )
-            try:
-                self._producer.flush(timeout=remaining)
-            except KafkaError as exc:
-                log.warning("flush did not complete: %s", exc)
+            self._flush(deadline)
             failed = [s for s in self._pending if not (s.future.is_done and s.future.succeeded())]
             self._pending = []
             refused = [s for s in failed if isinstance(s.future.exception, AuthorizationError)]
@@ -225,3 +230,17 @@ class Publisher:
                 for s in failed:
                     self._send(s)
         return retries
+
+    def _flush(self, deadline: float) -> None:
+        """Flush until every send completed or ``deadline``, in slices: between them the
+        owner hears that the broker is late (the worker reports readiness meanwhile)."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._producer.flush(timeout=min(WAIT_SLICE_S, left))
+                return
+            except KafkaTimeoutError:
+                if self._on_wait is not None:
+                    self._on_wait()
+            except KafkaError as exc:
+                log.warning("flush did not complete: %s", exc)
+                return

@@ -37,7 +37,13 @@ from stream.dedupe import RecentEvents
 from stream.durable import DurableState, StateLost, WorkerFailed
 from stream.http import Health
 from stream.metrics import WorkerMetrics
-from stream.observers import BatchObserver, BatchSummary, DriftWatch, MetricsRecorder
+from stream.observers import (
+    BatchObserver,
+    BatchSummary,
+    DriftWatch,
+    MetricsRecorder,
+    SlowStepWarning,
+)
 from stream.offsets import OffsetBook
 from stream.poison import Savepoints, isolate
 from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
@@ -111,6 +117,7 @@ class Worker:
         self.observers: list[BatchObserver] = [
             *([self.drift] if self.drift else []),
             MetricsRecorder(self.metrics, learner),
+            SlowStepWarning(s.consumer.max_poll_interval_ms / 1000),
             *observers,
         ]
         key = s.privacy.pseudonymize_key
@@ -132,6 +139,7 @@ class Worker:
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
         self._last_refresh = 0.0
         self._savepoints: Savepoints | None = None
+        self._consumer: KafkaConsumer | None = None
         self.records_seen = 0
         self.events_learned = 0
 
@@ -156,11 +164,11 @@ class Worker:
             ensure_output_topics(admin, s)
             producer = make_producer(s)
             stack.callback(producer.close, 10)
-            self.publisher = Publisher(producer, s.topics, s.kafka.client_id)
+            self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
             self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
             self.durable.start(admin)
             stack.callback(self._close_savepoints)
-            consumer = make_consumer(s)
+            consumer = self._consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
             await_partitions(consumer, s.topics.events)
             consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
@@ -353,22 +361,20 @@ class Worker:
                 "dedupe_window": (len(self._recent), self._recent.capacity),
             }
         )
-        self._warn_slow_step(applied.learn_seconds)
         for observer in self.observers:
             observer(summary)
 
-    def _warn_slow_step(self, seconds: float) -> None:
-        budget = self.settings.consumer.max_poll_interval_ms / 1000
-        if seconds > 0.5 * budget:
-            log.warning(
-                "a learner step took %.1fs, over half of consumer.max_poll_interval_ms"
-                " (%.0fs): lower batch.max_events or raise max_poll_interval_ms, or the"
-                " group will evict this worker",
-                seconds,
-                budget,
-            )
-
     def _heartbeat(self, consumer: KafkaConsumer) -> None:
+        self._report_contact(consumer)
+        self.health.beat()
+        self.metrics.last_loop.set_to_current_time()
+
+    def _broker_late(self) -> None:
+        """While a delivery waits for the broker: readiness follows the broker's contact."""
+        if self._consumer is not None:
+            self._report_contact(self._consumer)
+
+    def _report_contact(self, consumer: KafkaConsumer) -> None:
         connected = broker_contact(consumer)
         if connected != self.health.broker_connected:
             if connected:
@@ -380,8 +386,6 @@ class Worker:
                 )
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1.0 if connected else 0.0)
-        self.health.beat()
-        self.metrics.last_loop.set_to_current_time()
 
     def show_assignment(self) -> None:
         n = len(self.book.assigned())

@@ -426,3 +426,41 @@ def test_a_disk_that_refuses_checkpoints_stops_the_worker_and_loses_nothing(
     )
     assert lost == 0
     assert crashes == 0
+
+
+# -- a late delivery ---------------------------------------------------------------------------
+
+
+def test_a_delivery_waiting_for_a_stopped_broker_keeps_reporting_and_then_fails(
+    broker: LocalKafka, scale: Scale, tmp_path: Path
+) -> None:
+    """While acknowledgements are late the publisher calls back every WAIT_SLICE_S (the
+    worker updates readiness there), and at its deadline it raises, sending nothing twice."""
+    import contextlib
+
+    from kafka.errors import KafkaTimeoutError
+
+    from stream.clients import ensure_output_topics, make_admin, make_producer
+    from stream.publisher import WAIT_SLICE_S, DeliveryError, Publisher
+
+    settings = settings_for(broker, tmp_path, scale)
+    admin = make_admin(settings)
+    try:
+        ensure_output_topics(admin, settings)
+    finally:
+        admin.close()
+    waits: list[float] = []
+    producer = make_producer(settings)
+    publisher = Publisher(producer, settings.topics, "t", lambda: waits.append(1))
+    publisher.tombstones(["warm-up"])  # the producer learns the topic's leaders first
+    publisher.deliver(30)
+    broker.halt()
+    try:
+        publisher.tombstones(["u-1", "u-2"])
+        with pytest.raises(DeliveryError, match="not acknowledged within 5s"):
+            publisher.deliver(5.0)
+        assert len(waits) >= int(5.0 / WAIT_SLICE_S)
+    finally:
+        broker.start()
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(1)
