@@ -21,6 +21,7 @@ from learners.catalog import ItemCatalog
 from learners.towers import Heads, bucket_of
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig
+from schemas.vectors import item_key
 
 __all__ = ["ItemTower"]
 
@@ -35,6 +36,7 @@ class ItemTower:
             config.max_items, backbone.hidden_size, config.popularity_half_lives, self.device
         )
         self.bucket = np.zeros(config.max_items, dtype=np.int64)  # id-embedding row per slot
+        self.key = np.zeros(config.max_items, dtype=np.int64)  # item_key per slot, hashed once
 
     def register(self, events: Sequence[InteractionEvent], version: int) -> list[int]:
         """Add or touch the events' items; encode new or changed texts. Returns the slots
@@ -47,11 +49,18 @@ class ItemTower:
         slots, changed, evicted = cat.upsert(ids, text_of)
         for slot, item_id in zip(slots.tolist(), ids, strict=True):
             self.bucket[slot] = bucket_of(item_id, self.config.id_buckets)
+            self.key[slot] = item_key(item_id)
         if changed:
             with torch.no_grad():  # a new or renamed item starts without a learned bias
                 self.heads.item_bias.weight[changed] = 0.0
             self.encode(np.asarray(changed), version)
         return [slot for _, slot in evicted]
+
+    def rekey(self) -> None:
+        """Recompute the per-slot item keys from the catalog (after loading a checkpoint)."""
+        index = self.catalog.index
+        ids = index.ids()
+        self.key[index.slots_of(ids)] = [item_key(i) for i in ids]
 
     def encode(self, slots: np.ndarray, version: int, chunk: int = 256) -> None:
         """Tokenize what is missing (one batch), encode without gradients, store."""

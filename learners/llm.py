@@ -47,7 +47,7 @@ from learners.towers import Heads
 from learners.user_tower import UserTower
 from schemas.events import EventType, InteractionEvent
 from schemas.learner_config import LLMConfig
-from schemas.vectors import SourcePosition, item_key
+from schemas.vectors import SourcePosition
 
 __all__ = ["LLMLearner"]
 
@@ -320,9 +320,7 @@ class LLMLearner:
     def _user_sparse(self, user_id: str, weight: float) -> tuple[np.ndarray, np.ndarray]:
         knn = self.scorer.knn_all(user_id)
         slots = np.flatnonzero(knn > 0) if weight > 0 else np.zeros(0, np.int64)
-        ids = self.items.catalog.index.ids_of(slots)
-        keys = np.fromiter((item_key(i) for i in ids), np.int64, len(ids))
-        return keys, (weight * knn[slots]).astype(np.float32)
+        return self.items.key[slots], (weight * knn[slots]).astype(np.float32)
 
     def item_vectors(self, item_ids: Sequence[str]) -> VectorBatch:
         """``[i, prior(i)]`` plus the sparse one-hot of the item's own key."""
@@ -337,7 +335,7 @@ class LLMLearner:
             ids=known,
             vectors=np.concatenate([reps, prior[:, None]], axis=1).astype(np.float32),
             version=self.version,
-            sparse=[(np.array([item_key(i)]), np.ones(1, np.float32)) for i in known],
+            sparse=[(self.items.key[s : s + 1], np.ones(1, np.float32)) for s in slots.tolist()],
         )
 
     def score_matrix(

@@ -161,6 +161,7 @@ def load(learner: Parts, directory: Path) -> Restored:
     }
     learner.items.bucket[:] = arrays.pop("item_bucket")
     learner.items.catalog.load(arrays, state["catalog"])
+    learner.items.rekey()
     co = load_file(str(directory / "cooccurrence.safetensors"))
     learner.cooccurrence.load({k: v.numpy() for k, v in co.items()})
     tester = learner.tester
