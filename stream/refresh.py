@@ -39,6 +39,11 @@ class Refresher:
     def __len__(self) -> int:
         return sum(len(at) for at in self._at.values())
 
+    @property
+    def bound(self) -> int:
+        """How many ids it holds at most (``capacity`` per kind)."""
+        return self.capacity * len(self._at)
+
     def published(self, kind: str, ids: Iterable[str], update: int) -> None:
         at = self._at[kind]
         for i in ids:

@@ -359,6 +359,7 @@ class Worker:
             {
                 **self.learner.state_sizes(),
                 "dedupe_window": (len(self._recent), self._recent.capacity),
+                "published_vectors": (len(self.apply.refresher), self.apply.refresher.bound),
             }
         )
         for observer in self.observers:
