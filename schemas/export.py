@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.adapters import AdapterManifest
 from schemas.dead_letter import DeadLetter
 from schemas.events import InteractionEvent, UserDeletion
 from schemas.vectors import ItemVector, UserVector
@@ -25,6 +26,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "user_vector": UserVector,
     "item_vector": ItemVector,
     "dead_letter": DeadLetter,
+    "adapter_manifest": AdapterManifest,
 }
 
 

@@ -137,6 +137,11 @@ class TopicSettings(BaseModel):
     partitions: int = Field(default=3, ge=1, description="for topics the worker creates")
     replication_factor: int = Field(default=1, ge=1, description="for topics the worker creates")
     produce_item_vectors: bool = True
+    adapters: str | None = Field(
+        default=None,
+        description="compacted topic each checkpoint's LoRA adapter is published to (PEFT"
+        " files in chunks, then a manifest: schemas/adapters.py); unset: not published",
+    )
     item_refresh_per_batch: int = Field(
         default=64,
         ge=0,

@@ -149,6 +149,26 @@ def recommend(
     out.print(table)
 
 
+@app.command()
+def adapter(
+    out: Annotated[Path, typer.Argument(help="directory to write the adapter's files to")],
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """Write the newest LoRA adapter published on ``topics.adapters`` to OUT, in PEFT's
+    format (load it with ``PeftModel.from_pretrained(base, OUT)`` or ``load_adapter``)."""
+    from stream.adapters import AdapterIncomplete, read_adapter
+
+    settings = load_settings(config, bootstrap)
+    setup_logging("text", secrets=settings.secrets())
+    try:
+        manifest = read_adapter(settings, out)
+    except (AdapterIncomplete, StreamSetupError, TimeoutError) as exc:
+        raise fail(str(exc)) from exc
+    out_files = ", ".join(sorted(manifest.files))
+    typer.echo(f"{manifest.model_version} ({manifest.checkpoint}) -> {out}: {out_files}")
+
+
 # -- tail --------------------------------------------------------------------------------
 
 

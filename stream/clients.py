@@ -249,7 +249,10 @@ def require_topic(admin: KafkaAdminClient, topic: str) -> int:
 def output_topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
     """How the worker's output topics are created when absent."""
     t = settings.topics
-    base = {"num_partitions": t.partitions, "replication_factor": t.replication_factor}
+    base: dict[str, Any] = {
+        "num_partitions": t.partitions,
+        "replication_factor": t.replication_factor,
+    }
     compacted = {
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": "0",
@@ -268,6 +271,8 @@ def output_topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
     }
     if t.produce_item_vectors:
         specs[t.item_vectors] = base | {"configs": compacted}
+    if t.adapters is not None:  # one partition: a reader gathers one adapter's chunks
+        specs[t.adapters] = base | {"num_partitions": 1, "configs": compacted}
     return specs
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from learners.base import Learner
 from schemas.settings import Settings
 from stream.checkpoint import (
+    Checkpoint,
     CheckpointError,
     CheckpointSchedule,
     CheckpointStore,
@@ -119,7 +120,7 @@ class DurableState:
             " --allow-fresh-start (checkpoint.allow_fresh_start=true) to accept that."
         )
 
-    def save(self) -> None:
+    def save(self) -> Checkpoint:
         """Write learner, window and processed offsets atomically; they become durable."""
         assert self.store is not None
         offsets = self.book.processed()
@@ -154,6 +155,7 @@ class DurableState:
             _format_offsets(offsets),
             elapsed,
         )
+        return checkpoint
 
     def roll_back(self, failure: Exception, cause: BaseException | None) -> dict[PartitionKey, int]:
         """Load the newest checkpoint; returns the offsets to read again from."""

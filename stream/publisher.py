@@ -174,6 +174,13 @@ class Publisher:
             self._send(_Send(self._topics.item_vectors, item_id.encode(), value, []))
         return len(batch)
 
+    def adapter(self, records: list[tuple[str, bytes]]) -> int:
+        """Send an adapter's chunks and manifest (``stream/adapters.py``), in order."""
+        assert self._topics.adapters is not None
+        for key, value in records:
+            self._send(_Send(self._topics.adapters, key.encode(), value, []))
+        return len(records)
+
     def tombstones(self, user_ids: list[str]) -> int:
         """A null value under each user's key: compaction then drops the user's vector."""
         for user_id in user_ids:

@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 
 from learners.base import Learner
 from schemas.settings import Settings
+from stream.adapters import publish_adapter
 from stream.apply import Applied, Applier, AttemptFailed
 from stream.batcher import Batch, MicroBatcher
 from stream.clients import (
@@ -418,7 +419,10 @@ class Worker:
         if self.durable.enabled:
             if not self.durable.due(force):
                 return
-            self.durable.save()
+            checkpoint = self.durable.save()
+            if self.settings.topics.adapters is not None:
+                with self.stages.time("deliver"):
+                    publish_adapter(self.publisher, checkpoint, self.learner.version)
         self._commit(consumer)
 
     def _commit(self, consumer: KafkaConsumer) -> None:
