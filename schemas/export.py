@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from schemas.adapters import AdapterManifest
 from schemas.dead_letter import DeadLetter
 from schemas.events import InteractionEvent, UserDeletion
-from schemas.vectors import ItemVector, UserVector
+from schemas.vectors import ItemVector, UserVector, VectorVersion
 
 __all__ = ["SCHEMA_DIR", "WIRE_MODELS", "render", "stale_files", "write"]
 
@@ -27,6 +27,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "item_vector": ItemVector,
     "dead_letter": DeadLetter,
     "adapter_manifest": AdapterManifest,
+    "vector_version": VectorVersion,
 }
 
 

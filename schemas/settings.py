@@ -137,6 +137,11 @@ class TopicSettings(BaseModel):
     partitions: int = Field(default=3, ge=1, description="for topics the worker creates")
     replication_factor: int = Field(default=1, ge=1, description="for topics the worker creates")
     produce_item_vectors: bool = True
+    vector_versions: str | None = Field(
+        default=None,
+        description="compacted topic that announces when every published vector is of one"
+        " model version (schemas.vectors.VectorVersion); unset: not announced",
+    )
     adapters: str | None = Field(
         default=None,
         description="compacted topic each checkpoint's LoRA adapter is published to (PEFT"

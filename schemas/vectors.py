@@ -23,7 +23,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.events import Identifier
 
-__all__ = ["ItemVector", "SourcePosition", "SparseVector", "UserVector", "item_key"]
+__all__ = [
+    "ItemVector",
+    "SourcePosition",
+    "SparseVector",
+    "UserVector",
+    "VectorVersion",
+    "item_key",
+]
 
 _WIRE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -125,3 +132,16 @@ class ItemVector(_Vector):
     sparse: SparseVector | None = Field(
         default=None, description="added to the dense dot product (the item's own key)"
     )
+
+
+class VectorVersion(BaseModel):
+    """Every user and item vector on the topics is of one model version: a serving index
+    that rebuilt from the topics can switch to it as a whole. Keyed ``current`` on the
+    compacted ``topics.vector_versions``; announced once the worker's refreshes caught up."""
+
+    model_config = _WIRE
+
+    model_version: str = Field(min_length=1, max_length=256)
+    users: int = Field(ge=0, description="user vectors published under it")
+    items: int = Field(ge=0, description="item vectors published under it")
+    complete_at: AwareDatetime

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ from learners.base import Learner, LearnReport
 from schemas.dead_letter import RejectCode
 from schemas.events import InteractionEvent, UserDeletion
 from schemas.settings import TopicSettings
+from schemas.vectors import VectorVersion
 from stream.batcher import positions
 from stream.decode import Accepted, Rejection
 from stream.dedupe import RecentEvents
@@ -133,6 +135,7 @@ class Applier:
         self.topics, self.stages = topics, stage_timer
         self.refresher = Refresher()
         self._seeded: set[str] = set()  # kinds whose known ids the refresher has seen
+        self._announced: str | None = None  # the last version announced complete
 
     def __call__(self, items: Sequence[Accepted]) -> Applied:
         fresh = self.recent.fresh([a.event.event_id for a in items])
@@ -207,6 +210,7 @@ class Applier:
             users = self._stale("user", [], budget // 2)
             items = self._stale("item", [], budget - len(users))
             if not users and not items:
+                self._announce(timeout_s)
                 return {}
             mark = self.publisher.pending
             sent = self._publish(users, items, [])
@@ -219,6 +223,23 @@ class Applier:
             self.refresher.unpublished("item", items)
             raise
         return sent
+
+    def _announce(self, timeout_s: float) -> None:
+        """Nothing is stale: every published vector is of the current version; say so once."""
+        version = self.learner.version
+        if self.topics.vector_versions is None or version == self._announced:
+            return
+        r = self.refresher
+        self.publisher.vector_version(
+            VectorVersion(
+                model_version=version,
+                users=r.count("user"),
+                items=r.count("item"),
+                complete_at=datetime.now(UTC),
+            )
+        )
+        self.publisher.deliver(timeout_s)
+        self._announced = version
 
     def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
         if not self.topics.produce_item_vectors and kind == "item":

@@ -271,6 +271,8 @@ def output_topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
     }
     if t.produce_item_vectors:
         specs[t.item_vectors] = base | {"configs": compacted}
+    if t.vector_versions is not None:
+        specs[t.vector_versions] = base | {"num_partitions": 1, "configs": compacted}
     if t.adapters is not None:  # one partition: a reader gathers one adapter's chunks
         specs[t.adapters] = base | {"num_partitions": 1, "configs": compacted}
     return specs

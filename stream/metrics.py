@@ -182,6 +182,13 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.vectors_behind = Gauge(
+            p + "vectors_behind_updates",
+            "Learner updates since the oldest vector on the topics was published, by kind"
+            " (0: every published vector is of the current model)",
+            ["kind"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             p + "consumer_lag_records",
             "High watermark minus position, per partition",

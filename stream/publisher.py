@@ -24,6 +24,7 @@ from kafka.errors import AuthorizationError, KafkaError, KafkaTimeoutError
 from learners.base import VectorBatch
 from schemas.settings import TopicSettings
 from schemas.vector_wire import VectorEncoding, encode_frame
+from schemas.vectors import VectorVersion
 from stream.decode import Rejection
 
 __all__ = ["DeliveryError", "Publisher", "item_vector_values", "user_vector_values"]
@@ -180,6 +181,12 @@ class Publisher:
         for key, value in records:
             self._send(_Send(self._topics.adapters, key.encode(), value, []))
         return len(records)
+
+    def vector_version(self, version: VectorVersion) -> None:
+        """Announce that every published vector is of ``version.model_version``."""
+        assert self._topics.vector_versions is not None
+        value = version.model_dump_json().encode()
+        self._send(_Send(self._topics.vector_versions, b"current", value, []))
 
     def tombstones(self, user_ids: list[str]) -> int:
         """A null value under each user's key: compaction then drops the user's vector."""

@@ -39,6 +39,15 @@ class Refresher:
     def __len__(self) -> int:
         return sum(len(at) for at in self._at.values())
 
+    def count(self, kind: str) -> int:
+        return len(self._at[kind])
+
+    def behind(self, kind: str, update: int) -> int:
+        """Updates since the oldest tracked vector of ``kind`` was published (0: all are of
+        ``update``; never-published ones count as older than any)."""
+        oldest = next(iter(self._at[kind].values()), update)
+        return max(0, update - oldest)
+
     @property
     def bound(self) -> int:
         """How many ids it holds at most (``capacity`` per kind)."""

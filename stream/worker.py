@@ -261,6 +261,12 @@ class Worker:
             return
         for kind, n in sent.items():
             self.metrics.vectors_produced.labels(kind).inc(n)
+        self._report_staleness()
+
+    def _report_staleness(self) -> None:
+        for kind in ("user", "item"):
+            behind = self.apply.refresher.behind(kind, self.learner.updates)
+            self.metrics.vectors_behind.labels(kind).set(behind)
 
     def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,
@@ -363,6 +369,7 @@ class Worker:
                 "published_vectors": (len(self.apply.refresher), self.apply.refresher.bound),
             }
         )
+        self._report_staleness()
         for observer in self.observers:
             observer(summary)
 

@@ -84,6 +84,11 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 [(f"max by (instance) (lorastream_processing_lag_seconds{I})", "{{instance}}")],
             ),
             (
+                "Published vectors behind the model",
+                "none",
+                [(f"max by (kind) (lorastream_vectors_behind_updates{I})", "{{kind}}")],
+            ),
+            (
                 "Learner update duration",
                 "s",
                 [
@@ -267,6 +272,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
 
 #: Panel descriptions (Grafana shows them as the panel's info tooltip).
 DESCRIPTIONS = {
+    "Published vectors behind the model": "Learner updates since the oldest user (item) vector"
+    " on the compacted topics was computed. The worker re-publishes the oldest ones every"
+    " batch and while idle; 0 means every served vector is of the current model.",
     "Prequential HR@10 / NDCG@10, and by part": (
         "Every new positive's item is ranked before it is learned. ranked_against says what"
         " against: 'catalog' is every item the learner knows (the honest, full-catalog"

@@ -168,6 +168,53 @@ def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
         thread.join(30)
 
 
+def test_a_version_is_announced_once_every_published_vector_is_of_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from schemas.vector_wire import decode_vector
+    from schemas.vectors import VectorVersion
+
+    prefix = make_settings().topics.events.removesuffix(".events")
+    settings = make_settings(
+        batch={"max_events": 32, "max_wait_s": 0.2},
+        checkpoint={"idle_s": 0.3},
+        topics={"vector_versions": f"{prefix}.vector-versions"},
+    )
+    assert settings.topics.vector_versions is not None
+    create_topic(settings, settings.topics.events)
+    events = make_events(200, n_users=8, n_items=40)
+    learner = RiverMFLearner()
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        send_raw(settings, [event_record(e) for e in events])
+        wait_for(lambda: all_committed(settings), 60, "all records committed")
+
+        def announced() -> list[VectorVersion]:
+            records = read_topic(settings, str(settings.topics.vector_versions), idle_s=1.0)
+            return [VectorVersion.model_validate_json(r.value) for r in records]
+
+        wait_for(
+            lambda: any(v.model_version == learner.version for v in announced()),
+            60,
+            "the final version announced",
+        )
+        behind = worker.metrics.registry.get_sample_value(
+            "lorastream_vectors_behind_updates", {"kind": "user"}
+        )
+        assert behind == 0
+    finally:
+        worker.request_stop()
+        thread.join(30)
+    newest: dict[bytes, str] = {}
+    for topic in (settings.topics.user_vectors, settings.topics.item_vectors):
+        for r in read_topic(settings, topic, idle_s=1.0):
+            newest[r.key] = decode_vector(r.value)["model_version"]
+    assert len(newest) == len({e.user_id for e in events} | {e.item_id for e in events})
+    assert set(newest.values()) == {learner.version}
+
+
 def test_missing_events_topic_is_a_clear_error(make_settings: Callable[..., Settings]) -> None:
     from stream.clients import MissingTopic
 
