@@ -10,6 +10,7 @@ move. At the end: a summary table and a PNG of the run, with drift marked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -188,8 +189,9 @@ class Demo:
         follower = self.index.follow(self.settings, self.stop)
         producer = threading.Thread(target=self._produce, name="producer", daemon=True)
         producer.start()
+        stalled = False
         try:
-            self._watch(live, producer)
+            stalled = self._watch(live, producer)
         except KeyboardInterrupt:
             self.console.print("stopping: finishing the batch in hand, checkpointing...")
         finally:
@@ -200,6 +202,12 @@ class Demo:
         if status is not ExitStatus.OK:
             self.console.print(f"[red]the worker failed[/] ({status.name}): {app.error}")
             return int(status)
+        if stalled:
+            self.console.print(
+                f"[red]the worker made no progress for {self._stall_s:.0f}s[/] with"
+                f" {self.sent - self.processed} records waiting; stopped (see the log above)"
+            )
+            return int(ExitStatus.FAILED)
         self._summary()
         return 0
 
@@ -217,21 +225,33 @@ class Demo:
         finally:
             producer.close(10)
 
-    def _watch(self, live: bool, producer: threading.Thread) -> None:
-        def finished() -> bool:
-            return (
-                not producer.is_alive() and self.processed >= self.sent
-            ) or not self.worker_alive()
+    @property
+    def _stall_s(self) -> float:
+        return max(120.0, 2 * self.settings.metrics.stall_after_s)
 
-        if not live:
+    def _watch(self, live: bool, producer: threading.Thread) -> bool:
+        """Until every record sent is processed or the worker ended; True if it stalled
+        (records waiting, none processed for :attr:`_stall_s`)."""
+        progress = {"processed": -1, "at": time.monotonic()}
+
+        def stalled() -> bool:
+            if self.processed != progress["processed"] or self.processed >= self.sent:
+                progress.update(processed=self.processed, at=time.monotonic())
+            return time.monotonic() - progress["at"] > self._stall_s
+
+        def finished() -> bool:
+            done = not producer.is_alive() and self.processed >= self.sent
+            return done or not self.worker_alive() or stalled()
+
+        shown = Live(self._view(), console=self.console, refresh_per_second=2) if live else None
+        with shown or contextlib.nullcontext() as view:
             while not finished():
                 time.sleep(0.5)
-            return
-        with Live(self._view(), console=self.console, refresh_per_second=2) as view:
-            while not finished():
-                time.sleep(0.5)
+                if view is not None:
+                    view.update(self._view())
+            if view is not None:
                 view.update(self._view())
-            view.update(self._view())
+        return stalled()
 
     def worker_alive(self) -> bool:
         return self.running.alive
