@@ -292,32 +292,14 @@ def part_memory(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> 
     xs, rss = np.array([s for s, _ in samples]), np.array([r for _, r in samples])
     half = len(rss) // 2
     growth = (rss[half:].max() - rss[half]) / rss[half]
+    name = "lorastream learner (bounded state)"
     rows += [
-        Row(
-            "lorastream learner (bounded state)",
-            "synthetic",
-            "rss_bytes_max",
-            float(rss.max()),
-            "bytes",
-        ),
-        Row(
-            "lorastream learner (bounded state)",
-            "synthetic",
-            "rss_growth_second_half",
-            float(growth),
-            "fraction",
-        ),
+        Row(name, "synthetic", "rss_bytes_max", float(rss.max()), "bytes"),
+        Row(name, "synthetic", "rss_growth_second_half", float(growth), "fraction"),
     ]
     if torch.cuda.is_available():
-        rows.append(
-            Row(
-                "lorastream learner (bounded state)",
-                "synthetic",
-                "gpu_bytes_max",
-                float(torch.cuda.max_memory_allocated()),
-                "bytes",
-            )
-        )
+        gpu = float(torch.cuda.max_memory_allocated())
+        rows.append(Row(name, "synthetic", "gpu_bytes_max", gpu, "bytes"))
     notes.append(
         f"memory: {args.memory_events} events through a learner bounded at 300 users,"
         f" 1000 items, 2000 replay examples (MALLOC_ARENA_MAX=2); RSS {rss[0] / 2**20:.0f} → "
