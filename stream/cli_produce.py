@@ -30,6 +30,12 @@ SpeedupOpt = Annotated[
 TopicOpt = Annotated[str | None, typer.Option(help="events topic (default: topics.events)")]
 
 
+def _settings(config: Path | None, bootstrap: str | None) -> Settings:
+    settings = load_settings(config, bootstrap)
+    setup_logging("text", secrets=settings.secrets())
+    return settings
+
+
 def _send(
     settings: Settings,
     topic: str | None,
@@ -71,8 +77,7 @@ def produce_jsonl(
     --skip-invalid."""
     from stream.sources.jsonl import LineError, read_jsonl
 
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
+    settings = _settings(config, bootstrap)
     lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
     with lines:
         parsed = list(read_jsonl(lines))
@@ -114,8 +119,7 @@ def produce_synthetic(
     """Send a seeded synthetic stream (topics, shifting interests, reviews)."""
     from stream.sources.synthetic import ChangePoint, SyntheticConfig, SyntheticStream
 
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
+    settings = _settings(config, bootstrap)
     stream = SyntheticStream(
         SyntheticConfig(
             n_users=users,
@@ -134,11 +138,15 @@ def produce_synthetic(
     out.print(f"sent {sent} synthetic events")
 
 
-def _report_errors(errors: list[Any]) -> None:
+def _done(sent: int, what: str, errors: list[Any], problem: str) -> None:
+    """Report what was sent and what did not parse (exit status 1 if anything did not)."""
     for error in errors[:50]:
         err.print(f"[yellow]skipped[/] {error}")
     if len(errors) > 50:
         err.print(f"[yellow]... and {len(errors) - 50} more rows that did not parse[/]")
+    out.print(f"sent {sent} {what}" + (f"; {len(errors)} {problem}" if errors else ""))
+    if errors:
+        raise typer.Exit(1)
 
 
 LimitOpt = Annotated[int | None, typer.Option(help="send at most this many events")]
@@ -159,20 +167,13 @@ def produce_movielens(
     Rows that do not parse are reported with file and line and not sent."""
     from stream.sources.movielens import MovieLens
 
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
+    settings = _settings(config, bootstrap)
     try:
         movielens = MovieLens(folder, include_tags=tags)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     sent = _send(settings, topic, movielens.events(limit), rate, speedup)
-    _report_errors(movielens.errors)
-    out.print(
-        f"sent {sent} MovieLens events"
-        + (f"; {len(movielens.errors)} rows did not parse" if movielens.errors else "")
-    )
-    if movielens.errors:
-        raise typer.Exit(1)
+    _done(sent, "MovieLens events", movielens.errors, "rows did not parse")
 
 
 @produce_app.command("amazon-reviews")
@@ -193,17 +194,10 @@ def produce_amazon(
     text. Lines that do not parse are reported with their number and not sent."""
     from stream.sources.amazon import AmazonReviews
 
-    settings = load_settings(config, bootstrap)
-    setup_logging("text", secrets=settings.secrets())
+    settings = _settings(config, bootstrap)
     source = AmazonReviews(reviews, metadata, sort=sort)
     sent = _send(settings, topic, source.events(limit), rate, speedup)
-    _report_errors(source.errors)
-    out.print(
-        f"sent {sent} reviews"
-        + (f"; {len(source.errors)} lines did not parse" if source.errors else "")
-    )
-    if source.errors:
-        raise typer.Exit(1)
+    _done(sent, "reviews", source.errors, "lines did not parse")
 
 
 # -- recommend ---------------------------------------------------------------------------
