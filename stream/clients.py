@@ -6,7 +6,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -37,6 +37,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "not_authorized",
+    "partition_lag",
     "require_topic",
 ]
 
@@ -225,6 +226,23 @@ def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, i
         if high is None or consumer.position(tp) < high:
             return False
     return True
+
+
+def partition_lag(
+    consumer: KafkaConsumer,
+    processed: Mapping[tuple[str, int], int],
+    partitions: Iterable[tuple[str, int]],
+) -> dict[tuple[str, int], int]:
+    """High watermark minus processed offset, for each partition whose watermark is known."""
+    out = {}
+    for topic, partition in partitions:
+        try:
+            high = consumer.highwater(TopicPartition(topic, partition))
+        except KafkaError:
+            continue
+        if high is not None:
+            out[(topic, partition)] = max(0, high - processed.get((topic, partition), 0))
+    return out
 
 
 def require_topic(admin: KafkaAdminClient, topic: str) -> int:

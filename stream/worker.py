@@ -31,6 +31,7 @@ from stream.clients import (
     make_admin,
     make_consumer,
     make_producer,
+    partition_lag,
     require_topic,
 )
 from stream.decode import Decoder, RawRecord, Rejection
@@ -261,12 +262,7 @@ class Worker:
             return
         for kind, n in sent.items():
             self.metrics.vectors_produced.labels(kind).inc(n)
-        self._report_staleness()
-
-    def _report_staleness(self) -> None:
-        for kind in ("user", "item"):
-            behind = self.apply.refresher.behind(kind, self.learner.updates)
-            self.metrics.vectors_behind.labels(kind).set(behind)
+        self._report_state()
 
     def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,
@@ -322,7 +318,7 @@ class Worker:
         if isolated:  # a later roll-back must not go back before it (and its dead letters)
             self._maybe_checkpoint(consumer, force=True)
         self.events_learned += len(applied.learned)
-        self._observe(batch, applied, rejected, retries, acked_at, started)
+        self._observe(BatchSummary.of(batch, applied, rejected, retries, acked_at, started))
 
     def _isolate(self, accepted: list[Any]) -> tuple[Applied, list[Rejection]]:
         if self._savepoints is None:
@@ -352,26 +348,24 @@ class Worker:
                 consumer.seek(TopicPartition(topic, partition), offset)
         self._suspects |= {_where(d.record) for d in batch.items}
 
-    def _observe(
-        self,
-        batch: Batch,
-        applied: Applied,
-        rejected: list[Rejection],
-        retries: int,
-        acked_at: float,
-        started: float,
-    ) -> None:
-        summary = BatchSummary.of(batch, applied, rejected, retries, acked_at, started)
+    def _observe(self, summary: BatchSummary) -> None:
+        self._report_state()
+        for observer in self.observers:
+            observer(summary)
+
+    def _report_state(self) -> None:
+        """Bounded states' sizes, and how far the published vectors are behind the model."""
+        refresher = self.apply.refresher
         self.metrics.set_state_sizes(
             {
                 **self.learner.state_sizes(),
                 "dedupe_window": (len(self._recent), self._recent.capacity),
-                "published_vectors": (len(self.apply.refresher), self.apply.refresher.bound),
+                "published_vectors": (len(refresher), refresher.bound),
             }
         )
-        self._report_staleness()
-        for observer in self.observers:
-            observer(summary)
+        for kind in ("user", "item"):
+            behind = refresher.behind(kind, self.learner.updates)
+            self.metrics.vectors_behind.labels(kind).set(behind)
 
     def _heartbeat(self, consumer: KafkaConsumer) -> None:
         self._report_contact(consumer)
@@ -409,15 +403,9 @@ class Worker:
                 log.info("released %d pending records of revoked partitions %s", dropped, keys)
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
-        processed = self.book.processed()
-        for topic, partition in self.book.assigned():
-            try:
-                high = consumer.highwater(TopicPartition(topic, partition))
-            except KafkaError:
-                continue
-            if high is not None:
-                done = processed.get((topic, partition), 0)
-                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - done))
+        lags = partition_lag(consumer, self.book.processed(), self.book.assigned())
+        for (topic, partition), lag in lags.items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
     # -- checkpoints and commits -----------------------------------------------------------
 
