@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from schemas.adapters import (
     ADAPTER_CHUNK_BYTES,
@@ -75,10 +76,10 @@ def publish_adapter(
     if not directory.is_dir():
         return False
     mark = publisher.pending
-    publisher.adapter(adapter_records(directory, model_version, checkpoint.path.name))
     try:
+        publisher.adapter(adapter_records(directory, model_version, checkpoint.path.name))
         publisher.deliver(timeout_s)
-    except DeliveryError as exc:
+    except (DeliveryError, KafkaError, OSError) as exc:
         publisher.abandon(mark)
         log.warning("the adapter of %s was not published: %s", checkpoint.path.name, exc)
         return False

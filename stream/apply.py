@@ -20,7 +20,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
-from kafka.errors import AuthorizationError, RetriableError, SaslAuthenticationFailedError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    RetriableError,
+    SaslAuthenticationFailedError,
+)
 
 from learners.base import Learner, LearnReport
 from schemas.dead_letter import RejectCode
@@ -136,6 +141,7 @@ class Applier:
         self.refresher = Refresher()
         self._seeded: set[str] = set()  # kinds whose known ids the refresher has seen
         self._announced: str | None = None  # the last version announced complete
+        self._newest = 0  # the newest update vectors were published at
 
     def __call__(self, items: Sequence[Accepted]) -> Applied:
         fresh = self.recent.fresh([a.event.event_id for a in items])
@@ -207,8 +213,8 @@ class Applier:
         up to ``timeout_s`` for the broker. On :class:`DeliveryError` they count as never
         published, so the next refresh sends them first."""
         with self.stages.time("refresh"):
-            users = self._stale("user", [], budget // 2)
-            items = self._stale("item", [], budget - len(users))
+            users = self._stale("user", [], max(1, budget // 2))
+            items = self._stale("item", [], max(1, budget - len(users)))
             if not users and not items:
                 self._announce(timeout_s)
                 return {}
@@ -226,24 +232,31 @@ class Applier:
 
     def _announce(self, timeout_s: float) -> None:
         """Nothing is stale: every published vector is of the current version; say so once."""
-        version = self.learner.version
-        if self.topics.vector_versions is None or version == self._announced:
+        version, r = self.learner.version, self.refresher
+        if self.topics.vector_versions is None or version == self._announced or r.evicted:
             return
-        r = self.refresher
-        self.publisher.vector_version(
-            VectorVersion(
-                model_version=version,
-                users=r.count("user"),
-                items=r.count("item"),
-                complete_at=datetime.now(UTC),
-            )
+        record = VectorVersion(
+            model_version=version,
+            users=r.count("user"),
+            items=r.count("item"),
+            complete_at=datetime.now(UTC),
         )
-        self.publisher.deliver(timeout_s)
+        mark = self.publisher.pending
+        self.publisher.vector_version(record)
+        try:
+            self.publisher.deliver(timeout_s)
+        except (DeliveryError, KafkaError) as exc:  # optional output: announced next time
+            self.publisher.abandon(mark)
+            log.warning("could not announce vector version %s: %s", version, exc)
+            return
         self._announced = version
 
     def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
         if not self.topics.produce_item_vectors and kind == "item":
             return []
+        if self.learner.updates < self._newest:  # rolled back: later vectors are stale
+            self.refresher.rewound(self.learner.updates)
+            self._newest = self.learner.updates
         if kind not in self._seeded:  # once: what the (restored) learner knew at the start
             known = self.learner.known_users() if kind == "user" else self.learner.known_items()
             self.refresher.seed(kind, known)
@@ -254,7 +267,7 @@ class Applier:
 
     def _publish(self, users: list[str], items: list[str], tombstones: list[str]) -> dict[str, int]:
         sent = {"user": 0, "item": 0, "tombstone": 0}
-        update = self.learner.updates
+        update = self._newest = self.learner.updates
         user_batch = self.learner.user_vectors(users)
         item_batch = None
         if self.topics.produce_item_vectors and items:

@@ -219,12 +219,17 @@ def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.
 
 
 def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, int]]) -> bool:
-    """Has ``consumer`` read up to each partition's high watermark (as of its last fetch)?"""
-    for topic, partition in partitions:
-        tp = TopicPartition(topic, partition)
-        high = consumer.highwater(tp)
-        if high is None or consumer.position(tp) < high:
-            return False
+    """Has ``consumer`` read up to each partition's high watermark (as of its last fetch)?
+    Never blocks: a partition without a known position or watermark is not caught up."""
+    try:
+        for topic, partition in partitions:
+            tp = TopicPartition(topic, partition)
+            high = consumer.highwater(tp)
+            position = consumer.position(tp, timeout_ms=0) if high is not None else None
+            if high is None or position is None or position < high:
+                return False
+    except KafkaError:  # e.g. the partition was revoked meanwhile
+        return False
     return True
 
 

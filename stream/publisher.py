@@ -216,45 +216,45 @@ class Publisher:
         )
 
     def deliver(self, timeout_s: float = 120.0) -> int:
-        """Flush; re-send what failed until all is acknowledged. Returns the re-send rounds."""
+        """Flush until every record is acknowledged, re-sending those the broker refused;
+        :class:`DeliveryError` once ``timeout_s`` has passed with records still unacknowledged
+        (in flight ones are waited for, never sent twice). Returns the re-send rounds."""
         deadline = time.monotonic() + timeout_s
         retries = 0
         while self._pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeliveryError(
-                    f"{len(self._pending)} records were not acknowledged within {timeout_s:.0f}s"
-                    " (is the broker reachable? are the output topics writable?)"
-                )
-            self._flush(deadline)
-            failed = [s for s in self._pending if not (s.future.is_done and s.future.succeeded())]
-            self._pending = []
+            flushed = self._flush(deadline)
+            failed = [s for s in self._pending if s.future.is_done and s.future.failed()]
+            self._pending = [s for s in self._pending if not s.future.is_done]
             refused = [s for s in failed if isinstance(s.future.exception, AuthorizationError)]
             if refused:  # re-sending cannot help: the broker's ACLs say no
                 raise refused[0].future.exception
             if failed:
                 retries += 1
-                errors = {type(s.future.exception).__name__ for s in failed if s.future.is_done}
-                log.warning(
-                    "re-sending %d unacknowledged records (%s)",
-                    len(failed),
-                    ", ".join(sorted(errors)) or "timeout",
-                )
-                time.sleep(min(1.0, 0.1 * retries))
+                errors = sorted({type(s.future.exception).__name__ for s in failed})
+                log.warning("re-sending %d refused records (%s)", len(failed), ", ".join(errors))
                 for s in failed:
                     self._send(s)
+            left = deadline - time.monotonic()
+            if self._pending and left <= 0:
+                raise DeliveryError(
+                    f"{len(self._pending)} records were not acknowledged within {timeout_s:.0f}s"
+                    " (is the broker reachable? are the output topics writable?)"
+                )
+            if self._pending and (failed or not flushed):  # back off before trying again
+                time.sleep(max(0.0, min(1.0, 0.1 * max(retries, 1), left)))
         return retries
 
-    def _flush(self, deadline: float) -> None:
-        """Flush until every send completed or ``deadline``, in slices: between them the
-        owner hears that the broker is late (the worker reports readiness meanwhile)."""
+    def _flush(self, deadline: float) -> bool:
+        """Flush until every send completed (True) or ``deadline``, in slices: between them
+        the owner hears that the broker is late (the worker reports readiness meanwhile)."""
         while (left := deadline - time.monotonic()) > 0:
             try:
                 self._producer.flush(timeout=min(WAIT_SLICE_S, left))
-                return
+                return True
             except KafkaTimeoutError:
                 if self._on_wait is not None:
                     self._on_wait()
             except KafkaError as exc:
                 log.warning("flush did not complete: %s", exc)
-                return
+                return False
+        return False

@@ -13,6 +13,10 @@ served vectors converge to the model's without a pass over every user per batch.
 >>> r.seed("user", ["a", "b", "c"])     # c is known but was never published
 >>> r.stale("user", update=3, n=5)       # never published first, then the oldest
 ['c', 'b']
+>>> r.published("user", ["a", "b", "c"], update=5)
+>>> r.rewound(4)                         # a roll-back: the model is at update 4 again
+>>> r.stale("user", update=4, n=5), r.behind("user", 4)
+(['a', 'b', 'c'], 5)
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ NEVER = -1  # the update of a vector never published (or whose publishing failed
 class Refresher:
     """The update each user's and item's vector was last published at, oldest first.
 
-    After a roll-back to an older checkpoint the current update goes back; vectors
-    published under the abandoned updates then count as current until the model passes
-    them again (they are re-published when their users or items next appear)."""
+    After a roll-back the learner's update count goes back: :meth:`rewound` sends the
+    vectors published under the abandoned updates to the front. Past ``capacity`` ids per
+    kind the oldest are dropped and counted in ``evicted``: their vectors are no longer
+    tracked, so the refresher cannot tell that every published vector is current."""
 
     def __init__(self, capacity: int = 1_000_000) -> None:
         self.capacity = capacity
+        self.evicted = 0
         self._at: dict[str, OrderedDict[str, int]] = {"user": OrderedDict(), "item": OrderedDict()}
 
     def __len__(self) -> int:
@@ -60,6 +66,7 @@ class Refresher:
             at.move_to_end(i)
         while len(at) > self.capacity:
             at.popitem(last=False)
+            self.evicted += 1
 
     def unpublished(self, kind: str, ids: Iterable[str]) -> None:
         """These ids' newest vectors did not reach the topic: send them first."""
@@ -67,6 +74,18 @@ class Refresher:
         for i in ids:
             at[i] = NEVER
             at.move_to_end(i, last=False)
+
+    def rewound(self, update: int) -> None:
+        """The model went back to ``update``: vectors published after it are stale."""
+        for at in self._at.values():
+            newer = []
+            for i in reversed(at):  # the newest are at the back
+                if at[i] <= update:
+                    break
+                newer.append(i)
+            for i in newer:
+                at[i] = NEVER
+                at.move_to_end(i, last=False)
 
     def seed(self, kind: str, known: Iterable[str]) -> None:
         """Known ids not tracked yet (a learner restored from a checkpoint) were never

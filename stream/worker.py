@@ -410,15 +410,17 @@ class Worker:
     # -- checkpoints and commits -----------------------------------------------------------
 
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
-        """Steps 4-5, when due."""
-        if self.durable.enabled:
-            if not self.durable.due(force):
-                return
-            checkpoint = self.durable.save()
-            if self.settings.topics.adapters is not None:
-                with self.stages.time("deliver"):
-                    publish_adapter(self.publisher, checkpoint, self.learner.version)
+        """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
+        if not self.durable.enabled:
+            self._commit(consumer)
+            return
+        if not self.durable.due(force):
+            return
+        checkpoint = self.durable.save()
         self._commit(consumer)
+        if self.settings.topics.adapters is not None:  # optional output, after the commit
+            with self.stages.time("deliver"):
+                publish_adapter(self.publisher, checkpoint, self.learner.version)
 
     def _commit(self, consumer: KafkaConsumer) -> None:
         todo = self.book.to_commit()
