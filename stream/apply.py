@@ -139,11 +139,12 @@ class Applier:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
         self.refresher = Refresher()
-        self._seeded: set[str] = set()  # kinds whose known ids the refresher has seen
+        self._seeded = False  # the refresher has seen what the learner knew at the start
         self._announced: str | None = None  # the last version announced complete
         self._newest = 0  # the newest update vectors were published at
 
     def __call__(self, items: Sequence[Accepted]) -> Applied:
+        self._seed()
         fresh = self.recent.fresh([a.event.event_id for a in items])
         todo = [a for a, ok in zip(items, fresh, strict=True) if ok]
         applied = Applied(duplicates=len(items) - len(todo))
@@ -212,6 +213,7 @@ class Applier:
         """Publish up to ``budget`` stale users and items (while the stream is idle) and wait
         up to ``timeout_s`` for the broker. On :class:`DeliveryError` they count as never
         published, so the next refresh sends them first."""
+        self._seed()
         with self.stages.time("refresh"):
             users = self._stale("user", [], max(1, budget // 2))
             items = self._stale("item", [], max(1, budget - len(users)))
@@ -251,16 +253,21 @@ class Applier:
             return
         self._announced = version
 
+    def _seed(self) -> None:
+        """Once, before anything is learned: the ids the (restored) learner already knows
+        were never published by this process."""
+        if self._seeded:
+            return
+        self.refresher.seed("user", self.learner.known_users())
+        self.refresher.seed("item", self.learner.known_items())
+        self._seeded = True
+
     def _stale(self, kind: str, besides: list[str], n: int) -> list[str]:
         if not self.topics.produce_item_vectors and kind == "item":
             return []
         if self.learner.updates < self._newest:  # rolled back: later vectors are stale
             self.refresher.rewound(self.learner.updates)
             self._newest = self.learner.updates
-        if kind not in self._seeded:  # once: what the (restored) learner knew at the start
-            known = self.learner.known_users() if kind == "user" else self.learner.known_items()
-            self.refresher.seed(kind, known)
-            self._seeded.add(kind)
         skip = set(besides)
         stale = self.refresher.stale(kind, self.learner.updates, n + len(skip))
         return [i for i in stale if i not in skip][:n]
