@@ -306,9 +306,12 @@ class WorkerThread:
             self.error = exc
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop on request; a worker that raised meanwhile fails the test with its error."""
         self.worker.request_stop()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise AssertionError(f"the worker failed: {self.error!r}") from self.error
 
     def wait_failed(self, timeout: float = 120.0) -> BaseException:
         self.thread.join(timeout)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import all_committed, cli, create_topic, env_for, event_record, send_raw, wait_for
+from helpers import (
+    WorkerThread,
+    all_committed,
+    cli,
+    create_topic,
+    env_for,
+    event_record,
+    send_raw,
+    wait_for,
+)
 
 from learners.backbone import resolve_model_path
 from learners.llm import LLMLearner
@@ -37,14 +45,12 @@ def test_the_published_adapter_loads_into_a_fresh_peft_model_with_the_same_outpu
     events = list(SyntheticStream(SyntheticConfig(n_users=10, n_items=60, seed=5)).events(256))
     learner = LLMLearner(settings.learner.llm)
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 180, "the stream learned and checkpointed")
     finally:
-        worker.request_stop()
-        thread.join(60)
+        running.stop(60)
 
     env = {**env_for(settings), "LORASTREAM_TOPICS__ADAPTERS": str(settings.topics.adapters)}
     pulled = cli("adapter", str(tmp_path / "adapter"), env=env)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import all_committed, cli, create_topic, env_for, event_record, send_raw, wait_for
+from helpers import (
+    WorkerThread,
+    all_committed,
+    cli,
+    create_topic,
+    env_for,
+    event_record,
+    send_raw,
+    wait_for,
+)
 
 from learners.llm import LLMLearner
 from schemas.settings import Settings
@@ -36,8 +44,7 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
     last = [e for e in events if e.user_id == "user-1"][-20:]
     learner = LLMLearner(settings.learner.llm)
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         send_raw(settings, [event_record(e) for e in others])
         wait_for(lambda: all_committed(settings), 180, "the stream to be learned")
@@ -46,8 +53,7 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
         send_raw(settings, [event_record(e) for e in last])
         wait_for(lambda: all_committed(settings), 180, "user-1's events to be learned")
     finally:
-        worker.request_stop()
-        thread.join(60)
+        running.stop(60)
 
     index = VectorIndex.from_topics(settings)
     top = index.top_k("user-1", 5)

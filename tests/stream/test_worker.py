@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import (
+    WorkerThread,
     all_committed,
     committed_offsets,
     create_topic,
@@ -87,8 +87,7 @@ def test_clean_run_learns_every_valid_event_once_and_dead_letters_the_rest(
 
     learner = RiverMFLearner(settings.learner.river_mf)
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         ends = end_offsets(settings, settings.topics.events)
         wait_for(
@@ -118,11 +117,10 @@ def test_clean_run_learns_every_valid_event_once_and_dead_letters_the_rest(
             assert headers[HEADER_PREFIX + "code"] == code.encode()
             assert int(headers[HEADER_PREFIX + "offset"]) == letter.source.offset
             assert base64.b64decode(json.loads(record.value)["original_value"]) == value
-        assert thread.is_alive(), "the worker must still be running"
+        assert running.thread.is_alive(), "the worker must still be running"
     finally:
-        worker.request_stop()
-        thread.join(30)
-    assert not thread.is_alive()
+        running.stop(30)
+    assert not running.thread.is_alive()
 
 
 def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Settings]) -> None:
@@ -135,14 +133,12 @@ def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Setti
     send_raw(settings, records + records[:30])  # a producer retried 30 events
     learner = RiverMFLearner()
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         wait_for(lambda: all_committed(settings), 60, "all records committed")
         assert learner.ledger == EventLedger.expected(e.event_id for e in events)
     finally:
-        worker.request_stop()
-        thread.join(30)
+        running.stop(30)
 
 
 def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
@@ -157,15 +153,13 @@ def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
     events = make_events(40, n_users=5)
     learner = RiverMFLearner()
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 120, "the 40 events learned and committed")
         assert learner.ledger == EventLedger.expected(e.event_id for e in events)
     finally:
-        worker.request_stop()
-        thread.join(30)
+        running.stop(30)
 
 
 def test_a_version_is_announced_once_every_published_vector_is_of_it(
@@ -185,8 +179,7 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
     events = make_events(200, n_users=8, n_items=40)
     learner = RiverMFLearner()
     worker = Worker(settings, learner, WorkerMetrics(process=False))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 60, "all records committed")
@@ -205,8 +198,7 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         )
         assert behind == 0
     finally:
-        worker.request_stop()
-        thread.join(30)
+        running.stop(30)
     newest: dict[bytes, str] = {}
     for topic in (settings.topics.user_vectors, settings.topics.item_vectors):
         for r in read_topic(settings, topic, idle_s=1.0):
@@ -243,8 +235,7 @@ def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settin
     send_raw(settings, [event_record(e) for e in events])  # 10 batches, all there at the start
     metrics = WorkerMetrics(process=False)
     worker = Worker(settings, SlowLearner(settings.learner.river_mf), metrics)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    running = WorkerThread(worker)
     try:
         ends = end_offsets(settings, settings.topics.events)
         wait_for(lambda: committed_offsets(settings) == ends, 120, "the idle checkpoint")
@@ -254,5 +245,4 @@ def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settin
         # the fresh learner's first checkpoint, then one once the stream went quiet
         assert checkpoints == 2, "no checkpoint mid-stream"
     finally:
-        worker.request_stop()
-        thread.join(30)
+        running.stop(30)
