@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 
 from schemas.adapters import (
     ADAPTER_CHUNK_BYTES,
@@ -30,7 +29,7 @@ from schemas.adapters import (
 )
 from schemas.settings import Settings
 from stream.checkpoint import Checkpoint
-from stream.publisher import DeliveryError, Publisher
+from stream.publisher import Publisher
 
 __all__ = ["AdapterIncomplete", "adapter_records", "publish_adapter", "read_adapter"]
 
@@ -75,15 +74,15 @@ def publish_adapter(
     directory = checkpoint.learner_dir / "adapter"
     if not directory.is_dir():
         return False
-    mark = publisher.pending
+    what = f"the adapter of {checkpoint.path.name}"
     try:
-        publisher.adapter(adapter_records(directory, model_version, checkpoint.path.name))
-        publisher.deliver(timeout_s)
-    except (DeliveryError, KafkaError, OSError) as exc:
-        publisher.abandon(mark)
-        log.warning("the adapter of %s was not published: %s", checkpoint.path.name, exc)
+        records = adapter_records(directory, model_version, checkpoint.path.name)
+    except OSError as exc:
+        log.warning("%s not published: %s", what, exc)
         return False
-    return True
+    mark = publisher.pending
+    publisher.adapter(records)
+    return publisher.deliver_optional(mark, timeout_s, what)
 
 
 def _read_to_end(settings: Settings, topic: str, timeout_s: float) -> dict[str, bytes]:

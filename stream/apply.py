@@ -22,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 from kafka.errors import (
     AuthorizationError,
-    KafkaError,
     RetriableError,
     SaslAuthenticationFailedError,
 )
@@ -245,13 +244,8 @@ class Applier:
         )
         mark = self.publisher.pending
         self.publisher.vector_version(record)
-        try:
-            self.publisher.deliver(timeout_s)
-        except (DeliveryError, KafkaError) as exc:  # optional output: announced next time
-            self.publisher.abandon(mark)
-            log.warning("could not announce vector version %s: %s", version, exc)
-            return
-        self._announced = version
+        if self.publisher.deliver_optional(mark, timeout_s, f"vector version {version}"):
+            self._announced = version  # else announced at the next idle refresh
 
     def _seed(self) -> None:
         """Once, before anything is learned: the ids the (restored) learner already knows

@@ -244,6 +244,17 @@ class Publisher:
                 time.sleep(max(0.0, min(1.0, 0.1 * max(retries, 1), left)))
         return retries
 
+    def deliver_optional(self, mark: int, timeout_s: float, what: str) -> bool:
+        """Deliver output nothing else depends on (adapters, version announcements): on
+        failure, drop what was sent since ``mark``, log, and go on; False."""
+        try:
+            self.deliver(timeout_s)
+        except (DeliveryError, KafkaError) as exc:
+            self.abandon(mark)
+            log.warning("%s not published: %s", what, exc)
+            return False
+        return True
+
     def _flush(self, deadline: float) -> bool:
         """Flush until every send completed (True) or ``deadline``, in slices: between them
         the owner hears that the broker is late (the worker reports readiness meanwhile)."""

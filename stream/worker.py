@@ -236,9 +236,10 @@ class Worker:
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
                     self._refresh_while_idle()
-            placed = self.book.assigned() - self.book.unplaced()
-            if self._batcher.close_when_caught_up and at_high_watermark(consumer, placed):
-                self._batcher.caught_up()
+            if self._batcher.close_when_caught_up and len(self._batcher):
+                placed = self.book.assigned() - self.book.unplaced()
+                if at_high_watermark(consumer, placed):
+                    self._batcher.caught_up()
             if self._batcher.ready():
                 self._process(self._batcher.take(), consumer)
                 self._update_lag(consumer)
