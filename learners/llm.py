@@ -102,6 +102,7 @@ class LLMLearner:
             ],
             lr=c.lr,
             weight_decay=c.weight_decay,
+            fused=self.device.type == "cuda",  # one kernel for all tensors, not one per tensor
         )
         self.sparse_optimizer = torch.optim.SparseAdam(
             self.heads.sparse_parameters(), lr=c.embedding_lr

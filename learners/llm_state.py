@@ -141,7 +141,8 @@ def save(learner: Parts, directory: Path) -> None:
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
     saved = LLMConfig.model_validate(state["config"])
-    if saved.model_dump() != learner.config.model_dump():
+    placement = {"device"}  # where it runs is this machine's choice: checkpoints move
+    if saved.model_dump(exclude=placement) != learner.config.model_dump(exclude=placement):
         raise ValueError(
             f"the checkpoint in {directory} was made with different learner settings"
             f" (model {saved.model!r}); start with the same learner.llm settings or use"
@@ -243,6 +244,9 @@ def _optimizer_state(
     return tensors, {"groups": groups, "scalars": scalars}
 
 
+_RUNTIME_KEYS = ("fused", "foreach", "capturable")
+
+
 def _load_optimizer_state(
     optimizer: torch.optim.Optimizer,
     prefix: str,
@@ -257,4 +261,9 @@ def _load_optimizer_state(
     for key, value in meta["scalars"].items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["groups"]})
+    # how the step runs (fused kernels on CUDA) is this machine's choice, not the checkpoint's
+    groups = [
+        {**saved, **{k: live[k] for k in _RUNTIME_KEYS if k in live}}
+        for saved, live in zip(meta["groups"], optimizer.param_groups, strict=True)
+    ]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -34,6 +34,14 @@ class TestOutcome:
     full_catalog: bool
 
 
+@dataclass
+class Excluded:
+    """Candidates removed from tests' rankings: ``columns[k]`` of test ``tests[k]``."""
+
+    tests: np.ndarray
+    columns: np.ndarray
+
+
 class Tester:
     """Runs the tests, keeps the rolling metrics (overall and per part), feeds the selector."""
 
@@ -94,37 +102,36 @@ class Tester:
 
     def _excluded(
         self, tests: Sequence[InteractionEvent], candidates: np.ndarray, column: np.ndarray
-    ) -> list[np.ndarray]:
-        """Per test, the candidate columns its user consumed (its own truth excepted)."""
-        out = []
-        for e, true_column in zip(tests, column, strict=True):
+    ) -> Excluded:
+        """The (test, candidate column) pairs its user consumed (its own truth excepted)."""
+        rows, columns = [], []
+        for t, (e, true_column) in enumerate(zip(tests, column, strict=True)):
             if not self.config.exclude_consumed:
-                out.append(np.zeros(0, dtype=np.int64))
-                continue
+                break
             slots = self.scorer.items.slots([i for i, _ in self.history.consumed(e.user_id)])
             slots = slots[slots >= 0]
             cols = np.searchsorted(candidates, slots)
             found = cols < len(candidates)
             found[found] = candidates[cols[found]] == slots[found]
             cols = cols[found]
-            out.append(cols[cols != true_column])
-        return out
+            cols = cols[cols != true_column]
+            rows.append(np.full(len(cols), t))
+            columns.append(cols)
+        if not rows:
+            return Excluded(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return Excluded(np.concatenate(rows), np.concatenate(columns))
 
     @staticmethod
     def _ranks(
-        scores: np.ndarray, row: np.ndarray, column: np.ndarray, excluded: list[np.ndarray]
+        scores: np.ndarray, row: np.ndarray, column: np.ndarray, excluded: Excluded
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per test: candidates scoring above, and tied with, its true item."""
-        greater, ties = np.zeros(len(row)), np.zeros(len(row))
-        for t, (r, col) in enumerate(zip(row, column, strict=True)):
-            s = scores[r].copy()
-            s[excluded[t]] = -np.inf
-            g, k = rank_of_true(s[None, :], int(col))
-            greater[t], ties[t] = g[0], k[0]
-        return greater, ties
+        per_test = scores[row]  # [T, C], a copy
+        per_test[excluded.tests, excluded.columns] = -np.inf
+        return rank_of_true(per_test, column)
 
     def _hits(
-        self, scores: np.ndarray, row: np.ndarray, column: np.ndarray, excluded: list[np.ndarray]
+        self, scores: np.ndarray, row: np.ndarray, column: np.ndarray, excluded: Excluded
     ) -> np.ndarray:
         greater, ties = self._ranks(scores, row, column, excluded)
         return np.clip((10 - greater) / (ties + 1.0), 0.0, 1.0)

@@ -257,6 +257,15 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
 
 
+def test_a_checkpoint_loads_wherever_it_was_saved(tiny_decoder: Path, tmp_path: Path) -> None:
+    saved = LLMLearner(LLMConfig(model=str(tiny_decoder), device="cpu"))
+    learn(saved, stream(64))
+    saved.save(tmp_path)
+    moved = LLMLearner(LLMConfig(model=str(tiny_decoder), device="auto"))
+    moved.load(tmp_path)  # the device is a placement, not a learner setting
+    assert moved.updates == saved.updates
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_runs_the_backbone_in_bfloat16_and_learns() -> None:
@@ -271,3 +280,30 @@ def test_cuda_runs_the_backbone_in_bfloat16_and_learns() -> None:
     assert frozen_fingerprint(learner.backbone.model) == before
     vectors = learner.user_vectors(["user-0"]).vectors
     assert np.isfinite(vectors).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_checkpoint_moves_between_a_gpu_and_a_cpu_worker(
+    tiny_decoder: Path, tmp_path: Path
+) -> None:
+    def learner(device: str) -> LLMLearner:
+        config = LLMConfig(model=str(tiny_decoder), device=device)  # type: ignore[arg-type]
+        return LLMLearner(config)
+
+    gpu = learner("cuda")
+    assert gpu.dense_optimizer.param_groups[0]["fused"]  # one kernel per step on CUDA
+    assert all(np.isfinite(learn(gpu, stream(128))))
+    gpu.save(tmp_path / "gpu")
+    cpu = learner("cpu")
+    cpu.load(tmp_path / "gpu")
+    assert not cpu.dense_optimizer.param_groups[0]["fused"]
+    for a, b in zip(gpu.adapter, cpu.adapter, strict=True):
+        assert torch.equal(a.detach().cpu(), b.detach())
+    assert all(np.isfinite(learn(cpu, stream(64, seed=1), start=128)))
+    cpu.save(tmp_path / "cpu")
+    back = learner("cuda")
+    back.load(tmp_path / "cpu")
+    assert back.dense_optimizer.param_groups[0]["fused"]
+    assert back.updates == cpu.updates
+    assert all(np.isfinite(learn(back, stream(64, seed=2), start=192)))
