@@ -251,6 +251,80 @@ def model_steps(
     )
 
 
+def part_ranks(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> None:
+    """Data parallelism (``learners/data_parallel.py``) on this machine: the bare step of
+    the default learner in one process, then over 2 gloo ranks of one thread each."""
+    batch, steps = args.pipeline_batch, args.ranks_steps
+    events = text_events((1 + steps) * batch, 32)
+    ctx = multiprocessing.get_context("spawn")
+    for world in (1, 2):
+        port = _free_port()
+        with ctx.Pool(world) as pool:
+            results = pool.starmap(
+                _rank_steps, [(r, world, port, events, batch, steps) for r in range(world)]
+            )
+        elapsed = max(r[0] for r in results)
+        collective = max(r[1] for r in results)
+        name = f"learner step, {world} rank{'s' if world > 1 else ''} B={batch} (global)"
+        log.info(
+            "%s: %.1f events/s, %.0f%% in collectives",
+            name,
+            steps * batch / elapsed,
+            100 * collective / elapsed,
+        )
+        rows.append(Row(name, "synthetic", "events_per_s", steps * batch / elapsed, "events/s"))
+        if world > 1:
+            rows.append(
+                Row(name, "synthetic", "collective_share", collective / elapsed, "fraction")
+            )
+    notes.append(
+        f"ranks: {os.cpu_count()} CPU cores; 1 rank uses every core's thread, 2 ranks one thread"
+        " each (gloo over loopback); every rank learns the same global batch of B events:"
+        " host-side work is repeated on each rank, the backbone's rows are split. Collective"
+        " share: the slowest rank's time in gathers and the all-reduce (waiting for the other"
+        " rank included) over the run."
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rank_steps(
+    rank: int, world: int, port: int, events: list[InteractionEvent], batch: int, steps: int
+) -> tuple[float, float]:
+    """One rank's share of ``steps`` global batches after one warm-up: (seconds, in
+    collectives)."""
+    import torch.distributed as dist
+
+    from learners.data_parallel import Shard
+    from learners.llm import LLMLearner
+
+    shard = None
+    if world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        shard = Shard.current()
+    learner = LLMLearner(LLMConfig(max_item_tokens=32, max_grad_items=batch), shard=shard)
+    elapsed = 0.0
+    for k in range(1 + steps):
+        mine = events[k * batch : (k + 1) * batch][rank::world]
+        if k == 1:  # after the warm-up step
+            elapsed = -time.perf_counter()
+            if shard is not None:
+                shard.collective_s = 0.0
+        learner.learn_many(mine, positions(k * batch, len(mine)))
+    elapsed += time.perf_counter()
+    collective = shard.collective_s if shard is not None else 0.0
+    if world > 1:
+        dist.destroy_process_group()
+    return elapsed, collective
+
+
 # -- through Kafka ---------------------------------------------------------------------------
 
 
@@ -423,6 +497,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backbone-tokens", type=int, default=32)
     parser.add_argument("--backbone-steps", type=int, default=2)
     parser.add_argument("--pipeline-batch", type=int, default=64)
+    parser.add_argument("--ranks-steps", type=int, default=6)
     parser.add_argument("--pipeline-events", type=int, default=1280)
     parser.add_argument("--memory-events", type=int, default=24_000)
     parser.add_argument("--bootstrap-servers", default=None)
@@ -438,6 +513,8 @@ def main(argv: list[str]) -> int:
             part_step(args, rows, notes)
         if "backbone" in parts:
             part_backbone(args, rows, notes)
+        if "ranks" in parts:
+            part_ranks(args, rows, notes)
         if "pipeline" in parts:
             from deploy.kafka import LocalKafka
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from learners.data_parallel import Shard
 from schemas.learner_config import LLMConfig
 
 __all__ = [
@@ -179,6 +180,7 @@ class Backbone:
     dtype: torch.dtype
     tokens_trained: int = 0  # tokens through forward + backward (for throughput figures)
     tokens_encoded: int = 0  # tokens through forward only
+    shard: Shard | None = None  # data parallel: this rank encodes its share of each call
 
     def non_embedding_parameters(self) -> int:
         """N in the 4·N·T FLOPs-per-token estimate: backbone weights outside embeddings."""
@@ -231,7 +233,13 @@ class Backbone:
         return [list(ids) for ids in out["input_ids"]]
 
     def encode(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Pooled hidden states [n, hidden] (float32) of pre-tokenized texts, padded here."""
+        """Pooled hidden states [n, hidden] (float32) of pre-tokenized texts, padded here
+        (under a :class:`~learners.data_parallel.Shard`, split over the ranks)."""
+        if self.shard is not None:
+            return self.shard.encode(token_ids, self._encode, self.hidden_size, self.device)
+        return self._encode(token_ids)
+
+    def _encode(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         pad = self.tokenizer.pad_token_id or 0
         width = max(len(t) for t in token_ids)
         if self.device.type == "cuda":  # fewer distinct shapes, tensor-core-friendly tiles

@@ -34,6 +34,7 @@ from learners import llm_state
 from learners.backbone import Backbone, load_backbone
 from learners.base import LearnReport, VectorBatch
 from learners.cooccurrence import Cooccurrence
+from learners.data_parallel import Shard
 from learners.feedback import Feedback, HistoryKind, classify
 from learners.history import Interaction, UserHistory, marker_of
 from learners.item_tower import ItemTower
@@ -68,10 +69,11 @@ class LLMLearner:
 
     kind = "llm"
 
-    def __init__(self, config: LLMConfig | None = None) -> None:
+    def __init__(self, config: LLMConfig | None = None, shard: Shard | None = None) -> None:
         self.config = c = config or LLMConfig()
         torch.manual_seed(c.seed)
         self.backbone: Backbone = load_backbone(c)
+        self.shard = self.backbone.shard = shard  # one model over ranks (data_parallel.py)
         self.device = self.backbone.device
         self.heads = Heads(self.backbone.hidden_size, c).to(self.device)
         self.dim = self.heads.dim
@@ -154,6 +156,10 @@ class LLMLearner:
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
         started = time.perf_counter()
+        mine = slice(0, len(events))
+        if self.shard is not None:  # every rank learns every rank's batch
+            both = self.shard.gather_batch(events, positions)
+            events, positions, mine = both.events, both.positions, both.mine
         for slot in self.items.register(events, self._updates):
             self.cooccurrence.forget(slot)  # an evicted item's slot went to a new one
         outcome = self.tester.run(
@@ -171,10 +177,10 @@ class LLMLearner:
         self._updates += 0 if step.skipped else 1
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]
-        return LearnReport(
-            events=len(events),
-            users=list(dict.fromkeys(e.user_id for e in events)),
-            items=list(dict.fromkeys(e.item_id for e in events)),
+        return LearnReport(  # what this rank read: its vectors are this rank's to publish
+            events=len(events[mine]),
+            users=list(dict.fromkeys(e.user_id for e in events[mine])),
+            items=list(dict.fromkeys(e.item_id for e in events[mine])),
             loss=step.loss,
             skipped_update=step.skipped,
             metrics=self._metrics(outcome, len(replayed), time.perf_counter() - started),
@@ -278,6 +284,8 @@ class LLMLearner:
         finite = bool(torch.isfinite(loss))
         if finite:
             loss.backward()  # type: ignore[no-untyped-call]
+            if self.shard is not None:  # each rank holds its own rows' share
+                self.shard.all_reduce_grads(self.adapter)
             finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in dense)
         if not finite:
             self.skipped_updates += 1

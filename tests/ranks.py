@@ -1,0 +1,48 @@
+"""A rank of a data-parallel learner, as the tests spawn it (``torch.multiprocessing``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+
+from learners.data_parallel import Shard
+from learners.llm import LLMLearner
+from schemas.events import InteractionEvent
+from schemas.learner_config import LLMConfig
+from schemas.vectors import SourcePosition
+
+
+def positions_of(batch: int, rank: int, n: int) -> list[SourcePosition]:
+    """Where each event of rank ``rank``'s share of batch ``batch`` came from."""
+    return [SourcePosition(topic="t", partition=rank, offset=batch * 1000 + k) for k in range(n)]
+
+
+def learn_as_rank(
+    rank: int,
+    world: int,
+    port: int,
+    config: LLMConfig,
+    shares: list[list[InteractionEvent]],
+    out: Path,
+) -> None:
+    """Learn this rank's share of each batch in a gloo group; save the learned tensors."""
+    dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        learner = LLMLearner(config, shard=Shard.current())
+        for k, share in enumerate(shares):
+            learner.learn_many(share, positions_of(k, rank, len(share)))
+        save_file(learned_tensors(learner), str(out / f"rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def learned_tensors(learner: LLMLearner) -> dict[str, torch.Tensor]:
+    """The adapter, the heads and the cached item encodings, by name."""
+    out = {f"adapter.{k}": p.detach().clone() for k, p in enumerate(learner.adapter)}
+    out.update({f"heads.{k}": v.detach().clone() for k, v in learner.heads.state_dict().items()})
+    n = len(learner.items.catalog)
+    out["catalog"] = learner.items.catalog.vectors[:n].detach().clone()
+    return out
