@@ -317,7 +317,11 @@ def _rank_steps(
             elapsed = -time.perf_counter()
             if shard is not None:
                 shard.collective_s = 0.0
-        learner.learn_many(mine, positions(k * batch, len(mine)))
+        if shard is None:
+            learner.learn_many(mine, positions(k * batch, len(mine)))
+        else:
+            both = shard.gather_batch(mine, positions(k * batch, len(mine)))
+            learner.learn_many(both.events, both.positions)
     elapsed += time.perf_counter()
     collective = shard.collective_s if shard is not None else 0.0
     if world > 1:

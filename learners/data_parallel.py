@@ -1,19 +1,18 @@
 """One LLM learner over N ranks of ``torch.distributed``: each rank reads its own partitions,
 all hold one identical model.
 
-Per step, on every rank (``LLMLearner.learn_many`` with a :class:`Shard`):
+The contract: every rank calls ``learn_many`` (and anything else that runs the backbone) in
+the same order with the same global batch — the ranks' batches gathered, in rank order
+(:meth:`Shard.gather_batch`; the stream worker gathers its own records the same way). Then:
 
-1. the ranks' batches are gathered to every rank, in rank order (events travel as JSON; a
-   rank with nothing to learn joins with an empty batch), so every rank learns the same
-   global batch;
-2. the host-side state (catalog, popularity, co-occurrence, histories, replay, tests, the
+1. the host-side state (catalog, popularity, co-occurrence, histories, replay, tests, the
    mix) follows identically on every rank from the same events: exact, with no protocol of
    its own, and cheap beside the backbone;
-3. the backbone's work, where the compute is, is split: each ``Backbone.encode`` deals its
+2. the backbone's work, where the compute is, is split: each ``Backbone.encode`` deals its
    rows round-robin, each rank encodes its share, and the pooled rows are all-gathered
    (:class:`GatherRows`; the backward keeps each rank's own rows' gradient, since every
    rank computes the same loss from the same gathered rows);
-4. the adapter's gradients, partial on each rank, are summed with one all-reduce before the
+3. the adapter's gradients, partial on each rank, are summed with one all-reduce before the
    optimiser step, which then runs identically everywhere.
 
 So after every step all ranks hold the same learner, equal to what one process computes on

@@ -73,7 +73,8 @@ class LLMLearner:
         self.config = c = config or LLMConfig()
         torch.manual_seed(c.seed)
         self.backbone: Backbone = load_backbone(c)
-        self.shard = self.backbone.shard = shard  # one model over ranks (data_parallel.py)
+        # one model over ranks: each rank calls learn_many with the same global batch
+        self.shard = self.backbone.shard = shard  # (learners/data_parallel.py)
         self.device = self.backbone.device
         self.heads = Heads(self.backbone.hidden_size, c).to(self.device)
         self.dim = self.heads.dim
@@ -156,10 +157,6 @@ class LLMLearner:
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
         started = time.perf_counter()
-        mine = slice(0, len(events))
-        if self.shard is not None:  # every rank learns every rank's batch
-            both = self.shard.gather_batch(events, positions)
-            events, positions, mine = both.events, both.positions, both.mine
         for slot in self.items.register(events, self._updates):
             self.cooccurrence.forget(slot)  # an evicted item's slot went to a new one
         outcome = self.tester.run(
@@ -177,10 +174,10 @@ class LLMLearner:
         self._updates += 0 if step.skipped else 1
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]
-        return LearnReport(  # what this rank read: its vectors are this rank's to publish
-            events=len(events[mine]),
-            users=list(dict.fromkeys(e.user_id for e in events[mine])),
-            items=list(dict.fromkeys(e.item_id for e in events[mine])),
+        return LearnReport(
+            events=len(events),
+            users=list(dict.fromkeys(e.user_id for e in events)),
+            items=list(dict.fromkeys(e.item_id for e in events)),
             loss=step.loss,
             skipped_update=step.skipped,
             metrics=self._metrics(outcome, len(replayed), time.perf_counter() - started),

@@ -41,6 +41,7 @@ __all__ = [
     "BatchSettings",
     "CheckpointSettings",
     "ConsumerSettings",
+    "DistributedSettings",
     "DriftSettings",
     "KafkaSettings",
     "LearnerSettings",
@@ -325,6 +326,26 @@ class WorkerSettings(BaseModel):
     log_format: Literal["text", "json"] = "text"
 
 
+class DistributedSettings(BaseModel):
+    """Data-parallel ranks: one LLM learner over several workers (``torch.distributed``).
+
+    The rank and the rendezvous come from the launcher's variables (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, as ``torchrun`` and
+    ``lorastream run --world-size N`` set them), not from here."""
+
+    model_config = _SECTION
+
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        default="auto", description="auto: nccl where the learner runs on CUDA, else gloo"
+    )
+    timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long a rank waits for the others at a step before the group fails"
+        " (and its launcher restarts it from the newest checkpoint)",
+    )
+
+
 class PrivacySettings(BaseModel):
     """What may leave the worker about a user."""
 
@@ -358,6 +379,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in the settings (for redacting logs)."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from kafka.errors import AuthorizationError
 
 from learners.base import Learner
+from learners.data_parallel import Shard
 from schemas.settings import Settings
 from stream.checkpoint import CheckpointError, CheckpointWriteError
 from stream.clients import StreamSetupError, not_authorized
@@ -42,6 +43,7 @@ from stream.metrics import WorkerMetrics
 from stream.observers import BatchObserver
 from stream.poison import TooManyPoisonRecords
 from stream.publisher import DeliveryError
+from stream.ranks import RankWorker, join_group
 from stream.worker import InvalidRecord, Worker, WorkerFailed
 
 __all__ = ["App", "ExitStatus", "Running"]
@@ -91,6 +93,7 @@ class App:
         self._observers = list(observers)
         self._history = history
         self.worker: Worker | None = None
+        self._shard: Shard | None = None
         self.error: BaseException | None = None
 
     @property
@@ -98,20 +101,38 @@ class App:
         if self._learner is None:
             from learners.registry import build_learner
 
-            self._learner = build_learner(self.settings.learner)
+            self._learner = build_learner(self.settings.learner, self.shard)
         return self._learner
+
+    @property
+    def shard(self) -> Shard | None:
+        """This process's rank, when a launcher started several (``stream/ranks.py``)."""
+        if self._shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self._shard = join_group(self.settings)
+        return self._shard
 
     def build(self) -> Worker:
         """The worker, with its learner and observers (builds the learner when needed)."""
         if self.worker is None:
             self.metrics.build_info.info(self._build_info())
-            self.worker = Worker(
-                self.settings,
-                self.learner,
-                self.metrics,
-                health=self.health,
-                observers=self._observers,
-            )
+            learner, shard = self.learner, self.shard
+            if shard is None:
+                self.worker = Worker(
+                    self.settings,
+                    learner,
+                    self.metrics,
+                    health=self.health,
+                    observers=self._observers,
+                )
+            else:
+                self.worker = RankWorker(
+                    self.settings,
+                    learner,
+                    shard,
+                    metrics=self.metrics,
+                    health=self.health,
+                    observers=self._observers,
+                )
         return self.worker
 
     def run(self, handle_signals: bool = True) -> ExitStatus:
@@ -163,11 +184,12 @@ class App:
         if not m.enabled:
             return None
         tls = (m.tls_certfile, m.tls_keyfile) if m.tls_certfile and m.tls_keyfile else None
+        port = m.port + int(os.environ.get("LOCAL_RANK", "0")) if m.port else 0  # ranks
         try:
-            server = serve(self.metrics.registry, self.health, m.host, m.port, tls)
+            server = serve(self.metrics.registry, self.health, m.host, port, tls)
         except OSError as exc:
             raise StreamSetupError(
-                f"cannot serve metrics on {m.host}:{m.port} ({exc}); choose another port with"
+                f"cannot serve metrics on {m.host}:{port} ({exc}); choose another port with"
                 " --metrics-port or LORASTREAM_METRICS__PORT"
             ) from exc
         stack.callback(server.close)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,13 +142,19 @@ class Applier:
         self._announced: str | None = None  # the last version announced complete
         self._newest = 0  # the newest update vectors were published at
 
-    def __call__(self, items: Sequence[Accepted]) -> Applied:
+    def __call__(
+        self, items: Sequence[Accepted], own: Callable[[Accepted], bool] | None = None
+    ) -> Applied:
+        """Learn ``items`` and send the output of those ``own`` accepts (default: all; ranks
+        that learn one global batch each send their own records' output)."""
         self._seed()
         fresh = self.recent.fresh([a.event.event_id for a in items])
         todo = [a for a, ok in zip(items, fresh, strict=True) if ok]
         applied = Applied(duplicates=len(items) - len(todo))
         publish: dict[str, None] = {}  # users whose vector goes out, in order
         tombstones: dict[str, None] = {}
+        mine = todo if own is None else [a for a in todo if own(a)]
+        my_users = {a.event.user_id for a in mine}
         with self._stage("learn", "learn"):
             started = time.perf_counter()
             for segment in _segments(todo):
@@ -165,8 +171,14 @@ class Applier:
                         publish[user] = None
                         tombstones.pop(user, None)
             applied.learn_seconds = time.perf_counter() - started
+        my_items = {a.event.item_id for a in mine if isinstance(a.event, InteractionEvent)}
+        items_out = [i for i in applied.report.items if i in my_items] if applied.report else []
         with self._stage("vectors", "publish"):
-            applied.vectors = self._send(list(publish), list(tombstones), applied.report)
+            applied.vectors = self._send(
+                [u for u in publish if u in my_users],
+                [u for u in tombstones if u in my_users],
+                items_out,
+            )
         self.recent.remember([a.event.event_id for a in todo])
         return applied
 
@@ -196,12 +208,9 @@ class Applier:
         )
         return report
 
-    def _send(
-        self, users: list[str], tombstones: list[str], report: LearnReport | None
-    ) -> dict[str, int]:
+    def _send(self, users: list[str], tombstones: list[str], items: list[str]) -> dict[str, int]:
         """The batch's users and items, plus the stalest others within the budgets."""
         t = self.topics
-        items = list(report.items) if report is not None else []
         return self._publish(
             users + self._stale("user", users, t.user_refresh_per_batch),
             items + self._stale("item", items, t.item_refresh_per_batch) if items else [],

@@ -65,6 +65,17 @@ def run(
     history: Annotated[
         Path | None, typer.Option(help="append one JSON line per batch here (for `report`)")
     ] = None,
+    world_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="run N ranks of one LLM learner on this machine (they share"
+            " --checkpoint-dir); under torchrun or a job that sets RANK, leave it out",
+        ),
+    ] = 1,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="with --world-size: restarts of the group after a failure")
+    ] = 3,
     verbose: VerboseOpt = False,
     debug_kafka: DebugKafkaOpt = False,
 ) -> None:
@@ -73,7 +84,7 @@ def run(
     Exit status: 0 stopped cleanly; 1 stopped on an invalid record (worker.on_invalid=stop);
     2 bad settings or setup (broker, topics, permissions, checkpoints that do not fit);
     3 shutdown took longer than worker.shutdown_timeout_s; 4 failed while running (nothing
-    past the newest checkpoint was committed)."""
+    past the newest checkpoint was committed). With --world-size: the ranks' worst."""
     learner_section: dict[str, Any] = {"kind": learner}
     if model:
         learner_section["llm"] = {"model": model}
@@ -86,7 +97,26 @@ def run(
         metrics={"host": metrics_host, "port": metrics_port},
     )
     setup_logging(settings.worker.log_format, verbose, settings.secrets(), debug_kafka)
+    if world_size > 1:
+        from stream.launch import launch
+
+        raise typer.Exit(launch(_rank_args(), world_size, max_restarts))
     raise typer.Exit(run_worker(settings, history))
+
+
+def _rank_args() -> list[str]:
+    """This command's options, less the launcher's own (each rank runs the rest)."""
+    import sys
+
+    args, skip = [], False
+    for arg in sys.argv[2:]:
+        if skip:
+            skip = False
+        elif arg in ("--world-size", "--max-restarts"):
+            skip = True
+        elif not arg.startswith(("--world-size=", "--max-restarts=")):
+            args.append(arg)
+    return args
 
 
 def run_worker(settings: Settings, history: Path | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -171,11 +172,13 @@ def group_instance_id(settings: Settings) -> str | None:
     c = settings.consumer
     if not c.static_membership:
         return None
+    # ranks of one model share the directory: each is its own member, the same on restart
+    rank = f"-rank{os.environ['RANK']}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     if c.group_instance_id:
-        return c.group_instance_id
+        return c.group_instance_id + rank
     where = str(settings.checkpoint.dir.resolve()) if settings.checkpoint.dir else "-"
     digest = hashlib.sha256(where.encode()).hexdigest()[:8]
-    return f"{settings.kafka.client_id}-{socket.gethostname()}-{digest}"[:200]
+    return f"{settings.kafka.client_id}-{socket.gethostname()}-{digest}"[:190] + rank
 
 
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:

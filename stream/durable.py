@@ -120,10 +120,11 @@ class DurableState:
             " --allow-fresh-start (checkpoint.allow_fresh_start=true) to accept that."
         )
 
-    def save(self) -> Checkpoint:
-        """Write learner, window and processed offsets atomically; they become durable."""
+    def save(self, offsets: Mapping[PartitionKey, int] | None = None) -> Checkpoint:
+        """Write learner, window and ``offsets`` (default: the processed ones) atomically;
+        they become durable."""
         assert self.store is not None
-        offsets = self.book.processed()
+        offsets = dict(offsets) if offsets is not None else self.book.processed()
         started = time.perf_counter()
         try:
             with self.stages.time("checkpoint"):
@@ -156,6 +157,13 @@ class DurableState:
             elapsed,
         )
         return checkpoint
+
+    def saved_elsewhere(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Another rank wrote this state with ``offsets`` (ranks: ``stream/ranks.py``)."""
+        self.book.made_durable(offsets)
+        self.schedule.saved(time.monotonic())
+        self.has_checkpoint = True
+        self.metrics.last_checkpoint.set_to_current_time()
 
     def roll_back(self, failure: Exception, cause: BaseException | None) -> dict[PartitionKey, int]:
         """Load the newest checkpoint; returns the offsets to read again from."""

@@ -219,19 +219,8 @@ class Worker:
     def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stop.is_set():
             timeout_ms = int(1000 * self._batcher.time_left()) if len(self._batcher) else 200
-            with self.stages.time("poll"):
-                polled = consumer.poll(
-                    timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
-                )
-            self._drop_released()
-            self._place(consumer, polled)
-            if polled:
-                with self.stages.time("decode"):
-                    decoded = [self.decode(_raw(r)) for recs in polled.values() for r in recs]
-                self._batcher.add(decoded)
+            if self._read(consumer, timeout_ms):
                 self.schedule.busy()
-                self.records_seen += len(decoded)
-                self.metrics.records_consumed.inc(len(decoded))
             else:
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
@@ -245,6 +234,24 @@ class Worker:
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
+
+    def _read(self, consumer: KafkaConsumer, timeout_ms: int) -> bool:
+        """Poll up to ``timeout_ms`` (at most 200) for the batch's room; decode what came.
+        Returns whether anything did."""
+        with self.stages.time("poll"):
+            polled = consumer.poll(
+                timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
+            )
+        self._drop_released()
+        self._place(consumer, polled)
+        if not polled:
+            return False
+        with self.stages.time("decode"):
+            decoded = [self.decode(_raw(r)) for recs in polled.values() for r in recs]
+        self._batcher.add(decoded)
+        self.records_seen += len(decoded)
+        self.metrics.records_consumed.inc(len(decoded))
+        return True
 
     def _refresh_while_idle(self) -> None:
         """Publish stale users' and items' vectors again, within a budget per second. This

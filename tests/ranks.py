@@ -31,9 +31,11 @@ def learn_as_rank(
     """Learn this rank's share of each batch in a gloo group; save the learned tensors."""
     dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        learner = LLMLearner(config, shard=Shard.current())
+        shard = Shard.current()
+        learner = LLMLearner(config, shard=shard)
         for k, share in enumerate(shares):
-            learner.learn_many(share, positions_of(k, rank, len(share)))
+            batch = shard.gather_batch(share, positions_of(k, rank, len(share)))
+            learner.learn_many(batch.events, batch.positions)
         save_file(learned_tensors(learner), str(out / f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()

@@ -1,0 +1,224 @@
+"""Workers as ranks of one model: N processes in one consumer group, one LLM learner.
+
+Each rank reads the partitions the group gives it; all learn the same global batch in
+lockstep (``learners/data_parallel.py`` splits the backbone's work and sums the adapter's
+gradients). Per tick, every ``batch.max_wait_s`` on every rank (:meth:`RankWorker._tick`):
+
+1. exchange: every rank's accepted records, processed offsets and flags (checkpoint due,
+   stopping) are gathered to every rank, in rank order; a rank with nothing joins with
+   nothing;
+2. learn: every rank applies the global batch (duplicates, deletions, learning), so the
+   learner, its de-duplication window and its counts stay identical everywhere;
+3. publish: each rank sends the vectors, tombstones and dead letters of its own records and
+   waits for the broker's acknowledgements;
+4. checkpoint, when any rank's schedule says so or any rank stops: after every rank's output
+   is acknowledged (a barrier), rank 0 writes the state with every partition's offsets
+   (the highest any rank processed); after a second barrier
+5. each rank commits the offsets of its partitions.
+
+A rank that fails — a batch the learner or the broker fails on, a kill -9, a lost peer —
+fails every rank at its next collective (or after ``distributed.timeout_s``): nothing is
+committed past the newest checkpoint, and the launcher (``torchrun``, or ``lorastream run
+--world-size N``) restarts the group, which resumes from it. A partition that moves between
+ranks is re-read from its durable offset; the shared de-duplication window skips what the
+global state already learned. Ranks have no idle refresh (its vectors would need the
+backbone on one rank alone); batches publish the stale ones as usual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.distributed as dist
+from kafka import KafkaConsumer
+from pydantic import TypeAdapter
+
+from learners.base import Learner
+from learners.data_parallel import Shard
+from schemas.events import InteractionEvent, UserDeletion
+from schemas.settings import Settings
+from stream.adapters import publish_adapter
+from stream.apply import AttemptFailed
+from stream.batcher import Batch
+from stream.decode import Accepted, RawRecord
+from stream.durable import WorkerFailed
+from stream.observers import BatchSummary
+from stream.offsets import PartitionKey
+from stream.publisher import DeliveryError
+from stream.worker import Worker
+
+__all__ = ["RankWorker", "Tick", "exchange", "join_group"]
+
+log = logging.getLogger(__name__)
+
+_DOCS = TypeAdapter(list[InteractionEvent | UserDeletion])
+
+
+def join_group(settings: Settings) -> Shard:
+    """Join the process group the launcher's variables describe (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``)."""
+    from datetime import timedelta
+
+    import torch
+
+    backend = settings.distributed.backend
+    if backend == "auto":
+        cuda = settings.learner.llm.device != "cpu" and torch.cuda.is_available()
+        backend = "nccl" if cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
+    shard = Shard.current()
+    log.info("rank %d of %d (%s)", shard.rank, shard.world, backend)
+    return shard
+
+
+@dataclass
+class Tick:
+    """What every rank brought to one step."""
+
+    accepted: list[Accepted]  # every rank's records, in rank order
+    own: set[PartitionKey]  # the partitions this rank's records came from
+    offsets: dict[PartitionKey, int] = field(default_factory=dict)  # highest processed
+    checkpoint: bool = False  # some rank's schedule is due, or some rank stops
+    stopping: bool = False
+
+    def mine(self, accepted: Accepted) -> bool:
+        return (accepted.record.topic, accepted.record.partition) in self.own
+
+
+def exchange(
+    shard: Shard,
+    accepted: Sequence[Accepted],
+    processed: dict[PartitionKey, int],
+    due: bool,
+    stopping: bool,
+) -> Tick:
+    """Gather every rank's records, processed offsets and flags (two collectives)."""
+    import json
+
+    head = {
+        "where": [[a.record.topic, a.record.partition, a.record.offset] for a in accepted],
+        "stamps": [a.record.timestamp_ms for a in accepted],
+        "offsets": [[t, p, o] for (t, p), o in processed.items()],
+        "due": due,
+        "stopping": stopping,
+    }
+    payload = json.dumps(head).encode() + b"\n" + _DOCS.dump_json([a.event for a in accepted])
+    tick = Tick([], {(a.record.topic, a.record.partition) for a in accepted})
+    for rank, part in enumerate(shard.gather_bytes(payload)):
+        line, docs = part.split(b"\n", 1)
+        theirs = json.loads(line)
+        if rank == shard.rank:  # this rank's own records keep their bytes (for dead letters)
+            tick.accepted += accepted
+        else:
+            events = _DOCS.validate_json(docs)
+            tick.accepted += [
+                Accepted(RawRecord(topic, partition, offset, stamp, None, None), event)
+                for (topic, partition, offset), stamp, event in zip(
+                    theirs["where"], theirs["stamps"], events, strict=True
+                )
+            ]
+        for topic, partition, offset in theirs["offsets"]:
+            key = (topic, partition)
+            tick.offsets[key] = max(tick.offsets.get(key, 0), offset)
+        tick.checkpoint |= theirs["due"] or theirs["stopping"]
+        tick.stopping |= theirs["stopping"]
+    return tick
+
+
+class RankWorker(Worker):
+    """A :class:`~stream.worker.Worker` that learns in lockstep with the other ranks."""
+
+    def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:
+        super().__init__(settings, learner, **kwargs)
+        if self.durable.store is None:
+            raise ValueError("ranks need checkpoint.dir: a shared directory every rank reads")
+        self.shard = shard
+
+    def _consume(self, consumer: KafkaConsumer) -> None:
+        """Poll until the tick, then step with every rank; until some rank stops."""
+        wait = self.settings.batch.max_wait_s
+        next_tick = time.monotonic() + wait
+        while True:
+            left = next_tick - time.monotonic()
+            room = self._batcher.room
+            if room and not self._stop.is_set() and left > 0:
+                if self._read(consumer, int(1000 * left)):
+                    self.schedule.busy()
+                else:
+                    self.schedule.idle(time.monotonic())
+            elif left > 0 and not self._stop.is_set():
+                time.sleep(min(left, 0.2))  # full: wait for the others' tick
+            if time.monotonic() >= next_tick or self._stop.is_set():
+                stopping = self._tick(self._batcher.take(), consumer)
+                self._update_lag(consumer)
+                next_tick = time.monotonic() + wait
+                if stopping:
+                    return
+            self._heartbeat(consumer)
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """The stopping tick already checkpointed and committed."""
+
+    def _tick(self, batch: Batch, consumer: KafkaConsumer) -> bool:
+        """One step with every rank; returns whether the group stops."""
+        started = time.perf_counter()
+        self.schedule.add(len(batch.items))
+        processed = {**self.book.processed(), **batch.next_offsets()}
+        due = self.durable.due()
+        with self.stages.time("exchange"):
+            tick = exchange(self.shard, batch.accepted(), processed, due, self._stop.is_set())
+        try:
+            applied = self.apply(tick.accepted, own=tick.mine)
+            rejected = batch.rejections() + [r for r in applied.rejected if _own(r.record, tick)]
+            for rejection in rejected:
+                self.error_policy.on_rejected(rejection, self.publisher)
+            with self.stages.time("deliver"):
+                retries = self.publisher.deliver(self.settings.worker.delivery_timeout_s)
+        except (AttemptFailed, DeliveryError) as exc:
+            raise WorkerFailed(
+                f"rank {self.shard.rank}: a step failed ({exc}); the group stops without"
+                " committing and resumes from the newest checkpoint"
+            ) from exc
+        acked_at = time.time()
+        self.book.processed_batch(batch.next_offsets())
+        own = [a for a in applied.learned if tick.mine(a)]
+        self.events_learned += len(own)
+        mine = dataclasses.replace(applied, learned=own)
+        self._observe(BatchSummary.of(batch, mine, rejected, retries, acked_at, started))
+        if tick.checkpoint:
+            self._checkpoint(consumer, tick.offsets)
+        elif self.book.to_commit():  # a commit refused during a rebalance: durable, so again
+            self._commit(consumer)
+        return tick.stopping
+
+    def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
+        """Checkpoints happen at ticks, when every rank agrees (:meth:`_checkpoint`)."""
+
+    def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:
+        """Steps 4-5 with every rank: rank 0 writes, then each commits its partitions."""
+        with self.stages.time("exchange"):
+            dist.barrier()  # every rank's output is acknowledged
+        checkpoint = None
+        if self.shard.rank == 0:
+            checkpoint = self.durable.save(offsets)
+        with self.stages.time("exchange"):
+            dist.barrier()  # the checkpoint is on disk
+        if checkpoint is None:
+            self.durable.saved_elsewhere(offsets)
+        self._commit(consumer)
+        if checkpoint is not None and self.settings.topics.adapters is not None:
+            with self.stages.time("deliver"):
+                publish_adapter(self.publisher, checkpoint, self.learner.version)
+
+    def _refresh_while_idle(self) -> None:
+        """Ranks publish stale vectors with their batches only."""
+
+
+def _own(record: RawRecord, tick: Tick) -> bool:
+    return (record.topic, record.partition) in tick.own

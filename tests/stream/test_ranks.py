@@ -1,0 +1,103 @@
+"""Ranks: `lorastream run --world-size 2` (torchrun, gloo) learns one model from one group."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    WorkerProcess,
+    all_committed,
+    create_topic,
+    end_offsets,
+    event_record,
+    latest_by_key,
+    make_events,
+    read_topic,
+    send_raw,
+    wait_for,
+    write_config,
+)
+
+from learners.ledger import EventLedger
+from learners.random_backbone import build_random_backbone
+from schemas.settings import Settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def newest_manifest(settings: Settings) -> dict[str, Any] | None:
+    import json
+
+    assert settings.checkpoint.dir is not None
+    for path in sorted(settings.checkpoint.dir.glob("ckpt-*"), reverse=True):
+        try:
+            return json.loads((path / "manifest.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def ranks_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    model = build_random_backbone("qwen2-tiny", tmp_path / "model")
+    settings = make_settings(
+        learner={"kind": "llm", "llm": {"model": str(model)}},
+        batch={"max_events": 32, "max_wait_s": 0.3},
+        checkpoint={"every_events": 48, "idle_s": 1.0},
+        distributed={"timeout_s": 30},
+    )
+    create_topic(settings, settings.topics.events, partitions=2)
+    return settings
+
+
+def check_every_event_once(settings: Settings, events: list[Any]) -> None:
+    manifest = newest_manifest(settings)
+    assert manifest is not None
+    final = EventLedger.from_json(manifest["ledger"])
+    assert final == EventLedger.expected(dict.fromkeys(e.event_id for e in events))
+    ends = end_offsets(settings, settings.topics.events)
+    assert {p: o for _, p, o in manifest["offsets"]} == ends  # every partition, in one manifest
+
+
+def test_two_ranks_learn_every_event_once_into_one_checkpoint(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = ranks_settings(make_settings, tmp_path)
+    events = make_events(240, n_users=24, n_items=40)
+    send_raw(settings, [event_record(e) for e in events])
+    config = write_config(tmp_path / "w.toml", settings)
+    ranks = WorkerProcess(config, tmp_path / "w.log", "--world-size", "2", "--max-restarts", "0")
+    ranks.wait_for(lambda: all_committed(settings), 240, "every offset committed")
+    assert ranks.stop() == 0, ranks.tail()
+    log = ranks.log.read_text()
+    assert "rank 0 of 2" in log
+    assert "rank 1 of 2" in log
+    check_every_event_once(settings, events)
+    vectors = latest_by_key(read_topic(settings, settings.topics.user_vectors))
+    assert set(vectors) == {e.user_id for e in events}  # each rank published its own users
+
+
+def test_a_killed_rank_brings_the_group_back_with_every_event_once(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    import os
+
+    import psutil
+
+    settings = ranks_settings(make_settings, tmp_path)
+    first, second = make_events(160, 24, 40, seed=1), make_events(160, 24, 40, seed=2)
+    send_raw(settings, [event_record(e) for e in first])
+    config = write_config(tmp_path / "w.toml", settings)
+    ranks = WorkerProcess(config, tmp_path / "w.log", "--world-size", "2", "--max-restarts", "2")
+    ranks.wait_for(lambda: newest_manifest(settings) is not None, 240, "a first checkpoint")
+    workers = psutil.Process(ranks.proc.pid).children()
+    rank_1 = next(w for w in workers if w.environ().get("RANK") == "1")
+    os.kill(rank_1.pid, signal.SIGKILL)
+    send_raw(settings, [event_record(e) for e in second])
+    ranks.wait_for(lambda: all_committed(settings), 300, "every offset committed after the kill")
+    wait_for(lambda: "restart" in ranks.log.read_text().lower(), 5, "torchrun restarted the group")
+    assert ranks.stop() == 0, ranks.tail()
+    check_every_event_once(settings, first + second)
