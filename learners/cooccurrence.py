@@ -26,6 +26,7 @@ the sum of many weak pairs (``docs/design.md``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,35 @@ class Cooccurrence:
         out = np.asarray(out, dtype=np.float64) / np.sqrt(np.maximum(self.n, 1.0))
         # an item is its own nearest neighbour: c(j, j) = n_j, so it adds w_j
         np.add.at(out, recent, np.where(self.n[recent] > 0, weights, 0.0))
+        return out
+
+    def knn_many(self, recents: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """[U, slots]: :meth:`knn` of each user (recent slots, weights), in one sparse product.
+
+        >>> co = Cooccurrence(capacity=4)
+        >>> co.add(0, np.array([], np.int64)); co.add(1, np.array([0])); co.add(2, np.array([1]))
+        >>> liked_0, nothing = (np.array([0]), np.array([1.0])), (np.zeros(0, int), np.zeros(0))
+        >>> many = co.knn_many([liked_0, nothing])
+        >>> bool(np.allclose(many[0], co.knn(*liked_0))), many[1].tolist()
+        (True, [0.0, 0.0, 0.0, 0.0])
+        """
+        size = len(self.n)
+        out = np.zeros((len(recents), size))
+        if size == 0 or not recents:
+            return out
+        users = np.concatenate([np.full(len(r), u) for u, (r, _) in enumerate(recents)])
+        slots = np.concatenate([r for r, _ in recents]).astype(np.int64)
+        weights = np.concatenate([w for _, w in recents]).astype(np.float64)
+        counted = slots < size  # slots with no positive yet hold no pairs
+        users, slots, weights = users[counted], slots[counted], weights[counted]
+        v = weights / np.sqrt(np.maximum(self.n[slots], 1.0))
+        V = sp.csr_matrix((v, (users, slots)), shape=(len(recents), size))  # [U, slots]
+        product = V @ self._csr
+        if self._pending:
+            product = product + V @ self._pending_csr()
+        out[:] = product.toarray() / np.sqrt(np.maximum(self.n, 1.0))
+        # an item is its own nearest neighbour: c(j, j) = n_j, so it adds w_j
+        np.add.at(out, (users, slots), np.where(self.n[slots] > 0, weights, 0.0))
         return out
 
     def forget(self, slot: int) -> None:

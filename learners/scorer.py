@@ -22,6 +22,8 @@ from schemas.learner_config import LLMConfig
 
 __all__ = ["Scorer"]
 
+KNN_ROWS = 64  # users per sparse product: bounds the dense [users, catalog] block
+
 
 class Scorer:
     """Parts of the score from the towers, the catalog, co-occurrence and user state."""
@@ -48,20 +50,22 @@ class Scorer:
         known = slots >= 0
         return slots[known], weights[known]
 
-    def knn_all(
-        self, user_id: str, recent: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> np.ndarray:
+    def knn_all(self, user_id: str) -> np.ndarray:
         """[slots] the user's kNN for every slot, scaled to [0, 1], top ``knn_publish`` kept."""
-        slots, weights = recent if recent is not None else self.recent(user_id)
-        knn = self.cooccurrence.knn(slots, weights)
-        top = knn.max(initial=0.0)
-        if top <= 0:
-            return np.zeros(len(knn))
+        return np.asarray(self.knn_rows([user_id])[0])
+
+    def knn_rows(self, user_ids: Sequence[str]) -> np.ndarray:
+        """[U, slots] :meth:`knn_all` of each user, in one sparse product."""
+        knn = self.cooccurrence.knn_many([self.recent(u) for u in user_ids])
+        top = knn.max(axis=1, initial=0.0)  # [U]
         K = self.config.knn_publish
-        if np.count_nonzero(knn) > K:
-            cut = np.partition(knn, len(knn) - K)[len(knn) - K]
-            knn = np.where(knn >= cut, knn, 0.0)
-        return np.asarray(knn / top)
+        crowded = np.flatnonzero(np.count_nonzero(knn, axis=1) > K)
+        if len(crowded):
+            size = knn.shape[1]
+            cut = np.partition(knn[crowded], size - K, axis=1)[:, size - K]  # [R]
+            knn[crowded] = np.where(knn[crowded] >= cut[:, None], knn[crowded], 0.0)
+        scale = np.divide(1.0, top, out=np.zeros_like(top), where=top > 0)
+        return knn * scale[:, None]  # type: ignore[no-any-return]
 
     def prior(self, slots: np.ndarray) -> torch.Tensor:
         """[C] the learned popularity prior of ``slots`` now."""
@@ -107,11 +111,12 @@ class Scorer:
         """The terms for users as they stand now and item ``slots`` (with the spread for
         each towers weight in ``weights``)."""
         knn = np.zeros((len(user_ids), len(slots)))
-        for row, user in enumerate(user_ids):
-            if user in self.history:
-                all_slots = self.knn_all(user)
-                inside = slots < len(all_slots)
-                knn[row, inside] = all_slots[slots[inside]]
+        known = [row for row, user in enumerate(user_ids) if user in self.history]
+        for start in range(0, len(known), KNN_ROWS):
+            rows = known[start : start + KNN_ROWS]
+            all_slots = self.knn_rows([user_ids[r] for r in rows])  # [R, allocated slots]
+            inside = np.flatnonzero(slots < all_slots.shape[1])
+            knn[np.ix_(np.asarray(rows), inside)] = all_slots[:, slots[inside]]
         u = self.user_reps(user_ids)
         with torch.no_grad():
             towers = (u @ self.items.reps(slots).T / self.config.temperature).float()

@@ -45,6 +45,7 @@ from schemas.settings import Settings
 from stream.adapters import publish_adapter
 from stream.apply import AttemptFailed
 from stream.batcher import Batch
+from stream.clients import StreamSetupError
 from stream.decode import Accepted, RawRecord
 from stream.durable import WorkerFailed
 from stream.observers import BatchSummary
@@ -66,6 +67,11 @@ def join_group(settings: Settings) -> Shard:
 
     import torch
 
+    if settings.learner.kind != "llm" or settings.checkpoint.dir is None:
+        raise StreamSetupError(
+            "ranks share one LLM learner and one checkpoint directory: set learner.kind = llm"
+            " and checkpoint.dir (storage every rank reads), or run a single worker"
+        )
     backend = settings.distributed.backend
     if backend == "auto":
         cuda = settings.learner.llm.device != "cpu" and torch.cuda.is_available()
@@ -136,8 +142,6 @@ class RankWorker(Worker):
 
     def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:
         super().__init__(settings, learner, **kwargs)
-        if self.durable.store is None:
-            raise ValueError("ranks need checkpoint.dir: a shared directory every rank reads")
         self.shard = shard
 
     def _consume(self, consumer: KafkaConsumer) -> None:
@@ -154,7 +158,11 @@ class RankWorker(Worker):
                     self.schedule.idle(time.monotonic())
             elif left > 0 and not self._stop.is_set():
                 time.sleep(min(left, 0.2))  # full: wait for the others' tick
-            if time.monotonic() >= next_tick or self._stop.is_set():
+            if self._stop.is_set():  # the last step, bounded like a single worker's drain
+                with self._watchdog():
+                    self._tick(self._batcher.take(), consumer)
+                return
+            if time.monotonic() >= next_tick:
                 stopping = self._tick(self._batcher.take(), consumer)
                 self._update_lag(consumer)
                 next_tick = time.monotonic() + wait

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from schemas.settings import MetricsSettings
+from schemas.settings import MetricsSettings, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ROOT = DEPLOY.parent
@@ -94,3 +94,53 @@ def test_the_gpu_override_reserves_a_gpu_and_uses_a_cuda_base() -> None:
     devices = gpu["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert "cuda" in gpu["topics"]["build"]["args"]["BASE"]
+
+
+def test_the_ranks_profile_runs_two_ranks_sharing_one_state() -> None:
+    services = compose()["services"]
+    ranks = services["ranks"]
+    assert ranks["profiles"] == ["ranks"]
+    command = ranks["command"]
+    world = int(command[command.index("--world-size") + 1])
+    port = MetricsSettings().port
+    assert [f"{port + r}:{port + r}" for r in range(world)] == ranks["ports"]
+    assert ranks["volumes"] == services["worker"]["volumes"]  # the worker's checkpoints
+
+
+def kubernetes() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((DEPLOY / "kubernetes" / "ranks.yaml").read_text())
+    return {d["kind"]: d for d in docs}
+
+
+def test_the_kubernetes_ranks_rendezvous_at_pod_0_of_a_headless_service() -> None:
+    k = kubernetes()
+    service, ranks = k["Service"], k["StatefulSet"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert ranks["spec"]["serviceName"] == service["metadata"]["name"]
+    container = ranks["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert int(env["WORLD_SIZE"]["value"]) == ranks["spec"]["replicas"]
+    assert env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"].endswith("pod-index']")
+    pod_0 = f"{ranks['metadata']['name']}-0.{service['metadata']['name']}"
+    assert env["MASTER_ADDR"]["value"] == pod_0
+    assert {"name": "rendezvous", "port": int(env["MASTER_PORT"]["value"])} in service["spec"][
+        "ports"
+    ]
+    assert "--world-size" not in container["args"]  # the pods are the ranks
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert env["LORASTREAM_DISTRIBUTED__BACKEND"]["value"] == "nccl"
+
+
+def test_every_kubernetes_rank_mounts_one_shared_checkpoint_volume() -> None:
+    k = kubernetes()
+    spec = k["StatefulSet"]["spec"]["template"]["spec"]
+    claim = spec["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim == k["PersistentVolumeClaim"]["metadata"]["name"]
+    assert k["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    container = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert env["LORASTREAM_CHECKPOINT__DIR"].startswith(mount + "/")
+    ours = {k: v for k, v in env.items() if k.startswith("LORASTREAM_")}
+    settings = Settings.load(None, environ=ours)  # every variable names a setting
+    assert settings.distributed.backend == "nccl"

@@ -101,3 +101,13 @@ def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     wait_for(lambda: "restart" in ranks.log.read_text().lower(), 5, "torchrun restarted the group")
     assert ranks.stop() == 0, ranks.tail()
     check_every_event_once(settings, first + second)
+
+
+def test_ranks_refuse_a_learner_they_cannot_share(tmp_path: Path) -> None:
+    from helpers import cli
+
+    result = cli(
+        "run", "--learner", "river-mf", "--metrics-port", "0", env={"WORLD_SIZE": "2", "RANK": "0"}
+    )
+    assert result.returncode == 2, result.stderr
+    assert "ranks share one LLM learner" in result.stderr
