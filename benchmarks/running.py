@@ -9,6 +9,7 @@ cleanly, so no result is written from a failed run.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from stream.metrics import WorkerMetrics
 from stream.observers import BatchSummary
 from stream.sender import Pacer, send_events
 
-__all__ = ["RunningWorker", "create_topics", "send"]
+__all__ = ["RunningWorker", "create_topics", "send", "settings_environ"]
 
 
 def create_topics(settings: Settings) -> None:
@@ -35,6 +36,26 @@ def create_topics(settings: Settings) -> None:
         ensure_output_topics(admin, settings, include_events=True)
     finally:
         admin.close()
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``settings`` as ``LORASTREAM_`` variables (the fields that differ from the defaults),
+    for a worker in another process."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, data: dict[str, Any]) -> None:
+        for name, value in data.items():
+            key = f"{prefix}__{name.upper()}"
+            if isinstance(value, dict):
+                walk(key, value)
+            else:
+                out[key] = value if isinstance(value, str) else json.dumps(value)
+
+    for section, data in settings.model_dump(mode="json", exclude_defaults=True).items():
+        walk(f"LORASTREAM_{section.upper()}", data)
+    if Settings.load(None, environ=out) != settings:
+        raise ValueError("these settings do not survive the trip through variables")
+    return out
 
 
 def send(

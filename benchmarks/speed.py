@@ -38,13 +38,14 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 import torch
 
 from benchmarks.harness import RESULTS_DIR, Row, bench_settings, write_results
-from benchmarks.running import RunningWorker, send
+from benchmarks.running import RunningWorker, create_topics, send, settings_environ
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, ReplayConfig
 from schemas.settings import Settings
@@ -286,6 +287,74 @@ def part_ranks(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> N
     )
 
 
+def part_ranks_kafka(
+    args: argparse.Namespace, bootstrap: str, root: Path, rows: list[Row], notes: list[str]
+) -> None:
+    """Events/s through the real broker: ``lorastream run`` as one worker, then as two ranks
+    (``--world-size 2``), over the same events on a 2-partition topic, at the same global
+    batch."""
+    import subprocess
+    import sys
+
+    from stream.clients import make_admin
+
+    batch, events = args.pipeline_batch, text_events(args.ranks_events, 32)
+    for world in (1, 2):
+        settings = Settings.isolated(
+            f"ranks{world}",
+            bootstrap,
+            root,
+            {},
+            learner={"kind": "llm", "llm": {"max_item_tokens": 32, "max_grad_items": batch}},
+            topics={"partitions": 2},
+            batch={"max_events": batch // world, "max_wait_s": 0.05 if world > 1 else 1.0},
+            checkpoint={"every_events": 2 * batch},
+        )
+        create_topics(settings)
+        send(settings, events)
+        env = {**os.environ, **settings_environ(settings)}
+        command = [sys.executable, "-m", "stream.cli", "run", "--world-size", str(world)]
+        with (root / f"ranks{world}.log").open("wb") as log_file:
+            worker = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            admin = make_admin(settings)
+            try:
+                marks = _commit_marks(admin, settings, len(events), worker)
+            finally:
+                admin.close()
+                worker.terminate()
+                worker.wait(120)
+        (t0, n0), (t1, n1) = marks[0], marks[-1]
+        rate = (n1 - n0) / (t1 - t0)
+        name = f"lorastream run --world-size {world} B={batch} (global)"
+        log.info("%s: %.1f events/s through Kafka", name, rate)
+        rows.append(Row(name, "synthetic", "events_per_s", rate, "events/s"))
+    notes.append(
+        "ranks through Kafka: events/s between the first and the last offset commit of a"
+        f" backlog of {args.ranks_events} events on 2 partitions (commits follow"
+        f" checkpoints every {2 * batch} events); one worker closes batches of B, two ranks"
+        " step together every 50 ms with up to B/2 events each."
+    )
+
+
+def _commit_marks(
+    admin: Any, settings: Settings, total: int, worker: Any
+) -> list[tuple[float, int]]:
+    """(time, events committed) at each change, until every event is committed."""
+    from stream.clients import committed_offsets
+
+    marks: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and worker.poll() is None:
+        offsets = committed_offsets(admin, settings.consumer.group_id, settings.topics.events)
+        done = sum(offsets.values())
+        if done and (not marks or done != marks[-1][1]):
+            marks.append((time.monotonic(), done))
+        if done >= total:
+            return marks
+        time.sleep(0.1)
+    raise RuntimeError(f"the workers committed {marks[-1][1] if marks else 0} of {total}")
+
+
 def _free_port() -> int:
     import socket
 
@@ -502,6 +571,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backbone-steps", type=int, default=2)
     parser.add_argument("--pipeline-batch", type=int, default=64)
     parser.add_argument("--ranks-steps", type=int, default=6)
+    parser.add_argument("--ranks-events", type=int, default=1536)
     parser.add_argument("--pipeline-events", type=int, default=1280)
     parser.add_argument("--memory-events", type=int, default=24_000)
     parser.add_argument("--bootstrap-servers", default=None)
@@ -519,14 +589,17 @@ def main(argv: list[str]) -> int:
             part_backbone(args, rows, notes)
         if "ranks" in parts:
             part_ranks(args, rows, notes)
-        if "pipeline" in parts:
+        if "pipeline" in parts or "ranks" in parts:
             from deploy.kafka import LocalKafka
 
             bootstrap = (
                 args.bootstrap_servers or stack.enter_context(LocalKafka()).bootstrap_servers
             )
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            part_pipeline(args, bootstrap, root, rows, notes)
+            if "pipeline" in parts:
+                part_pipeline(args, bootstrap, root, rows, notes)
+            if "ranks" in parts:
+                part_ranks_kafka(args, bootstrap, root, rows, notes)
         if "memory" in parts:
             # a fresh process, so that the other parts' allocations do not hide the curve, with
             # glibc's arenas capped as in the container image (deploy/Dockerfile)

@@ -30,12 +30,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.distributed as dist
 from kafka import KafkaConsumer
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import TypeAdapter
 
 from learners.base import Learner
@@ -139,6 +140,13 @@ def exchange(
 
 class RankWorker(Worker):
     """A :class:`~stream.worker.Worker` that learns in lockstep with the other ranks."""
+
+    # Ranks start and restart together: an eager assignment hands out every partition in
+    # one rebalance. With the cooperative protocol a group restarted after a kill -9 was seen
+    # to wait forever for the follow-up rebalance (kafka-python 3.0), one partition unread.
+    consumer_overrides: Mapping[str, Any] = {
+        "partition_assignment_strategy": (RangePartitionAssignor,)
+    }
 
     def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:
         super().__init__(settings, learner, **kwargs)

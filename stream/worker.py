@@ -98,6 +98,9 @@ class Worker:
     watchdog ends the process (exit code 3) after ``worker.shutdown_timeout_s``.
     """
 
+    #: consumer settings a kind of worker changes (see ``stream/ranks.py``)
+    consumer_overrides: Mapping[str, Any] = {}
+
     def __init__(
         self,
         settings: Settings,
@@ -170,7 +173,7 @@ class Worker:
             self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
             self.durable.start(admin)
             stack.callback(self._close_savepoints)
-            consumer = self._consumer = make_consumer(s)
+            consumer = self._consumer = make_consumer(s, **self.consumer_overrides)
             stack.callback(self._close_consumer, consumer)
             await_partitions(consumer, s.topics.events)
             consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
