@@ -4,7 +4,8 @@ Each rank is ``lorastream run`` with the variables ``torchrun`` would set (``RAN
 ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so the same worker runs
 under ``torchrun`` or a Kubernetes job unchanged. When a rank exits with a failure the
 others are stopped and the whole group starts again (it resumes from the newest
-checkpoint), up to ``max_restarts`` times. SIGTERM/SIGINT reach every rank, which stop
+checkpoint), up to ``max_restarts`` times. Each rank gets an equal share of the cores
+(``OMP_NUM_THREADS``, unless set). SIGTERM/SIGINT reach every rank, which stop
 together (a last checkpoint, then their commits); the launcher's exit status is the
 ranks' worst.
 """
@@ -65,6 +66,8 @@ def launch(args: Sequence[str], world_size: int, max_restarts: int) -> int:
 def _start(args: Sequence[str], world_size: int) -> list[subprocess.Popen[bytes]]:
     base = {**os.environ, "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1"}
     base["MASTER_PORT"] = str(_free_port())
+    # the ranks share the machine's cores (as torchrun does, unless told otherwise)
+    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
     command = [sys.executable, "-m", "stream.cli", "run", *args]
     return [
         subprocess.Popen(command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})

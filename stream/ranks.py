@@ -158,8 +158,8 @@ class RankWorker(Worker):
         next_tick = time.monotonic() + wait
         while True:
             left = next_tick - time.monotonic()
-            room = self._batcher.room
-            if room and not self._stop.is_set() and left > 0:
+            full = len(self._batcher) >= self._batcher.max_events  # (room is never 0)
+            if not full and not self._stop.is_set() and left > 0:
                 if self._read(consumer, int(1000 * left)):
                     self.schedule.busy()
                 else:
