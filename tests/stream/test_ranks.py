@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from helpers import (
 from learners.ledger import EventLedger
 from learners.random_backbone import build_random_backbone
 from schemas.settings import Settings
+from stream.checkpoint import CheckpointStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -53,6 +55,13 @@ def ranks_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Se
     return settings
 
 
+def newest_learner_dir(settings: Settings) -> Path:
+    assert settings.checkpoint.dir is not None
+    newest = CheckpointStore(settings.checkpoint.dir).latest()
+    assert newest is not None
+    return newest.learner_dir
+
+
 def check_every_event_once(settings: Settings, events: list[Any]) -> None:
     manifest = newest_manifest(settings)
     assert manifest is not None
@@ -67,7 +76,13 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
 ) -> None:
     settings = ranks_settings(make_settings, tmp_path)
     events = make_events(240, n_users=24, n_items=40)
-    send_raw(settings, [event_record(e) for e in events])
+    gone = "user-3"  # deleted after its events: every rank forgets it, its rank tombstones it
+    deletion = {"event_id": "d-3", "user_id": gone, "event_type": "delete_user"}
+    deletion["timestamp"] = "2026-03-02T00:00:00Z"
+    send_raw(
+        settings,
+        [event_record(e) for e in events] + [(gone.encode(), json.dumps(deletion).encode())],
+    )
     config = write_config(tmp_path / "w.toml", settings)
     ranks = WorkerProcess(config, tmp_path / "w.log", "--world-size", "2", "--max-restarts", "0")
     ranks.wait_for(lambda: all_committed(settings), 240, "every offset committed")
@@ -75,9 +90,14 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
     log = ranks.log.read_text()
     assert "rank 0 of 2" in log
     assert "rank 1 of 2" in log
-    check_every_event_once(settings, events)
-    vectors = latest_by_key(read_topic(settings, settings.topics.user_vectors))
+    check_every_event_once(settings, events)  # (deletions are not learned events)
+    records = read_topic(settings, settings.topics.user_vectors)
+    assert [r.value for r in records if r.key == gone.encode()][-1] is None  # a tombstone
+    vectors = latest_by_key([r for r in records if r.value is not None])
     assert set(vectors) == {e.user_id for e in events}  # each rank published its own users
+    state = "".join(f.read_text() for f in newest_learner_dir(settings).rglob("*.json"))
+    assert f'"{gone}"' not in state
+    assert '"user-4"' in state
 
 
 def test_a_killed_rank_brings_the_group_back_with_every_event_once(
