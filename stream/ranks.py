@@ -28,6 +28,7 @@ backbone on one rank alone); batches publish the stale ones as usual.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,12 @@ def join_group(settings: Settings) -> Shard:
             "ranks share one LLM learner and one checkpoint directory: set learner.kind = llm"
             " and checkpoint.dir (storage every rank reads), or run a single worker"
         )
+    if settings.learner.llm.user_tower == "prompt":
+        raise StreamSetupError(
+            "ranks publish their own users' vectors, and the prompt user tower runs the"
+            " backbone for them, which the ranks run only together: set"
+            " learner.llm.user_tower = compose"
+        )
     backend = settings.distributed.backend
     if backend == "auto":
         cuda = settings.learner.llm.device != "cpu" and torch.cuda.is_available()
@@ -106,8 +113,6 @@ def exchange(
     stopping: bool,
 ) -> Tick:
     """Gather every rank's records, processed offsets and flags (two collectives)."""
-    import json
-
     head = {
         "where": [[a.record.topic, a.record.partition, a.record.offset] for a in accepted],
         "stamps": [a.record.timestamp_ms for a in accepted],
@@ -206,7 +211,13 @@ class RankWorker(Worker):
         own = [a for a in applied.learned if tick.mine(a)]
         self.events_learned += len(own)
         mine = dataclasses.replace(applied, learned=own)
-        self._observe(BatchSummary.of(batch, mine, rejected, retries, acked_at, started))
+        self._report_state()
+        summary = BatchSummary.of(batch, mine, rejected, retries, acked_at, started)
+        everyone = BatchSummary.of(batch, applied, rejected, retries, acked_at, started)
+        for observer in self.observers:
+            # the drift policy changes the learning rate: every rank decides it from the same
+            # (global) inputs, or the ranks' models would part; the rest report this rank
+            observer(everyone if observer is self.drift else summary)
         if tick.checkpoint:
             self._checkpoint(consumer, tick.offsets)
         elif self.book.to_commit():  # a commit refused during a rebalance: durable, so again
