@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -61,6 +61,7 @@ class Shard:
     world: int
     group: Any = None  # a torch.distributed process group (None: the default one)
     collective_s: float = 0.0  # time in collectives, waiting for the other ranks included
+    watched: list[torch.nn.Parameter] = field(default_factory=list, repr=False)
 
     @contextmanager
     def collective(self) -> Iterator[None]:
@@ -131,6 +132,21 @@ class Shard:
         else:  # fewer rows than ranks
             local = torch.zeros((0, hidden), device=device)
         return GatherRows.apply(local, len(rows), self)  # type: ignore[no-any-return]
+
+    def watch(self, parameters: Sequence[torch.nn.Parameter]) -> None:
+        """The parameters every rank must hold identically (:meth:`in_step` compares them)."""
+        self.watched = list(parameters)
+
+    def in_step(self) -> bool:
+        """Whether every rank holds the same watched parameters: one checksum per rank,
+        gathered, so every rank gets the same answer. (They part only if the ranks compute
+        differently: another thread count, another kind of device.)"""
+        total = sum(float(p.detach().double().sum()) for p in self.watched)
+        mine = torch.tensor([total], dtype=torch.float64)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world)]
+        with self.collective():
+            dist.all_gather(everyone, mine, group=self.group)
+        return all(torch.equal(e, everyone[0]) for e in everyone)
 
     def all_reduce_grads(self, parameters: Sequence[torch.nn.Parameter]) -> None:
         """Sum the parameters' gradients over the ranks, in one collective."""

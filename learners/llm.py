@@ -110,6 +110,8 @@ class LLMLearner:
         self.sparse_optimizer = torch.optim.SparseAdam(
             self.heads.sparse_parameters(), lr=c.embedding_lr
         )
+        if shard is not None:
+            shard.watch([*self.adapter, *self.heads.parameters()])
         self.anchor: list[torch.Tensor] | None = None  # proximal term's reference
 
     # -- protocol ------------------------------------------------------------------------

@@ -230,7 +230,13 @@ class RankWorker(Worker):
     def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:
         """Steps 4-5 with every rank: rank 0 writes, then each commits its partitions."""
         with self.stages.time("exchange"):
-            dist.barrier()  # every rank's output is acknowledged
+            # also the barrier after every rank's acknowledgements
+            if not self.shard.in_step():
+                raise WorkerFailed(
+                    "the ranks' models parted (different parameters at a checkpoint); the group"
+                    " resumes from the newest checkpoint. Give every rank the same thread count"
+                    " (OMP_NUM_THREADS) and the same kind of device"
+                )
         checkpoint = None
         if self.shard.rank == 0:
             checkpoint = self.durable.save(offsets)
