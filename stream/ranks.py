@@ -11,18 +11,21 @@ gradients). Per tick, every ``batch.max_wait_s`` on every rank (:meth:`RankWorke
    learner, its de-duplication window and its counts stay identical everywhere;
 3. publish: each rank sends the vectors, tombstones and dead letters of its own records and
    waits for the broker's acknowledgements;
-4. checkpoint, when any rank's schedule says so or any rank stops: after every rank's output
-   is acknowledged (a barrier), rank 0 writes the state with every partition's offsets
-   (the highest any rank processed); after a second barrier
+4. checkpoint, when any rank's schedule says so or any rank stops: once every rank's output
+   is acknowledged and the ranks' models are found in step (a checksum each, gathered: the
+   barrier), rank 0 writes the state with every partition's offsets (the highest any rank
+   processed); after a second barrier
 5. each rank commits the offsets of its partitions.
 
 A rank that fails — a batch the learner or the broker fails on, a kill -9, a lost peer —
 fails every rank at its next collective (or after ``distributed.timeout_s``): nothing is
-committed past the newest checkpoint, and the launcher (``torchrun``, or ``lorastream run
---world-size N``) restarts the group, which resumes from it. A partition that moves between
+committed past the newest checkpoint, and the launcher (``lorastream run --world-size N``,
+``torchrun``, a Kubernetes controller) restarts the group, which resumes from it. A partition that moves between
 ranks is re-read from its durable offset; the shared de-duplication window skips what the
-global state already learned. Ranks have no idle refresh (its vectors would need the
-backbone on one rank alone); batches publish the stale ones as usual.
+global state already learned. Ranks have no idle refresh: every tick republishes the
+stalest users (and, when it carries items, items) as a single worker's batches do, and
+``topics.vector_versions`` is not announced, since "complete" would have to hold on every
+rank at once.
 """
 
 from __future__ import annotations
@@ -101,8 +104,11 @@ class Tick:
     checkpoint: bool = False  # some rank's schedule is due, or some rank stops
     stopping: bool = False
 
+    def owns(self, record: RawRecord) -> bool:
+        return (record.topic, record.partition) in self.own
+
     def mine(self, accepted: Accepted) -> bool:
-        return (accepted.record.topic, accepted.record.partition) in self.own
+        return self.owns(accepted.record)
 
 
 def exchange(
@@ -196,7 +202,7 @@ class RankWorker(Worker):
             tick = exchange(self.shard, batch.accepted(), processed, due, self._stop.is_set())
         try:
             applied = self.apply(tick.accepted, own=tick.mine)
-            rejected = batch.rejections() + [r for r in applied.rejected if _own(r.record, tick)]
+            rejected = batch.rejections() + [r for r in applied.rejected if tick.owns(r.record)]
             for rejection in rejected:
                 self.error_policy.on_rejected(rejection, self.publisher)
             with self.stages.time("deliver"):
@@ -224,9 +230,6 @@ class RankWorker(Worker):
             self._commit(consumer)
         return tick.stopping
 
-    def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
-        """Checkpoints happen at ticks, when every rank agrees (:meth:`_checkpoint`)."""
-
     def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:
         """Steps 4-5 with every rank: rank 0 writes, then each commits its partitions."""
         with self.stages.time("exchange"):
@@ -248,10 +251,3 @@ class RankWorker(Worker):
         if checkpoint is not None and self.settings.topics.adapters is not None:
             with self.stages.time("deliver"):
                 publish_adapter(self.publisher, checkpoint, self.learner.version)
-
-    def _refresh_while_idle(self) -> None:
-        """Ranks publish stale vectors with their batches only."""
-
-
-def _own(record: RawRecord, tick: Tick) -> bool:
-    return (record.topic, record.partition) in tick.own
