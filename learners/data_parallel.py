@@ -12,12 +12,14 @@ the same order with the same global batch — the ranks' batches gathered, in ra
    rows round-robin, each rank encodes its share, and the pooled rows are all-gathered
    (:class:`GatherRows`; the backward keeps each rank's own rows' gradient, since every
    rank computes the same loss from the same gathered rows);
-3. the adapter's gradients, partial on each rank, are summed with one all-reduce before the
-   optimiser step, which then runs identically everywhere.
+3. the adapter's gradients, partial on each rank, are summed (and the heads' dense ones,
+   whole on each rank, averaged) in one all-reduce before the optimiser step, which then
+   runs identically everywhere.
 
 So after every step all ranks hold the same learner, equal to what one process computes on
-the same global batches (up to the order of floating-point sums). Process group: ``gloo``
-on the CPU, ``nccl`` on GPUs.
+the same global batches (up to the order of floating-point sums; with ``lora_dropout`` > 0
+each rank draws its own rows' masks). Process group: ``gloo`` on the CPU; on GPUs ``nccl``
+for the CUDA tensors and ``gloo`` for the host-side exchange.
 
 >>> Shard.deal(5, rank=1, world=2)
 [1, 3]
@@ -148,14 +150,28 @@ class Shard:
             dist.all_gather(everyone, mine, group=self.group)
         return all(torch.equal(e, everyone[0]) for e in everyone)
 
-    def all_reduce_grads(self, parameters: Sequence[torch.nn.Parameter]) -> None:
-        """Sum the parameters' gradients over the ranks, in one collective."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+    def all_reduce_grads(
+        self,
+        summed: Sequence[torch.nn.Parameter],
+        averaged: Sequence[torch.nn.Parameter] = (),
+    ) -> None:
+        """One all-reduce: ``summed`` gradients (partial on each rank: the adapter's) are
+        added up; ``averaged`` ones (whole on each rank: the heads') are averaged, so every
+        rank steps with the same numbers even where the ranks' kernels round differently."""
+        params = [*summed, *averaged]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # [sizes..., one "has a gradient" count per parameter]
+        present = torch.tensor([float(p.grad is not None) for p in params]).to(grads[0])
+        flat = torch.cat([*(g.reshape(-1) for g in grads), present])
         with self.collective():
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
-        for p, chunk in zip(parameters, torch.split(flat, [g.numel() for g in grads]), strict=True):
-            p.grad = chunk.view_as(p).clone()
+        *chunks, present = torch.split(flat, [*(g.numel() for g in grads), len(params)])
+        for k, (p, chunk) in enumerate(zip(params, chunks, strict=True)):
+            if present[k] == 0:  # no rank used it: no gradient, as in one process
+                p.grad = None
+                continue
+            scale = 1.0 if k < len(summed) else 1.0 / self.world
+            p.grad = (chunk * scale).view_as(p).clone()
 
 
 class GatherRows(torch.autograd.Function):

@@ -284,7 +284,7 @@ class LLMLearner:
         if finite:
             loss.backward()  # type: ignore[no-untyped-call]
             if self.shard is not None:  # each rank holds its own rows' share
-                self.shard.all_reduce_grads(self.adapter)
+                self.shard.all_reduce_grads(self.adapter, self.heads.dense_parameters())
             finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in dense)
         if not finite:
             self.skipped_updates += 1

@@ -339,10 +339,12 @@ class DistributedSettings(BaseModel):
         default="auto", description="auto: nccl where the learner runs on CUDA, else gloo"
     )
     timeout_s: float = Field(
-        default=120.0,
+        default=600.0,
         gt=0,
         description="how long a rank waits for the others at a step before the group fails"
-        " (and its launcher restarts it from the newest checkpoint)",
+        " (and its launcher restarts it from the newest checkpoint); above"
+        " worker.delivery_timeout_s plus a checkpoint's write, since a rank waits while a"
+        " peer delivers or rank 0 writes (a rank that dies is noticed at once)",
     )
 
 

@@ -4,10 +4,12 @@ Each rank is ``lorastream run`` with the variables ``torchrun`` would set (``RAN
 ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so the same worker runs
 under ``torchrun`` or a Kubernetes job unchanged. When a rank exits with a failure the
 others are stopped and the whole group starts again (it resumes from the newest
-checkpoint), up to ``max_restarts`` times. Each rank gets an equal share of the cores
-(``OMP_NUM_THREADS``, unless set). SIGTERM/SIGINT reach every rank, which stop
-together (a last checkpoint, then their commits); the launcher's exit status is the
-ranks' worst.
+checkpoint), up to ``max_restarts`` times — except after an exit a restart cannot cure
+(1: an invalid record under ``worker.on_invalid = "stop"``; 2: settings or setup). Each
+rank gets an equal share of the cores (``OMP_NUM_THREADS``, unless set). SIGTERM/SIGINT
+reach the launcher alone (the ranks run in sessions of their own), which forwards SIGTERM
+to every rank; they stop together (a last checkpoint, then their commits), and the
+launcher's exit status is the ranks' worst.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = ["launch"]
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 120.0  # after a failure, how long the other ranks may take to stop
+#: exit statuses a restart cannot cure: an invalid record under on_invalid=stop, bad settings
+NOT_RESTARTED = frozenset({1, 2})
 
 
 def launch(args: Sequence[str], world_size: int, max_restarts: int) -> int:
@@ -45,11 +49,15 @@ def launch(args: Sequence[str], world_size: int, max_restarts: int) -> int:
     signal.signal(signal.SIGINT, request_stop)
     for attempt in range(max_restarts + 1):
         ranks[:] = _start(args, world_size)
+        if stopping:  # asked to stop while these were starting
+            request_stop(signal.SIGTERM, None)
         failed = _wait_for_a_failure(ranks)
         if failed is None or stopping:
             return max((abs(r.wait()) for r in ranks), default=0)
         code = ranks[failed].returncode
         _stop(ranks)
+        if stopping or code in NOT_RESTARTED:
+            return code
         if attempt == max_restarts:
             log.error("rank %d exited with %s; no restarts left", failed, code)
             return code or 1
@@ -69,8 +77,10 @@ def _start(args: Sequence[str], world_size: int) -> list[subprocess.Popen[bytes]
     # the ranks share the machine's cores (as torchrun does, unless told otherwise)
     base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
     command = [sys.executable, "-m", "stream.cli", "run", *args]
-    return [
-        subprocess.Popen(command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+    return [  # sessions of their own: a terminal's Ctrl-C reaches the launcher, which forwards
+        subprocess.Popen(
+            command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, start_new_session=True
+        )
         for r in range(world_size)
     ]
 

@@ -20,12 +20,12 @@ gradients). Per tick, every ``batch.max_wait_s`` on every rank (:meth:`RankWorke
 A rank that fails — a batch the learner or the broker fails on, a kill -9, a lost peer —
 fails every rank at its next collective (or after ``distributed.timeout_s``): nothing is
 committed past the newest checkpoint, and the launcher (``lorastream run --world-size N``,
-``torchrun``, a Kubernetes controller) restarts the group, which resumes from it. A partition that moves between
-ranks is re-read from its durable offset; the shared de-duplication window skips what the
-global state already learned. Ranks have no idle refresh: every tick republishes the
-stalest users (and, when it carries items, items) as a single worker's batches do, and
-``topics.vector_versions`` is not announced, since "complete" would have to hold on every
-rank at once.
+``torchrun``, a Kubernetes controller) restarts the group, which resumes from it. Every
+rank's processed offsets follow the whole group's after each tick, so a partition that
+moves between ranks continues where the group left it. Ranks have no idle refresh: every
+tick republishes the stalest users (and, when it carries items, items) as a single worker's
+batches do, and ``topics.vector_versions`` is not announced, since "complete" would have to
+hold on every rank at once.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,10 +84,13 @@ def join_group(settings: Settings) -> Shard:
             " backbone for them, which the ranks run only together: set"
             " learner.llm.user_tower = compose"
         )
-    backend = settings.distributed.backend
+    backend: str = settings.distributed.backend
     if backend == "auto":
         cuda = settings.learner.llm.device != "cpu" and torch.cuda.is_available()
         backend = "nccl" if cuda else "gloo"
+    if backend == "nccl":  # one GPU per rank; the host-side exchange still needs gloo
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "cpu:gloo,cuda:nccl"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
     shard = Shard.current()
@@ -163,6 +167,22 @@ class RankWorker(Worker):
         super().__init__(settings, learner, **kwargs)
         self.shard = shard
 
+    def _restore(self, admin: Any) -> None:
+        """Rank 0 restores first (it alone may move a damaged checkpoint aside); then the
+        others; all must hold the same checkpoint and the same model."""
+        if self.shard.rank == 0:
+            self.durable.start(admin)
+        dist.barrier()
+        if self.shard.rank != 0:
+            self.durable.start(admin)
+        mine = json.dumps([self.durable.restored, self.durable.from_earliest]).encode()
+        restored = {bytes(p) for p in self.shard.gather_bytes(mine)}
+        if len(restored) != 1 or not self.shard.in_step():
+            raise WorkerFailed(
+                f"the ranks restored different states ({sorted(restored)}): is"
+                f" {self.settings.checkpoint.dir} one directory every rank sees alike?"
+            )
+
     def _consume(self, consumer: KafkaConsumer) -> None:
         """Poll until the tick, then step with every rank; until some rank stops."""
         wait = self.settings.batch.max_wait_s
@@ -213,7 +233,9 @@ class RankWorker(Worker):
                 " committing and resumes from the newest checkpoint"
             ) from exc
         acked_at = time.time()
-        self.book.processed_batch(batch.next_offsets())
+        # every rank's state now holds every rank's records: a partition that moves here
+        # later continues where the group is, not where this rank last read it
+        self.book.processed_batch(tick.offsets)
         own = [a for a in applied.learned if tick.mine(a)]
         self.events_learned += len(own)
         mine = dataclasses.replace(applied, learned=own)

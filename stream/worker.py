@@ -171,7 +171,7 @@ class Worker:
             stack.callback(producer.close, 10)
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
             self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
-            self.durable.start(admin)
+            self._restore(admin)
             stack.callback(self._close_savepoints)
             consumer = self._consumer = make_consumer(s, **self.consumer_overrides)
             stack.callback(self._close_consumer, consumer)
@@ -184,6 +184,9 @@ class Worker:
             except BaseException:
                 self.book.freeze()  # on an exception, commit nothing (not even on close)
                 raise
+
+    def _restore(self, admin: Any) -> None:
+        self.durable.start(admin)
 
     @property
     def restored(self) -> int | None:

@@ -131,3 +131,11 @@ def test_ranks_refuse_a_learner_they_cannot_share(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "ranks share one LLM learner" in result.stderr
+
+
+def test_the_launcher_does_not_restart_ranks_that_bad_settings_stop(tmp_path: Path) -> None:
+    from helpers import cli
+
+    result = cli("run", "--world-size", "2", "--learner", "river-mf", "--metrics-port", "0", "-v")
+    assert result.returncode == 2, result.stderr
+    assert "restarting the group" not in result.stderr
