@@ -39,6 +39,7 @@ from pydantic import (
     StringConstraints,
     Tag,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -181,8 +182,8 @@ class InteractionEvent(BaseModel):
 
     @field_validator("timestamp")
     @classmethod
-    def _sane_time(cls, timestamp: datetime) -> datetime:
-        return check_timestamp(timestamp)
+    def _sane_time(cls, timestamp: datetime, info: ValidationInfo) -> datetime:
+        return check_timestamp(timestamp, info)
 
     @model_validator(mode="after")
     def _value_fits_type(self) -> InteractionEvent:
@@ -209,10 +210,24 @@ class InteractionEvent(BaseModel):
         return self.item.text() if self.item is not None else self.item_id
 
 
-def check_timestamp(timestamp: datetime) -> datetime:
-    """``timestamp`` if it lies between the Unix epoch and a little past now; else ValueError."""
+def check_timestamp(timestamp: datetime, info: ValidationInfo | None = None) -> datetime:
+    """``timestamp`` if it lies between the Unix epoch and a little past now; else ValueError.
+    Validated with the context ``{"accepted": True}`` (a record another process already
+    accepted, by its own clock) only the lower bound is checked.
+
+    >>> soon = datetime.now(UTC) + 2 * FUTURE_TOLERANCE
+    >>> event = {"event_id": "e", "user_id": "u", "item_id": "i", "event_type": "click"}
+    >>> event["timestamp"] = soon
+    >>> _ = InteractionEvent.model_validate(event, context={"accepted": True})
+    >>> InteractionEvent.model_validate(event)
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for InteractionEvent
+    ...
+    """
+    accepted = info is not None and bool((info.context or {}).get("accepted"))
     latest = datetime.now(UTC) + FUTURE_TOLERANCE
-    if timestamp > latest:
+    if timestamp > latest and not accepted:
         raise ValueError(
             f"timestamp {timestamp.isoformat()} is more than {FUTURE_TOLERANCE} in the future;"
             " check the producer's clock and time zone"
@@ -247,8 +262,8 @@ class UserDeletion(BaseModel):
 
     @field_validator("timestamp")
     @classmethod
-    def _sane_time(cls, timestamp: datetime) -> datetime:
-        return check_timestamp(timestamp)
+    def _sane_time(cls, timestamp: datetime, info: ValidationInfo) -> datetime:
+        return check_timestamp(timestamp, info)
 
 
 def _record_kind(value: Any) -> str:
