@@ -163,20 +163,7 @@ def part_step(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> No
         for batch in args.batch_sizes:
             config = LLMConfig(max_item_tokens=tokens, max_grad_items=batch)
             r = bare_steps(config, events, batch, args.warmup, args.measure, peak)
-            name = f"learner step B={batch} T≤{tokens}"
-            log.info(
-                "%s: %.1f events/s, %.0f tokens/s, MFU %.3f",
-                name,
-                r.events_per_s,
-                r.tokens_per_s,
-                r.mfu,
-            )
-            rows += [
-                Row(name, "synthetic", "events_per_s", r.events_per_s, "events/s"),
-                Row(name, "synthetic", "tokens_per_s", r.tokens_per_s, "tokens/s"),
-                Row(name, "synthetic", "train_tokens_per_s", r.train_tokens_per_s, "tokens/s"),
-                Row(name, "synthetic", "mfu", r.mfu, "fraction"),
-            ]
+            rows += step_rows(f"learner step B={batch} T≤{tokens}", r)
 
 
 def part_backbone(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> None:
@@ -203,28 +190,26 @@ def part_backbone(args: argparse.Namespace, rows: list[Row], notes: list[str]) -
     )
 
 
+def step_rows(name: str, r: StepResult) -> list[Row]:
+    """A measured step's rows (and its line in the log)."""
+    log.info(
+        "%s: %.2f events/s, %.0f tokens/s, MFU %.3f", name, r.events_per_s, r.tokens_per_s, r.mfu
+    )
+    return [
+        Row(name, "synthetic", "events_per_s", r.events_per_s, "events/s"),
+        Row(name, "synthetic", "tokens_per_s", r.tokens_per_s, "tokens/s"),
+        Row(name, "synthetic", "train_tokens_per_s", r.train_tokens_per_s, "tokens/s"),
+        Row(name, "synthetic", "mfu", r.mfu, "fraction"),
+    ]
+
+
 def backbone_rows(
     shape: str, batch: int, tokens: int, learner: StepResult, model: StepResult
 ) -> list[Row]:
     name = f"learner step {shape} (random weights) B={batch} T≤{tokens}"
     bare = f"model fwd+bwd {shape} (random weights) B={batch} T={tokens}"
-    rows = []
-    for label, res in ((name, learner), (bare, model)):
-        log.info(
-            "%s: %.2f events/s, %.0f tokens/s, MFU %.3f",
-            label,
-            res.events_per_s,
-            res.tokens_per_s,
-            res.mfu,
-        )
-        rows += [
-            Row(label, "synthetic", "events_per_s", res.events_per_s, "events/s"),
-            Row(label, "synthetic", "tokens_per_s", res.tokens_per_s, "tokens/s"),
-            Row(label, "synthetic", "train_tokens_per_s", res.train_tokens_per_s, "tokens/s"),
-            Row(label, "synthetic", "mfu", res.mfu, "fraction"),
-        ]
-    rows.append(Row(name, "synthetic", "mfu_of_model_ceiling", learner.mfu / model.mfu, "fraction"))
-    return rows
+    ratio = Row(name, "synthetic", "mfu_of_model_ceiling", learner.mfu / model.mfu, "fraction")
+    return [*step_rows(name, learner), *step_rows(bare, model), ratio]
 
 
 def model_steps(

@@ -48,11 +48,10 @@ _POSITIONS = TypeAdapter(list[SourcePosition])
 
 @dataclass(frozen=True)
 class GlobalBatch:
-    """Every rank's batch, in rank order; ``mine`` is this rank's slice of it."""
+    """Every rank's batch, in rank order."""
 
     events: list[InteractionEvent]
     positions: list[SourcePosition]
-    mine: slice
 
 
 @dataclass
@@ -95,16 +94,12 @@ class Shard:
         payloads = self.gather_bytes(
             _EVENTS.dump_json(list(events)) + b"\n" + _POSITIONS.dump_json(list(positions))
         )
-        out_events: list[InteractionEvent] = []
-        out_positions: list[SourcePosition] = []
-        start = 0
-        for rank, payload in enumerate(payloads):
+        out = GlobalBatch([], [])
+        for payload in payloads:
             head, tail = payload.split(b"\n", 1)
-            if rank == self.rank:
-                start = len(out_events)
-            out_events += _EVENTS.validate_json(head)
-            out_positions += _POSITIONS.validate_json(tail)
-        return GlobalBatch(out_events, out_positions, slice(start, start + len(events)))
+            out.events.extend(_EVENTS.validate_json(head))
+            out.positions.extend(_POSITIONS.validate_json(tail))
+        return out
 
     def gather_bytes(self, payload: bytes) -> list[bytes]:
         """Every rank's ``payload``, in rank order (two collectives: sizes, then bytes)."""

@@ -104,10 +104,11 @@ class Tester:
         self, tests: Sequence[InteractionEvent], candidates: np.ndarray, column: np.ndarray
     ) -> Excluded:
         """The (test, candidate column) pairs its user consumed (its own truth excepted)."""
+        nothing = Excluded(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if not self.config.exclude_consumed:
+            return nothing
         rows, columns = [], []
         for t, (e, true_column) in enumerate(zip(tests, column, strict=True)):
-            if not self.config.exclude_consumed:
-                break
             slots = self.scorer.items.slots([i for i, _ in self.history.consumed(e.user_id)])
             slots = slots[slots >= 0]
             cols = np.searchsorted(candidates, slots)
@@ -118,7 +119,7 @@ class Tester:
             rows.append(np.full(len(cols), t))
             columns.append(cols)
         if not rows:
-            return Excluded(np.zeros(0, np.int64), np.zeros(0, np.int64))
+            return nothing
         return Excluded(np.concatenate(rows), np.concatenate(columns))
 
     @staticmethod

@@ -46,7 +46,7 @@ from pydantic import TypeAdapter
 
 from learners.base import Learner
 from learners.data_parallel import Shard
-from schemas.events import InteractionEvent, UserDeletion
+from schemas.events import StreamRecord
 from schemas.settings import Settings
 from stream.adapters import publish_adapter
 from stream.apply import AttemptFailed
@@ -63,7 +63,7 @@ __all__ = ["RankWorker", "Tick", "exchange", "join_group"]
 
 log = logging.getLogger(__name__)
 
-_DOCS = TypeAdapter(list[InteractionEvent | UserDeletion])
+_DOCS = TypeAdapter(list[StreamRecord])  # the events topic's own record type
 
 
 def join_group(settings: Settings) -> Shard:
