@@ -386,7 +386,9 @@ def _rank_steps(
 # -- through Kafka ---------------------------------------------------------------------------
 
 
-def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> Settings:
+def worker_settings(
+    bootstrap: str, root: Path, batch: int, llm: LLMConfig, overlap: bool = True
+) -> Settings:
     settings: Settings = bench_settings(
         bootstrap,
         root,
@@ -394,6 +396,7 @@ def worker_settings(bootstrap: str, root: Path, batch: int, llm: LLMConfig) -> S
         batch={"max_events": batch, "max_wait_s": 1.0},
         checkpoint={"every_events": 10_000, "every_s": 120.0},
         learner={"kind": "llm", "llm": llm.model_dump()},
+        worker={"overlap_delivery": overlap},
     )
     return settings
 
@@ -405,40 +408,47 @@ def part_pipeline(
     rows: list[Row],
     notes: list[str],
 ) -> None:
+    """The worker through Kafka, with delivery overlapped (the default) and without, beside
+    the bare step on the same events."""
     batch = args.pipeline_batch
     events = text_events(args.pipeline_events, 32, seed=3)
     config = LLMConfig()
     bare = bare_steps(
         config, events, batch, warmup=0, measure=len(events) // batch, peak=peak_flops()
     )
-    settings = worker_settings(bootstrap, root, batch, config)
-    with RunningWorker(settings) as running:
-        send(settings, events)  # all at once: the worker always finds full batches
-        running.wait_for(len(events), 1800)
-    stages = running.stage_seconds()
-    e2e = running.rate_after_first_batch()
-    efficiency = e2e / bare.events_per_s
-    name = f"lorastream worker B={batch}"
-    rows += [
-        Row(name, "synthetic", "events_per_s", e2e, "events/s"),
+    rows.append(
         Row(
             f"learner step B={batch} (same events)",
             "synthetic",
             "events_per_s",
             bare.events_per_s,
             "events/s",
-        ),
-        Row(name, "synthetic", "pipeline_efficiency", efficiency, "ratio"),
-    ]
-    total = sum(v for k, v in stages.items() if k != "poll") or 1.0
-    for stage, seconds in sorted(stages.items()):
-        if stage != "poll":
-            rows.append(Row(name, "synthetic", f"stage_share_{stage}", seconds / total, "fraction"))
-    notes.append(
-        f"pipeline: {e2e:.1f} events/s through Kafka vs {bare.events_per_s:.1f}"
-        f" events/s for the bare step on the same {len(events)} events at B={batch}"
-        f" (efficiency {efficiency:.2f}); stage shares exclude time waiting in poll."
+        )
     )
+    for overlap in (True, False):
+        name = f"lorastream worker B={batch}" + ("" if overlap else " (no overlap)")
+        settings = worker_settings(bootstrap, root / str(overlap), batch, config, overlap)
+        with RunningWorker(settings) as running:
+            send(settings, events)  # all at once: the worker always finds full batches
+            running.wait_for(len(events), 1800)
+        stages = running.stage_seconds()
+        e2e = running.rate_after_first_batch()
+        efficiency = e2e / bare.events_per_s
+        rows += [
+            Row(name, "synthetic", "events_per_s", e2e, "events/s"),
+            Row(name, "synthetic", "pipeline_efficiency", efficiency, "ratio"),
+        ]
+        total = sum(v for k, v in stages.items() if k != "poll") or 1.0
+        for stage, seconds in sorted(stages.items()):
+            if stage != "poll":
+                share = seconds / total
+                rows.append(Row(name, "synthetic", f"stage_share_{stage}", share, "fraction"))
+        notes.append(
+            f"pipeline{'' if overlap else ' (no overlap)'}: {e2e:.1f} events/s through Kafka"
+            f" vs {bare.events_per_s:.1f} events/s for the bare step on the same"
+            f" {len(events)} events at B={batch} (efficiency {efficiency:.2f}); stage shares"
+            " exclude time waiting in poll."
+        )
 
 
 def memory_in_child(args: argparse.Namespace) -> tuple[list[Row], list[str]]:

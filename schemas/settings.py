@@ -304,6 +304,12 @@ class WorkerSettings(BaseModel):
     delivery_timeout_s: float = Field(
         default=120.0, gt=0, description="how long a batch's output may wait for acknowledgement"
     )
+    overlap_delivery: bool = Field(
+        default=True,
+        description="let the broker acknowledge a batch's output while the next batch learns"
+        " (its offsets still count as processed only once every record is acknowledged);"
+        " false: wait for the acknowledgements before learning on",
+    )
     on_invalid: Literal["dead-letter", "stop"] = Field(
         default="dead-letter", description="what to do with a record that fails validation"
     )

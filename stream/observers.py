@@ -58,10 +58,10 @@ class BatchSummary:
         rejected: list[Rejection],
         retries: int,
         acked_at: float,
-        started: float,
+        seconds: float,
     ) -> BatchSummary:
-        """Summarise a batch acknowledged at ``acked_at`` (wall clock) whose processing
-        began at ``started`` (``time.perf_counter``)."""
+        """Summarise a batch acknowledged at ``acked_at`` (wall clock) that took ``seconds``
+        of the work thread's time (learning, output, waiting for acknowledgements)."""
         learned = applied.learned
         stamps = np.fromiter((a.record.timestamp_ms for a in learned), np.float64, len(learned))
         stamps /= 1000.0
@@ -72,7 +72,7 @@ class BatchSummary:
             rejected=_count(r.code.value for r in rejected),
             report=applied.report,
             learn_seconds=applied.learn_seconds,
-            batch_seconds=time.perf_counter() - started,
+            batch_seconds=seconds,
             latencies=acked_at - stamps,
             users=applied.report.users if applied.report else [],
             event_types=_count(a.event.event_type.value for a in learned),

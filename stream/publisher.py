@@ -5,6 +5,10 @@ Vectors are keyed by user (item) id on compacted topics; dead letters keep the
 original record key. Nothing counts as published until :meth:`Publisher.deliver`
 returns: it flushes, checks every send, and re-sends failures until they are
 acknowledged or its deadline passes (then it raises; offsets stay uncommitted).
+
+Sends are grouped in *epochs* (a worker closes one per batch, :meth:`Publisher.close_epoch`)
+so that one batch's output can be confirmed while the next batch's is still in flight:
+``deliver(through=n)`` waits for epochs up to ``n`` only, without flushing later ones.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class _Send:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     future: Any = None
+    epoch: int | None = None  # set when first sent; a re-send keeps it
+
+
+def _of(send: _Send) -> int:
+    return send.epoch or 0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -151,12 +160,35 @@ class Publisher:
         self._worker_id = worker_id
         self._on_wait = on_wait  # called every WAIT_SLICE_S while acknowledgements are late
         self._pending: list[_Send] = []
+        self._epoch = 0  # the epoch new sends belong to
+        self._acked: dict[int, float] = {}  # epoch -> wall time of its latest acknowledgement
 
     def _send(self, send: _Send) -> None:
         send.future = self._producer.send(
             send.topic, value=send.value, key=send.key, headers=send.headers or None
         )
+        if send.epoch is None:
+            send.epoch = self._epoch
+        send.future.add_callback(self._on_ack, send.epoch)
         self._pending.append(send)
+
+    def _on_ack(self, epoch: int, _metadata: Any) -> None:
+        # on the producer's I/O thread: one dict store per acknowledged record
+        self._acked[epoch] = time.time()
+
+    def close_epoch(self) -> int:
+        """End the current epoch (its sends are what :meth:`deliver` ``through`` it waits
+        for); later sends belong to the next. Returns the closed epoch."""
+        self._epoch += 1
+        return self._epoch - 1
+
+    def acked_at(self, epoch: int) -> float:
+        """Wall time the broker acknowledged the last record of ``epoch`` (now, if it had
+        none), once :meth:`deliver` through it returned."""
+        at = self._acked.pop(epoch, None)
+        for old in [e for e in self._acked if e < epoch]:
+            del self._acked[old]
+        return at if at is not None else time.time()
 
     def user_vectors(self, batch: VectorBatch) -> int:
         """Send every user's vector; all payloads are built before the first is sent."""
@@ -215,16 +247,18 @@ class Publisher:
             )
         )
 
-    def deliver(self, timeout_s: float = 120.0) -> int:
-        """Flush until every record is acknowledged, re-sending those the broker refused;
-        :class:`DeliveryError` once ``timeout_s`` has passed with records still unacknowledged
-        (in flight ones are waited for, never sent twice). Returns the re-send rounds."""
+    def deliver(self, timeout_s: float = 120.0, through: int | None = None) -> int:
+        """Wait until every record (of epochs up to ``through``, when given) is acknowledged,
+        re-sending those the broker refused; :class:`DeliveryError` once ``timeout_s`` has
+        passed with records still unacknowledged (in flight ones are waited for, never sent
+        twice). Returns the re-send rounds."""
         deadline = time.monotonic() + timeout_s
         retries = 0
-        while self._pending:
-            flushed = self._flush(deadline)
-            failed = [s for s in self._pending if s.future.is_done and s.future.failed()]
-            self._pending = [s for s in self._pending if not s.future.is_done]
+        while due := [s for s in self._pending if through is None or _of(s) <= through]:
+            flushed = self._flush(deadline) if through is None else self._await(due, deadline)
+            failed = [s for s in due if s.future.is_done and s.future.failed()]
+            settled = {id(s) for s in due if s.future.is_done}  # later epochs stay tracked
+            self._pending = [s for s in self._pending if id(s) not in settled]
             refused = [s for s in failed if isinstance(s.future.exception, AuthorizationError)]
             if refused:  # re-sending cannot help: the broker's ACLs say no
                 raise refused[0].future.exception
@@ -235,12 +269,13 @@ class Publisher:
                 for s in failed:
                     self._send(s)
             left = deadline - time.monotonic()
-            if self._pending and left <= 0:
+            late = [s for s in self._pending if through is None or _of(s) <= through]
+            if late and left <= 0:
                 raise DeliveryError(
-                    f"{len(self._pending)} records were not acknowledged within {timeout_s:.0f}s"
+                    f"{len(late)} records were not acknowledged within {timeout_s:.0f}s"
                     " (is the broker reachable? are the output topics writable?)"
                 )
-            if self._pending and (failed or not flushed):  # back off before trying again
+            if late and (failed or not flushed):  # back off before trying again
                 time.sleep(max(0.0, min(1.0, 0.1 * max(retries, 1), left)))
         return retries
 
@@ -253,6 +288,27 @@ class Publisher:
             self.abandon(mark)
             log.warning("%s not published: %s", what, exc)
             return False
+        return True
+
+    def all_acknowledged(self, through: int) -> bool:
+        """Whether every record of epochs up to ``through`` is settled (without waiting)."""
+        return all(s.future.is_done for s in self._pending if _of(s) <= through)
+
+    def _await(self, sends: list[_Send], deadline: float) -> bool:
+        """Wait for these sends only (later ones stay in the producer's hands, unflushed)
+        until each completed (True) or ``deadline``, telling the owner while it is late."""
+        for s in sends:
+            while not s.future.is_done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    s.future.get(timeout=min(WAIT_SLICE_S, left))
+                except KafkaTimeoutError:
+                    if self._on_wait is not None and not s.future.is_done:
+                        self._on_wait()
+                except Exception:  # a failed send: the caller re-sends it
+                    break
         return True
 
     def _flush(self, deadline: float) -> bool:

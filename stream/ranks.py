@@ -241,8 +241,9 @@ class RankWorker(Worker):
         self.events_learned += len(own)
         mine = dataclasses.replace(applied, learned=own)
         self._report_state()
-        summary = BatchSummary.of(batch, mine, rejected, retries, acked_at, started)
-        everyone = BatchSummary.of(batch, applied, rejected, retries, acked_at, started)
+        seconds = time.perf_counter() - started
+        summary = BatchSummary.of(batch, mine, rejected, retries, acked_at, seconds)
+        everyone = BatchSummary.of(batch, applied, rejected, retries, acked_at, seconds)
         for observer in self.observers:
             # the drift policy changes the learning rate: every rank decides it from the same
             # (global) inputs, or the ranks' models would part; the rest report this rank

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -76,10 +77,12 @@ class Worker:
 
     1. learn: the learner applies the batch's events in memory; deletion records
        forget their users (``stream/apply.py``);
-    2. publish: vectors, tombstones and the batch's dead letters are sent and the
-       producer flushed until the broker acknowledged every record
-       (``acks=all``, idempotent; ``stream/publisher.py``);
-    3. the batch's offsets count as *processed* (``stream/offsets.py``);
+    2. publish: vectors, tombstones and the batch's dead letters are sent (``acks=all``,
+       idempotent; ``stream/publisher.py``); their acknowledgements come in while the
+       next batch learns (``worker.overlap_delivery``) and are awaited before anything
+       that needs them — the next batch's step 3, a checkpoint, an idle loop, a stop;
+    3. once the broker acknowledged every record of the batch, its offsets count as
+       *processed* (``stream/offsets.py``);
     4. when a checkpoint is due (every N events, every T seconds, when the stream
        goes idle, on shutdown) the learner's state is written with the processed
        offsets, atomically: they are now *durable* (``stream/checkpoint.py``);
@@ -144,6 +147,7 @@ class Worker:
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
         self._last_refresh = 0.0
         self._savepoints: Savepoints | None = None
+        self._in_flight: _InFlight | None = None  # learned, output not yet acknowledged
         self._consumer: KafkaConsumer | None = None
         self.records_seen = 0
         self.events_learned = 0
@@ -218,16 +222,19 @@ class Worker:
             self._drop_released()
             if len(self._batcher):
                 self._process(self._batcher.take(), consumer)
+            self._confirm()
             self._maybe_checkpoint(consumer, force=True)
 
     # -- the loop ------------------------------------------------------------------------
 
     def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stop.is_set():
+            self._confirm(wait=False)
             timeout_ms = int(1000 * self._batcher.time_left()) if len(self._batcher) else 200
             if self._read(consumer, timeout_ms):
                 self.schedule.busy()
             else:
+                self._confirm()  # nothing to overlap with
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
                     self._refresh_while_idle()
@@ -293,7 +300,9 @@ class Worker:
             self.book.place(key, consumer.position(tp))
 
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
-        """Steps 1-3 for one batch; on a failed batch, roll back and isolate its records."""
+        """Steps 1-2 for one batch, then step 3 for the batch before it, whose output the
+        broker acknowledged while this one learned (:meth:`_confirm`); on a failed batch,
+        roll back and isolate its records."""
         if self.durable.enabled and not self.durable.has_checkpoint:
             self.durable.save()  # the fresh state, where it begins reading: a roll-back target
         started = time.perf_counter()
@@ -303,12 +312,14 @@ class Worker:
             _where(d.record) in self._suspects for d in batch.items
         )
         if isolated:
+            self._confirm()  # isolation abandons what its failed attempts sent: only its own
             applied, poison = self._isolate(accepted)
         else:
             try:
                 applied = self.apply(accepted)
             except AttemptFailed as failure:
                 self.metrics.batch_failures.labels(failure.stage).inc()
+                self._confirm()  # the batch before is sound: only this one's output goes
                 self.publisher.abandon()
                 if self.durable.enabled:
                     self._rewind(batch, failure, consumer)
@@ -322,17 +333,39 @@ class Worker:
         rejected = batch.rejections() + applied.rejected + poison
         for rejection in rejected:
             self.error_policy.on_rejected(rejection, self.publisher)
+        epoch = self.publisher.close_epoch()
+        sent = _InFlight(batch, applied, rejected, epoch, time.perf_counter() - started)
+        self._confirm()
+        self._in_flight = sent
+        if isolated or not self.settings.worker.overlap_delivery:
+            self._confirm()
+        if isolated:  # a later roll-back must not go back before it (and its dead letters)
+            self._maybe_checkpoint(consumer, force=True)
+
+    def _confirm(self, wait: bool = True) -> None:
+        """Step 3 for the batch in flight: once the broker acknowledged its output (records
+        of later batches stay in flight), its offsets count as processed. Without ``wait``,
+        only if the acknowledgements are already in."""
+        sent = self._in_flight
+        if sent is None or not (wait or self.publisher.all_acknowledged(sent.epoch)):
+            return
+        waited = time.perf_counter()
         with self.stages.time("deliver"):
-            retries = self.publisher.deliver(self.settings.worker.delivery_timeout_s)
-        acked_at = time.time()
+            retries = self.publisher.deliver(
+                self.settings.worker.delivery_timeout_s, through=sent.epoch
+            )
+        self._in_flight = None
         # -- everything in the batch is now applied and acknowledged --
+        batch = sent.batch
         self.book.processed_batch(batch.next_offsets())
         self._suspects -= {_where(d.record) for d in batch.items}
         self.schedule.add(len(batch.items))
-        if isolated:  # a later roll-back must not go back before it (and its dead letters)
-            self._maybe_checkpoint(consumer, force=True)
-        self.events_learned += len(applied.learned)
-        self._observe(BatchSummary.of(batch, applied, rejected, retries, acked_at, started))
+        self.events_learned += len(sent.applied.learned)
+        seconds = sent.seconds + time.perf_counter() - waited
+        acked_at = self.publisher.acked_at(sent.epoch)
+        self._observe(
+            BatchSummary.of(batch, sent.applied, sent.rejected, retries, acked_at, seconds)
+        )
 
     def _isolate(self, accepted: list[Any]) -> tuple[Applied, list[Rejection]]:
         if self._savepoints is None:
@@ -430,6 +463,7 @@ class Worker:
             return
         if not self.durable.due(force):
             return
+        self._confirm()  # the state to save holds the batch in flight: its offsets go with it
         checkpoint = self.durable.save()
         self._commit(consumer)
         if self.settings.topics.adapters is not None:  # optional output, after the commit
@@ -450,6 +484,17 @@ class Worker:
                 return
         self.metrics.commits.labels("ok").inc()
         self.book.committed(todo)
+
+
+@dataclass
+class _InFlight:
+    """A batch learned and sent, waiting for the broker's acknowledgements."""
+
+    batch: Batch
+    applied: Applied
+    rejected: list[Rejection]
+    epoch: int  # the publisher's epoch holding its output
+    seconds: float  # work-thread time so far
 
 
 def _raw(record: Any) -> RawRecord:
