@@ -15,6 +15,7 @@ from stream.publisher import Publisher
 
 pytestmark = pytest.mark.kafka
 
+
 def test_delivering_one_epoch_keeps_the_next_tracked_until_it_is_delivered(
     make_settings: Callable[..., Settings],
 ) -> None:
