@@ -134,9 +134,11 @@ class Applier:
         recent: RecentEvents,
         topics: TopicSettings,
         stage_timer: Any,
+        announces: bool = True,
     ) -> None:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
+        self.announces = announces  # announce complete versions alone (ranks: together)
         self.refresher = Refresher()
         self._seeded = False  # the refresher has seen what the learner knew at the start
         self._announced: str | None = None  # the last version announced complete
@@ -241,20 +243,46 @@ class Applier:
         return sent
 
     def _announce(self, timeout_s: float) -> None:
-        """Nothing is stale: every published vector is of the current version; say so once."""
-        version, r = self.learner.version, self.refresher
-        if self.topics.vector_versions is None or version == self._announced or r.evicted:
+        """Nothing is stale: every published vector is of the current version; say so once
+        (unless ranks decide it together: :meth:`current_version`, :meth:`announce`)."""
+        version, r = self.current_version(), self.refresher
+        if not self.announces or version is None or self.topics.vector_versions is None:
             return
-        record = VectorVersion(
-            model_version=version,
-            users=r.count("user"),
-            items=r.count("item"),
-            complete_at=datetime.now(UTC),
+        self.announce(
+            VectorVersion(
+                model_version=version,
+                users=r.count("user"),
+                items=r.count("item"),
+                complete_at=datetime.now(UTC),
+            ),
+            timeout_s,
         )
+
+    def current_version(self) -> str | None:
+        """The learner's version, if every vector this applier published is of it (and none
+        left its tracking); else None."""
+        self._seed()
+        r, updates = self.refresher, self.learner.updates
+        kinds = ("user", "item") if self.topics.produce_item_vectors else ("user",)
+        if r.evicted or updates < self._newest or any(r.behind(k, updates) for k in kinds):
+            return None
+        return self.learner.version
+
+    @property
+    def announced(self) -> str | None:
+        """The last version announced complete."""
+        return self._announced
+
+    def announce(self, record: VectorVersion, timeout_s: float) -> None:
+        """Publish ``record`` on ``topics.vector_versions`` once per version; a failure only
+        defers it to the next chance."""
+        if self.topics.vector_versions is None or record.model_version == self._announced:
+            return
         mark = self.publisher.pending
         self.publisher.vector_version(record)
-        if self.publisher.deliver_optional(mark, timeout_s, f"vector version {version}"):
-            self._announced = version  # else announced at the next idle refresh
+        what = f"vector version {record.model_version}"
+        if self.publisher.deliver_optional(mark, timeout_s, what):
+            self._announced = record.model_version
 
     def _seed(self) -> None:
         """Once, before anything is learned: the ids the (restored) learner already knows

@@ -22,10 +22,14 @@ fails every rank at its next collective (or after ``distributed.timeout_s``): no
 committed past the newest checkpoint, and the launcher (``lorastream run --world-size N``,
 ``torchrun``, a Kubernetes controller) restarts the group, which resumes from it. Every
 rank's processed offsets follow the whole group's after each tick, so a partition that
-moves between ranks continues where the group left it. Ranks have no idle refresh: every
-tick republishes the stalest users (and, when it carries items, items) as a single worker's
-batches do, and ``topics.vector_versions`` is not announced, since "complete" would have to
-hold on every rank at once.
+moves between ranks continues where the group left it.
+
+Every rank keeps the vectors it published current, as a single worker does: each tick
+republishes its stalest ones, and a tick without records anywhere is idle time for the
+refresh. Building vectors does not change the model, so this needs no collective. Whether a
+version is *complete* (every vector on the topics is of it) needs every rank: each says in
+the exchange whether all its published vectors are of the current version, and rank 0
+announces the version on ``topics.vector_versions`` when every rank said so.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import torch.distributed as dist
@@ -48,6 +53,7 @@ from learners.base import Learner
 from learners.data_parallel import Shard
 from schemas.events import StreamRecord
 from schemas.settings import Settings
+from schemas.vectors import VectorVersion
 from stream.adapters import publish_adapter
 from stream.apply import AttemptFailed
 from stream.batcher import Batch
@@ -57,7 +63,7 @@ from stream.durable import WorkerFailed
 from stream.observers import BatchSummary
 from stream.offsets import PartitionKey
 from stream.publisher import DeliveryError
-from stream.worker import Worker
+from stream.worker import REFRESH_DELIVERY_S, Worker
 
 __all__ = ["RankWorker", "Tick", "exchange", "join_group"]
 
@@ -107,6 +113,7 @@ class Tick:
     offsets: dict[PartitionKey, int] = field(default_factory=dict)  # highest processed
     checkpoint: bool = False  # some rank's schedule is due, or some rank stops
     stopping: bool = False
+    current: str | None = None  # the version every rank's published vectors are of, if one
 
     def owns(self, record: RawRecord) -> bool:
         return (record.topic, record.partition) in self.own
@@ -121,6 +128,7 @@ def exchange(
     processed: dict[PartitionKey, int],
     due: bool,
     stopping: bool,
+    current: str | None = None,
 ) -> Tick:
     """Gather every rank's records, processed offsets and flags (two collectives)."""
     head = {
@@ -129,9 +137,11 @@ def exchange(
         "offsets": [[t, p, o] for (t, p), o in processed.items()],
         "due": due,
         "stopping": stopping,
+        "current": current,
     }
     payload = json.dumps(head).encode() + b"\n" + _DOCS.dump_json([a.event for a in accepted])
     tick = Tick([], {(a.record.topic, a.record.partition) for a in accepted})
+    currents = set()
     for rank, part in enumerate(shard.gather_bytes(payload)):
         line, docs = part.split(b"\n", 1)
         theirs = json.loads(line)
@@ -151,6 +161,9 @@ def exchange(
             tick.offsets[key] = max(tick.offsets.get(key, 0), offset)
         tick.checkpoint |= theirs["due"] or theirs["stopping"]
         tick.stopping |= theirs["stopping"]
+        currents.add(theirs["current"])
+    if len(currents) == 1:
+        tick.current = currents.pop()
     return tick
 
 
@@ -163,6 +176,7 @@ class RankWorker(Worker):
     consumer_overrides: Mapping[str, Any] = {
         "partition_assignment_strategy": (RangePartitionAssignor,)
     }
+    announces_alone = False  # a version is complete only when it is on every rank
 
     def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:
         super().__init__(settings, learner, **kwargs)
@@ -218,9 +232,11 @@ class RankWorker(Worker):
         started = time.perf_counter()
         self.schedule.add(len(batch.items))
         processed = {**self.book.processed(), **batch.next_offsets()}
-        due = self.durable.due()
+        due, current = self.durable.due(), self.apply.current_version()
         with self.stages.time("exchange"):
-            tick = exchange(self.shard, batch.accepted(), processed, due, self._stop.is_set())
+            tick = exchange(
+                self.shard, batch.accepted(), processed, due, self._stop.is_set(), current
+            )
         try:
             applied = self.apply(tick.accepted, own=tick.mine)
             rejected = batch.rejections() + [r for r in applied.rejected if tick.owns(r.record)]
@@ -252,7 +268,28 @@ class RankWorker(Worker):
             self._checkpoint(consumer, tick.offsets)
         elif self.book.to_commit():  # a commit refused during a rebalance: durable, so again
             self._commit(consumer)
+        self._keep_vectors_current(tick)
         return tick.stopping
+
+    def _keep_vectors_current(self, tick: Tick) -> None:
+        """A tick without records anywhere left the model as it was: rank 0 announces the
+        version every rank found complete before it, and every rank refreshes while idle."""
+        if tick.accepted or tick.stopping:
+            return
+        fresh = tick.current is not None and tick.current != self.apply.announced
+        if fresh and self.shard.rank == 0:
+            known_items = (
+                self.learner.known_items() if self.settings.topics.produce_item_vectors else []
+            )
+            record = VectorVersion(
+                model_version=str(tick.current),
+                users=len(self.learner.known_users()),
+                items=len(known_items),
+                complete_at=datetime.now(UTC),
+            )
+            timeout_s = min(REFRESH_DELIVERY_S, self.settings.worker.delivery_timeout_s)
+            self.apply.announce(record, timeout_s)
+        self._refresh_while_idle()
 
     def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:
         """Steps 4-5 with every rank: rank 0 writes, then each commits its partitions."""

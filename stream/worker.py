@@ -103,6 +103,8 @@ class Worker:
 
     #: consumer settings a kind of worker changes (see ``stream/ranks.py``)
     consumer_overrides: Mapping[str, Any] = {}
+    #: whether this worker alone can tell that a vector version is complete (ranks cannot)
+    announces_alone = True
 
     def __init__(
         self,
@@ -174,7 +176,14 @@ class Worker:
             producer = make_producer(s)
             stack.callback(producer.close, 10)
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
-            self.apply = Applier(self.learner, self.publisher, self._recent, s.topics, self.stages)
+            self.apply = Applier(
+                self.learner,
+                self.publisher,
+                self._recent,
+                s.topics,
+                self.stages,
+                announces=self.announces_alone,
+            )
             self._restore(admin)
             stack.callback(self._close_savepoints)
             consumer = self._consumer = make_consumer(s, **self.consumer_overrides)

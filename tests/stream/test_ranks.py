@@ -43,13 +43,16 @@ def newest_manifest(settings: Settings) -> dict[str, Any] | None:
     return None
 
 
-def ranks_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+def ranks_settings(
+    make_settings: Callable[..., Settings], tmp_path: Path, **sections: dict[str, Any]
+) -> Settings:
     model = build_random_backbone("qwen2-tiny", tmp_path / "model")
     settings = make_settings(
         learner={"kind": "llm", "llm": {"model": str(model)}},
         batch={"max_events": 32, "max_wait_s": 0.3},
         checkpoint={"every_events": 48, "idle_s": 1.0},
         distributed={"timeout_s": 30},
+        **sections,
     )
     create_topic(settings, settings.topics.events, partitions=2)
     return settings
@@ -71,10 +74,31 @@ def check_every_event_once(settings: Settings, events: list[Any]) -> None:
     assert {p: o for _, p, o in manifest["offsets"]} == ends  # every partition, in one manifest
 
 
+def newest_versions(settings: Settings) -> dict[bytes, str]:
+    """The model version of every vector on both topics (tombstoned keys left out)."""
+    from schemas.vector_wire import decode_vector
+
+    newest: dict[bytes, str | None] = {}
+    for topic in (settings.topics.user_vectors, settings.topics.item_vectors):
+        for r in read_topic(settings, topic, idle_s=1.0):
+            newest[r.key] = None if r.value is None else decode_vector(r.value)["model_version"]
+    return {k: v for k, v in newest.items() if v is not None}
+
+
+def last_announced(settings: Settings) -> str | None:
+    from schemas.vectors import VectorVersion
+
+    records = read_topic(settings, str(settings.topics.vector_versions), idle_s=1.0)
+    return VectorVersion.model_validate_json(records[-1].value).model_version if records else None
+
+
 def test_two_ranks_learn_every_event_once_into_one_checkpoint(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = ranks_settings(make_settings, tmp_path)
+    prefix = make_settings().topics.events.removesuffix(".events")
+    settings = ranks_settings(
+        make_settings, tmp_path, topics={"vector_versions": f"{prefix}.vector-versions"}
+    )
     events = make_events(240, n_users=24, n_items=40)
     gone = "user-3"  # deleted after its events: every rank forgets it, its rank tombstones it
     deletion = {"event_id": "d-3", "user_id": gone, "event_type": "delete_user"}
@@ -86,6 +110,12 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
     config = write_config(tmp_path / "w.toml", settings)
     ranks = WorkerProcess(config, tmp_path / "w.log", "--world-size", "2", "--max-restarts", "0")
     ranks.wait_for(lambda: all_committed(settings), 240, "every offset committed")
+
+    def complete() -> bool:  # one version on both topics, and announced as complete
+        versions = set(newest_versions(settings).values())
+        return len(versions) == 1 and last_announced(settings) in versions
+
+    ranks.wait_for(complete, 60, "the final version announced once every vector is of it")
     assert ranks.stop() == 0, ranks.tail()
     log = ranks.log.read_text()
     assert "rank 0 of 2" in log
