@@ -46,6 +46,8 @@ class ServedQuality:
     ranked: list[str]  # the users ranked (returning, with future positives)
     lag_p50: float
     lag_p99: float
+    encoding_age_p50: float  # updates since the item encodings item vectors use were made
+    encoding_age_p99: float
     seconds: float
 
 
@@ -123,6 +125,7 @@ def measure(
         own[user] = [items[j] for j in np.argsort(-mine, kind="stable") if items[j] not in consumed]
     docs = index.user_docs
     lag = [learner.updates - _update_of(docs[u].get("model_version", "")) for u in users]
+    ages = learner.items.catalog.ages(learner.updates)
     return ServedQuality(
         served=_figures(served, future),
         learner=_figures(own, future),
@@ -130,6 +133,8 @@ def measure(
         ranked=users,
         lag_p50=float(np.percentile(lag, 50)) if lag else float("nan"),
         lag_p99=float(np.percentile(lag, 99)) if lag else float("nan"),
+        encoding_age_p50=float(np.percentile(ages, 50)) if len(ages) else float("nan"),
+        encoding_age_p99=float(np.percentile(ages, 99)) if len(ages) else float("nan"),
         seconds=time.perf_counter() - started,
     )
 
@@ -151,6 +156,8 @@ def rows(result: ServedQuality, stream: str) -> list[Row]:
         Row(name, stream, "users_ranked", float(result.users), "count"),
         Row(name, stream, "update_lag_p50", result.lag_p50, "updates"),
         Row(name, stream, "update_lag_p99", result.lag_p99, "updates"),
+        Row(name, stream, "item_encoding_age_p50", result.encoding_age_p50, "updates"),
+        Row(name, stream, "item_encoding_age_p99", result.encoding_age_p99, "updates"),
     ]
     return out
 

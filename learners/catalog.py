@@ -113,6 +113,12 @@ class ItemCatalog:
         top = self.counts(self.live_slots(), t).max(axis=1, keepdims=True, initial=0.0)
         return np.asarray(self.counts(slots, t) / np.where(top > 0, top, 1.0))
 
+    def ages(self, current_version: int) -> np.ndarray:
+        """[live] how many updates old each live item's cached vector is (one never
+        encoded counts as older than any)."""
+        versions = self.version[self.live_slots()]
+        return np.where(versions < 0, current_version + 1, current_version - versions)
+
     def stale(self, current_version: int, limit: int) -> np.ndarray:
         """Up to ``limit`` live slots whose vector is missing or oldest."""
         live = self.live_slots()

@@ -198,6 +198,10 @@ class LLMLearner:
             "mix_knn": self.mix.knn,
             "mix_towers": self.mix.towers,
         }
+        ages = self.items.catalog.ages(self._updates)  # what item vectors are built from
+        if len(ages):
+            p50, p99 = np.percentile(ages, [50, 99])
+            metrics["item_encoding_age_p50"], metrics["item_encoding_age_p99"] = p50, p99
         if outcome.candidates:
             metrics["eval_candidates"] = float(outcome.candidates)
             metrics["eval_full_catalog"] = float(outcome.full_catalog)

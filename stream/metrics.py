@@ -189,6 +189,13 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.item_encoding_age = Gauge(
+            p + "item_encoding_age_updates",
+            "Learner updates since the cached item encodings that item vectors are built from"
+            " were computed, by quantile over the catalog (learners with such a cache)",
+            ["quantile"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             p + "consumer_lag_records",
             "High watermark minus position, per partition",

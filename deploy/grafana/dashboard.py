@@ -86,7 +86,13 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
             (
                 "Published vectors behind the model",
                 "none",
-                [(f"max by (kind) (lorastream_vectors_behind_updates{I})", "{{kind}}")],
+                [
+                    (f"max by (kind) (lorastream_vectors_behind_updates{I})", "{{kind}}"),
+                    (
+                        f"max by (quantile) (lorastream_item_encoding_age_updates{I})",
+                        "item encodings q{{quantile}}",
+                    ),
+                ],
             ),
             (
                 "Learner update duration",

@@ -167,6 +167,19 @@ def test_state_stays_bounded() -> None:
     assert all(len(learner.history.recent(u)) <= 5 for u in learner.history.users())
 
 
+def test_item_encoding_age_is_reported_and_the_cache_refresh_bounds_it() -> None:
+    """Item vectors are built from cached encodings: an item not seen again keeps the one
+    made under an older adapter unless the per-step refresh re-encodes it."""
+    events = stream(320, users=40, items=200)
+    ages = {}
+    for per_step in (0, 512):
+        learner = LLMLearner(LLMConfig(cache_refresh_per_step=per_step))
+        for k in range(0, len(events), 64):
+            report = learner.learn_many(events[k : k + 64], positions(k, 64))
+        ages[per_step] = report.metrics["item_encoding_age_p99"]
+    assert ages[512] <= 1 < 3 <= ages[0]
+
+
 def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
     tmp_path: Path,
 ) -> None:
