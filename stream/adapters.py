@@ -80,7 +80,7 @@ def publish_adapter(
     except OSError as exc:
         log.warning("%s not published: %s", what, exc)
         return False
-    mark = publisher.pending
+    mark = publisher.mark()
     publisher.adapter(records)
     return publisher.deliver_optional(mark, timeout_s, what)
 

@@ -230,7 +230,7 @@ class Applier:
             if not users and not items:
                 self._announce(timeout_s)
                 return {}
-            mark = self.publisher.pending
+            mark = self.publisher.mark()
             sent = self._publish(users, items, [])
         try:
             with self.stages.time("deliver"):
@@ -278,7 +278,7 @@ class Applier:
         defers it to the next chance."""
         if self.topics.vector_versions is None or record.model_version == self._announced:
             return
-        mark = self.publisher.pending
+        mark = self.publisher.mark()
         self.publisher.vector_version(record)
         what = f"vector version {record.model_version}"
         if self.publisher.deliver_optional(mark, timeout_s, what):

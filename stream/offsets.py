@@ -18,6 +18,10 @@ where its state begins in every partition it has read — a restored older
 checkpoint never relies on the group's committed offset, which newer (possibly
 damaged) checkpoints moved.
 
+A batch learned and sent but not yet acknowledged is *in flight*
+(:meth:`OffsetBook.sent`): not processed, but a partition assigned back to this
+worker meanwhile is read on after it, not again.
+
 The work thread and kafka-python's I/O thread (rebalance callbacks) both use the
 book; one lock guards it.
 
@@ -31,6 +35,9 @@ book; one lock guards it.
 >>> book.made_durable(book.processed())
 >>> book.to_commit()
 {('ev', 0): 120}
+>>> book.sent({("ev", 0): 150})            # learned and sent, not yet acknowledged
+>>> book.assign([("ev", 0)])               # given back meanwhile: read on after it
+{('ev', 0): 150}
 >>> book.freeze(); book.to_commit()        # a failed worker commits nothing
 {}
 """
@@ -58,6 +65,7 @@ class OffsetBook:
         self._released: list[set[PartitionKey]] = []
         self._unplaced: set[PartitionKey] = set()  # assigned, no position known yet
         self._starts: dict[PartitionKey, int] = {}  # placed since the newest checkpoint
+        self._in_flight: dict[PartitionKey, int] = {}  # learned and sent, not acknowledged
         self._frozen = False
 
     # -- the work thread -------------------------------------------------------------------
@@ -83,12 +91,21 @@ class OffsetBook:
                 if not self._checkpoints:
                     self._durable[key] = offset
 
-    def processed_batch(self, next_offsets: Mapping[PartitionKey, int]) -> None:
-        """A batch is learned and its output acknowledged."""
+    def sent(self, next_offsets: Mapping[PartitionKey, int]) -> None:
+        """A batch is learned and its output sent, not yet acknowledged."""
         with self._lock:
-            self._processed.update(next_offsets)
+            for key, offset in next_offsets.items():
+                self._in_flight[key] = max(self._in_flight.get(key, offset), offset)
+
+    def processed_batch(self, next_offsets: Mapping[PartitionKey, int]) -> None:
+        """A batch is learned and its output acknowledged (offsets only move forward)."""
+        with self._lock:
+            ahead = {k: o for k, o in next_offsets.items() if o >= self._processed.get(k, o)}
+            self._processed.update(ahead)
             if not self._checkpoints:
-                self._durable.update(next_offsets)
+                self._durable.update(ahead)
+            for key in [k for k, o in self._in_flight.items() if o <= self._processed.get(k, -1)]:
+                del self._in_flight[key]
 
     def processed(self) -> dict[PartitionKey, int]:
         with self._lock:
@@ -116,6 +133,7 @@ class OffsetBook:
         with self._lock:
             self._processed = {**self._starts, **offsets}
             self._durable = dict(offsets)
+            self._in_flight.clear()
             return {k: self._processed.get(k) for k in self._assigned}
 
     def freeze(self) -> None:
@@ -142,7 +160,8 @@ class OffsetBook:
         with self._lock:
             self._assigned |= keys
             self._unplaced |= {k for k in keys if k not in self._processed}
-            return {k: self._processed[k] for k in keys if k in self._processed}
+            at = {k: self._processed[k] for k in keys if k in self._processed}
+            return {k: max(o, self._in_flight.get(k, o)) for k, o in at.items()}
 
     def release(self, keys: Iterable[PartitionKey], commit: bool) -> dict[PartitionKey, int]:
         """Partitions revoked (``commit``) or lost; returns the durable offsets to commit

@@ -80,7 +80,7 @@ def isolate(
         if dirty:
             savepoints.save()
             dirty = False
-        mark = publisher.pending
+        mark = publisher.mark()
         out.attempts += 1
         try:
             out.applied = out.applied.merge(apply(part))

@@ -50,6 +50,7 @@ class _Send:
     headers: list[tuple[str, bytes]]
     future: Any = None
     epoch: int | None = None  # set when first sent; a re-send keeps it
+    seq: int = 0  # order of first sending: what marks (:meth:`Publisher.mark`) compare
 
 
 def _of(send: _Send) -> int:
@@ -161,16 +162,34 @@ class Publisher:
         self._on_wait = on_wait  # called every WAIT_SLICE_S while acknowledgements are late
         self._pending: list[_Send] = []
         self._epoch = 0  # the epoch new sends belong to
+        self._seq = 0  # sends so far
         self._acked: dict[int, float] = {}  # epoch -> wall time of its latest acknowledgement
+        # topics where a newer record of a key replaces an older one
+        self._compacted = {
+            t
+            for t in (topics.user_vectors, topics.item_vectors, topics.vector_versions)
+            if t is not None
+        }
 
     def _send(self, send: _Send) -> None:
         send.future = self._producer.send(
             send.topic, value=send.value, key=send.key, headers=send.headers or None
         )
         if send.epoch is None:
-            send.epoch = self._epoch
+            send.epoch, send.seq = self._epoch, self._seq
+            self._seq += 1
         send.future.add_callback(self._on_ack, send.epoch)
         self._pending.append(send)
+
+    def _superseded(self, send: _Send, others: list[_Send]) -> bool:
+        """A later batch sent a newer record of this key to this compacted topic: sending
+        this one again would put the older value last (that newer one, if it fails, is
+        re-sent when its own batch is delivered)."""
+        if send.topic not in self._compacted:
+            return False  # dead letters: every record counts
+        return any(
+            o.key == send.key and o.topic == send.topic and _of(o) > _of(send) for o in others
+        )
 
     def _on_ack(self, epoch: int, _metadata: Any) -> None:
         # on the producer's I/O thread: one dict store per acknowledged record
@@ -186,8 +205,8 @@ class Publisher:
         """Wall time the broker acknowledged the last record of ``epoch`` (now, if it had
         none), once :meth:`deliver` through it returned."""
         at = self._acked.pop(epoch, None)
-        for old in [e for e in self._acked if e < epoch]:
-            del self._acked[old]
+        for old in [e for e in list(self._acked) if e < epoch]:  # (the I/O thread adds keys)
+            self._acked.pop(old, None)
         return at if at is not None else time.time()
 
     def user_vectors(self, batch: VectorBatch) -> int:
@@ -228,13 +247,17 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Records sent and not yet acknowledged (a mark for :meth:`abandon`)."""
+        """Records sent and not yet acknowledged."""
         return len(self._pending)
 
+    def mark(self) -> int:
+        """A mark for :meth:`abandon`: what is sent from now on comes after it."""
+        return self._seq
+
     def abandon(self, since: int = 0) -> None:
-        """Stop tracking what was sent after mark ``since`` (a failed attempt's output, which
-        the broker may still store: a later vector of the same key supersedes it)."""
-        del self._pending[since:]
+        """Stop tracking what was first sent after mark ``since`` (a failed attempt's output,
+        which the broker may still store: a later vector of the same key supersedes it)."""
+        self._pending = [s for s in self._pending if s.seq < since]
 
     def dead_letter(self, rejection: Rejection) -> None:
         letter = rejection.dead_letter(self._worker_id)
@@ -267,7 +290,8 @@ class Publisher:
                 errors = sorted({type(s.future.exception).__name__ for s in failed})
                 log.warning("re-sending %d refused records (%s)", len(failed), ", ".join(errors))
                 for s in failed:
-                    self._send(s)
+                    if not self._superseded(s, due + self._pending):
+                        self._send(s)
             left = deadline - time.monotonic()
             late = [s for s in self._pending if through is None or _of(s) <= through]
             if late and left <= 0:

@@ -17,10 +17,14 @@ gradients). Per tick, every ``batch.max_wait_s`` on every rank (:meth:`RankWorke
    processed); after a second barrier
 5. each rank commits the offsets of its partitions.
 
-A rank that fails — a batch the learner or the broker fails on, a kill -9, a lost peer —
-fails every rank at its next collective (or after ``distributed.timeout_s``): nothing is
-committed past the newest checkpoint, and the launcher (``lorastream run --world-size N``,
-``torchrun``, a Kubernetes controller) restarts the group, which resumes from it. Every
+A learner that fails on a record fails on every rank alike (same records, same state): every
+rank rolls back to the newest checkpoint (the first tick writes the fresh state as one),
+re-reads, and applies the ticks holding the failed records in isolation, bisecting to the
+poison records, which their ranks dead-letter — as a single worker does. A rank that fails
+otherwise — its output refused, a kill -9, a lost peer — fails every rank at its next
+collective (or after ``distributed.timeout_s``): nothing is committed past the newest
+checkpoint, and the launcher (``lorastream run --world-size N``, ``torchrun``, a Kubernetes
+controller) restarts the group, which resumes from it. Every
 rank's processed offsets follow the whole group's after each tick, so a partition that
 moves between ranks continues where the group left it.
 
@@ -55,15 +59,15 @@ from schemas.events import StreamRecord
 from schemas.settings import Settings
 from schemas.vectors import VectorVersion
 from stream.adapters import publish_adapter
-from stream.apply import AttemptFailed
+from stream.apply import Applied, AttemptFailed
 from stream.batcher import Batch
 from stream.clients import StreamSetupError
-from stream.decode import Accepted, RawRecord
+from stream.decode import Accepted, RawRecord, Rejection
 from stream.durable import WorkerFailed
 from stream.observers import BatchSummary
 from stream.offsets import PartitionKey
 from stream.publisher import DeliveryError
-from stream.worker import REFRESH_DELIVERY_S, Worker
+from stream.worker import REFRESH_DELIVERY_S, Worker, position_of
 
 __all__ = ["RankWorker", "Tick", "exchange", "join_group"]
 
@@ -111,6 +115,7 @@ class Tick:
     accepted: list[Accepted]  # every rank's records, in rank order
     own: set[PartitionKey]  # the partitions this rank's records came from
     offsets: dict[PartitionKey, int] = field(default_factory=dict)  # highest processed
+    before: dict[PartitionKey, int] = field(default_factory=dict)  # the same, before the step
     checkpoint: bool = False  # some rank's schedule is due, or some rank stops
     stopping: bool = False
     current: str | None = None  # the version every rank's published vectors are of, if one
@@ -129,6 +134,7 @@ def exchange(
     due: bool,
     stopping: bool,
     current: str | None = None,
+    before: dict[PartitionKey, int] | None = None,
 ) -> Tick:
     """Gather every rank's records, processed offsets and flags (two collectives)."""
     head = {
@@ -138,6 +144,7 @@ def exchange(
         "due": due,
         "stopping": stopping,
         "current": current,
+        "before": [[t, p, o] for (t, p), o in (before or {}).items()],
     }
     payload = json.dumps(head).encode() + b"\n" + _DOCS.dump_json([a.event for a in accepted])
     tick = Tick([], {(a.record.topic, a.record.partition) for a in accepted})
@@ -159,6 +166,9 @@ def exchange(
         for topic, partition, offset in theirs["offsets"]:
             key = (topic, partition)
             tick.offsets[key] = max(tick.offsets.get(key, 0), offset)
+        for topic, partition, offset in theirs["before"]:
+            key = (topic, partition)
+            tick.before[key] = max(tick.before.get(key, 0), offset)
         tick.checkpoint |= theirs["due"] or theirs["stopping"]
         tick.stopping |= theirs["stopping"]
         currents.add(theirs["current"])
@@ -231,20 +241,31 @@ class RankWorker(Worker):
         """One step with every rank; returns whether the group stops."""
         started = time.perf_counter()
         self.schedule.add(len(batch.items))
-        processed = {**self.book.processed(), **batch.next_offsets()}
+        before = self.book.processed()
+        processed = {**before, **batch.next_offsets()}
         due, current = self.durable.due(), self.apply.current_version()
         with self.stages.time("exchange"):
             tick = exchange(
-                self.shard, batch.accepted(), processed, due, self._stop.is_set(), current
+                self.shard, batch.accepted(), processed, due, self._stop.is_set(), current, before
             )
+        if not self.durable.has_checkpoint:  # the fresh state: what a failed step goes back to
+            self._checkpoint(consumer, tick.before)
+        isolated = any(position_of(a.record) in self._suspects for a in tick.accepted)
         try:
-            applied = self.apply(tick.accepted, own=tick.mine)
-            rejected = batch.rejections() + [r for r in applied.rejected if tick.owns(r.record)]
+            applied, poison = self._apply(tick, isolated)
+            rejected = batch.rejections() + [
+                r for r in applied.rejected + poison if tick.owns(r.record)
+            ]
             for rejection in rejected:
                 self.error_policy.on_rejected(rejection, self.publisher)
             with self.stages.time("deliver"):
                 retries = self.publisher.deliver(self.settings.worker.delivery_timeout_s)
-        except (AttemptFailed, DeliveryError) as exc:
+        except AttemptFailed as failure:  # the learner's, on every rank alike (see _apply)
+            self.metrics.batch_failures.labels(failure.stage).inc()
+            self.publisher.abandon()
+            self._rewind(tick.accepted, failure, consumer)
+            return tick.stopping
+        except DeliveryError as exc:
             raise WorkerFailed(
                 f"rank {self.shard.rank}: a step failed ({exc}); the group stops without"
                 " committing and resumes from the newest checkpoint"
@@ -253,6 +274,7 @@ class RankWorker(Worker):
         # every rank's state now holds every rank's records: a partition that moves here
         # later continues where the group is, not where this rank last read it
         self.book.processed_batch(tick.offsets)
+        self._suspects -= {position_of(a.record) for a in tick.accepted}
         own = [a for a in applied.learned if tick.mine(a)]
         self.events_learned += len(own)
         mine = dataclasses.replace(applied, learned=own)
@@ -264,12 +286,35 @@ class RankWorker(Worker):
             # the drift policy changes the learning rate: every rank decides it from the same
             # (global) inputs, or the ranks' models would part; the rest report this rank
             observer(everyone if observer is self.drift else summary)
-        if tick.checkpoint:
+        if tick.checkpoint or isolated:  # a later roll-back must not go back before isolation
             self._checkpoint(consumer, tick.offsets)
         elif self.book.to_commit():  # a commit refused during a rebalance: durable, so again
             self._commit(consumer)
         self._keep_vectors_current(tick)
         return tick.stopping
+
+    def _apply(self, tick: Tick, isolated: bool) -> tuple[Applied, list[Rejection]]:
+        """Apply the global batch, or, when it holds records a step failed on before
+        (``isolated``), apply it in isolation (``stream/poison.py``). Every rank learns the
+        same records from the same state, so a learner that fails on a record fails on every
+        rank at the same point, and every rank rolls back and bisects alike. Output failures
+        are this rank's own: they fail the group instead (a bisection on one rank alone would
+        part the ranks' collectives)."""
+
+        def attempt(part: Sequence[Accepted]) -> Applied:
+            try:
+                return self.apply(part, own=tick.mine)
+            except AttemptFailed as failure:
+                if failure.stage == "learn":
+                    raise
+                raise WorkerFailed(
+                    f"rank {self.shard.rank}: publishing its output failed ({failure}); the"
+                    " group stops without committing and resumes from the newest checkpoint"
+                ) from failure
+
+        if not isolated:
+            return attempt(tick.accepted), []
+        return self._isolate(tick.accepted, attempt)
 
     def _keep_vectors_current(self, tick: Tick) -> None:
         """A tick without records anywhere left the model as it was: rank 0 announces the

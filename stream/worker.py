@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from stream.clients import (
     partition_lag,
     require_topic,
 )
-from stream.decode import Decoder, RawRecord, Rejection
+from stream.decode import Accepted, Decoded, Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
 from stream.durable import DurableState, StateLost, WorkerFailed
 from stream.http import Health
@@ -314,14 +314,15 @@ class Worker:
         roll back and isolate its records."""
         if self.durable.enabled and not self.durable.has_checkpoint:
             self.durable.save()  # the fresh state, where it begins reading: a roll-back target
-        started = time.perf_counter()
-        accepted = batch.accepted()
-        poison: list[Rejection] = []
         isolated = bool(self._suspects) and any(
-            _where(d.record) in self._suspects for d in batch.items
+            position_of(d.record) in self._suspects for d in batch.items
         )
         if isolated:
             self._confirm()  # isolation abandons what its failed attempts sent: only its own
+        started = time.perf_counter()
+        accepted = batch.accepted()
+        poison: list[Rejection] = []
+        if isolated:
             applied, poison = self._isolate(accepted)
         else:
             try:
@@ -331,7 +332,7 @@ class Worker:
                 self._confirm()  # the batch before is sound: only this one's output goes
                 self.publisher.abandon()
                 if self.durable.enabled:
-                    self._rewind(batch, failure, consumer)
+                    self._rewind(batch.items, failure, consumer)
                     return
                 log.error(
                     "a batch failed (%s); isolating its records (no checkpoint to"
@@ -344,6 +345,7 @@ class Worker:
             self.error_policy.on_rejected(rejection, self.publisher)
         epoch = self.publisher.close_epoch()
         sent = _InFlight(batch, applied, rejected, epoch, time.perf_counter() - started)
+        self.book.sent(batch.next_offsets())
         self._confirm()
         self._in_flight = sent
         if isolated or not self.settings.worker.overlap_delivery:
@@ -367,7 +369,7 @@ class Worker:
         # -- everything in the batch is now applied and acknowledged --
         batch = sent.batch
         self.book.processed_batch(batch.next_offsets())
-        self._suspects -= {_where(d.record) for d in batch.items}
+        self._suspects -= {position_of(d.record) for d in batch.items}
         self.schedule.add(len(batch.items))
         self.events_learned += len(sent.applied.learned)
         seconds = sent.seconds + time.perf_counter() - waited
@@ -376,11 +378,13 @@ class Worker:
             BatchSummary.of(batch, sent.applied, sent.rejected, retries, acked_at, seconds)
         )
 
-    def _isolate(self, accepted: list[Any]) -> tuple[Applied, list[Rejection]]:
+    def _isolate(
+        self, accepted: list[Any], apply: Callable[[Sequence[Accepted]], Applied] | None = None
+    ) -> tuple[Applied, list[Rejection]]:
         if self._savepoints is None:
             self._savepoints = Savepoints(self.learner, self._recent)
         limit = self.settings.worker.max_poison_per_batch
-        result = isolate(accepted, self.apply, self._savepoints, self.publisher, limit)
+        result = isolate(accepted, apply or self.apply, self._savepoints, self.publisher, limit)
         log.info(
             "isolated %d records in %d attempts: %d poison",
             len(accepted),
@@ -389,12 +393,14 @@ class Worker:
         )
         return result.applied, result.poison
 
-    def _rewind(self, batch: Batch, failure: AttemptFailed, consumer: KafkaConsumer) -> None:
+    def _rewind(
+        self, items: Sequence[Decoded], failure: AttemptFailed, consumer: KafkaConsumer
+    ) -> None:
         """Back to the newest checkpoint; the failed batch's records become suspects."""
         log.error(
             "a batch of %d records failed (%s): rolling back to the newest checkpoint and"
             " applying these records in isolation",
-            len(batch.items),
+            len(items),
             failure,
         )
         offsets = self.durable.roll_back(failure, failure.cause)
@@ -402,7 +408,7 @@ class Worker:
         for (topic, partition), offset in self.book.rewind(offsets).items():
             if offset is not None:
                 consumer.seek(TopicPartition(topic, partition), offset)
-        self._suspects |= {_where(d.record) for d in batch.items}
+        self._suspects |= {position_of(d.record) for d in items}
 
     def _observe(self, summary: BatchSummary) -> None:
         self._report_state()
@@ -512,7 +518,7 @@ def _raw(record: Any) -> RawRecord:
     )
 
 
-def _where(record: RawRecord) -> tuple[str, int, int]:
+def position_of(record: RawRecord) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
 
 

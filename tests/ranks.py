@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
+from learners.base import LearnReport
 from learners.data_parallel import Shard
 from learners.llm import LLMLearner
 from schemas.events import InteractionEvent
@@ -55,3 +57,33 @@ def learned_tensors(learner: LLMLearner) -> dict[str, torch.Tensor]:
     n = len(learner.items.catalog)
     out["catalog"] = learner.items.catalog.vectors[:n].detach().clone()
     return out
+
+
+class PoisonedLearner(LLMLearner):
+    """The LLM learner with a bug one item triggers: a batch holding it raises."""
+
+    def __init__(self, config: LLMConfig, shard: Shard, poison: str) -> None:
+        super().__init__(config, shard)
+        self.poison = poison
+
+    def learn_many(
+        self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
+    ) -> LearnReport:
+        if any(e.item_id == self.poison for e in events):
+            raise ValueError(f"cannot learn item {self.poison}")
+        return super().learn_many(events, positions)
+
+
+def run_poisoned_rank(config: str, poison: str) -> int:
+    """One rank of ``lorastream run`` whose learner fails on ``poison``: a process started
+    with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set."""
+    import logging
+
+    from schemas.settings import Settings
+    from stream.app import App
+    from stream.ranks import join_group
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings.load(Path(config), environ={})
+    learner = PoisonedLearner(settings.learner.llm, join_group(settings), poison)
+    return int(App(settings, learner=learner).run())

@@ -153,6 +153,68 @@ def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     check_every_event_once(settings, first + second)
 
 
+def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_lettered(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from schemas.dead_letter import DeadLetter
+
+    settings = ranks_settings(make_settings, tmp_path)
+    events = make_events(160, n_users=24, n_items=40)
+    events[100] = poison = events[100].model_copy(update={"item_id": "item-poison"})
+    send_raw(settings, [event_record(e) for e in events])
+    config = write_config(tmp_path / "w.toml", settings)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tests = Path(__file__).resolve().parents[1]
+    code = "import sys, ranks; sys.exit(ranks.run_poisoned_rank(*sys.argv[1:]))"
+    ranks = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        env["PYTHONPATH"] = os.pathsep.join([str(tests), env.get("PYTHONPATH", "")])
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        log = (tmp_path / f"rank{rank}.log").open("wb")
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(config), "item-poison"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+
+    def logs() -> str:
+        return "".join((tmp_path / f"rank{r}.log").read_text() for r in range(2))
+
+    try:
+        wait_for(lambda: all_committed(settings), 240, "every offset committed")
+        assert all(r.poll() is None for r in ranks), logs()[-6000:]
+        records = read_topic(settings, settings.topics.dead_letters, idle_s=2.0, expect=1)
+        (dead,) = [DeadLetter.model_validate_json(r.value) for r in records]
+        assert dead.code.value == "learner_rejected"
+        assert dead.original_value is not None
+        assert json.loads(dead.original_value)["item_id"] == "item-poison"
+        source = next(
+            r
+            for r in read_topic(settings, settings.topics.events, expect=len(events))
+            if json.loads(r.value)["item_id"] == "item-poison"
+        )
+        assert (dead.source.partition, dead.source.offset) == (source.partition, source.offset)
+    finally:
+        for r in ranks:
+            r.send_signal(signal.SIGTERM)
+        codes = [r.wait(60) for r in ranks]
+    assert codes == [0, 0], logs()[-6000:]
+    assert logs().count("rolling back to the newest checkpoint") == 2  # every rank, once
+    check_every_event_once(settings, [e for e in events if e is not poison])
+
+
 def test_ranks_refuse_a_learner_they_cannot_share(tmp_path: Path) -> None:
     from helpers import cli
 
