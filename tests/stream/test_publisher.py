@@ -1,21 +1,24 @@
-"""The publisher against the real local Kafka broker: one batch's output is confirmed while
-the next batch's is in flight, and the next batch's records stay tracked until confirmed."""
+"""The publisher: one batch's output is confirmed while the next batch's is in flight (against
+the real local Kafka broker), and what it sends again when the broker refused a record."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 from helpers import create_topic, read_topic
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
 
 from schemas.settings import Settings
 from stream.clients import make_producer
 from stream.publisher import Publisher
 
-pytestmark = pytest.mark.kafka
 
-
+@pytest.mark.kafka
 def test_delivering_one_epoch_keeps_the_next_tracked_until_it_is_delivered(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -47,3 +50,54 @@ def test_delivering_one_epoch_keeps_the_next_tracked_until_it_is_delivered(
         assert {r.key for r in records} == {b"warm-up", b"a", b"b", b"f"}
     finally:
         producer.close(5)
+
+
+class Producer:
+    """Stands in for kafka-python's producer where the broker's answer must be chosen: every
+    send completes at once, refused when it is the n-th send for an n in ``refuse``."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.refuse = refuse
+        self.sent: list[bytes | None] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> Future:
+        self.sent.append(value)
+        future = Future()
+        if len(self.sent) - 1 in self.refuse:
+            return future.failure(KafkaTimeoutError("expired in the accumulator"))
+        return future.success(None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("through", ["each batch", "everything"])
+def test_a_refused_record_is_not_sent_again_over_a_newer_one_of_its_key(
+    make_settings: Callable[..., Settings], through: str
+) -> None:
+    """Batch n's vector of a user is refused after batch n+1 sent a newer one of that user:
+    sending n's again would make the older vector the newest on the compacted topic. A dead
+    letter refused is sent again whatever came after it (every one counts)."""
+    from learners.base import VectorBatch
+    from schemas.dead_letter import RejectCode
+    from stream.decode import RawRecord, Rejection
+
+    settings = make_settings()
+    letter = Rejection(RawRecord("t", 0, 7, 0, b"u", b"x"), RejectCode.MALFORMED_JSON, "bad")
+    producer = Producer(refuse={0, 1})  # batch n's vector and its dead letter
+    publisher = Publisher(producer, settings.topics, "t")  # type: ignore[arg-type]
+    publisher.user_vectors(VectorBatch(["u"], np.ones((1, 4), np.float32), "v1"))
+    publisher.dead_letter(letter)
+    first = publisher.close_epoch()
+    publisher.user_vectors(VectorBatch(["u"], np.zeros((1, 4), np.float32), "v2"))
+    publisher.dead_letter(letter)
+    second = publisher.close_epoch()
+    if through == "each batch":
+        publisher.deliver(5, through=first)
+        publisher.deliver(5, through=second)
+    else:
+        publisher.deliver(5)
+    assert publisher.pending == 0
+    assert len(producer.sent) == 5  # v1, letter, v2, letter, and the first letter again
+    assert producer.sent[4] == producer.sent[1]
+    assert producer.sent.count(producer.sent[0]) == 1  # v1: never sent over v2
