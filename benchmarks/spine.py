@@ -6,9 +6,11 @@ machine), then runs the worker over it for each learner (River ``BiasedMF``, and
 learner that leaves only the machinery), vector encoding and batch size, and measures
 events/s consumed → validated → learned → vectors acknowledged, the share of the work
 thread's time in each stage, and the output bytes per event (read back from the topics).
+One batch size also runs with ``worker.overlap_delivery`` off, for the same-run comparison.
 
     python -m benchmarks spine [--events 20000] [--batch-sizes 64,256,1024]
                                [--learners river-mf,null] [--encodings json,binary-f16]
+                               [--no-overlap-batch 256]
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ class Config:
     learner: str
     encoding: str
     batch: int
+    overlap: bool = True  # worker.overlap_delivery
 
     @property
     def name(self) -> str:
-        return f"{self.learner} batch={self.batch} {self.encoding}"
+        return f"{self.learner} batch={self.batch} {self.encoding}" + (
+            "" if self.overlap else " no-overlap"
+        )
 
 
 def settings_for(bootstrap: str, config: Config, root: Path) -> Settings:
@@ -54,6 +59,7 @@ def settings_for(bootstrap: str, config: Config, root: Path) -> Settings:
         checkpoint={"every_events": 5000, "every_s": 60.0},
         learner={"kind": "river-mf"},  # the instance is passed in; this names the section
         topics={"vector_encoding": config.encoding},
+        worker={"overlap_delivery": config.overlap},
     )
     return settings
 
@@ -160,14 +166,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-sizes", default="64,256,1024")
     parser.add_argument("--learners", default="river-mf,null")
     parser.add_argument("--encodings", default="json,binary-f16")
+    parser.add_argument(
+        "--no-overlap-batch",
+        type=int,
+        default=256,
+        help="also run this batch size with worker.overlap_delivery off (0: never)",
+    )
     parser.add_argument("--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     configs = [
-        Config(learner, encoding, size)
+        Config(learner, encoding, size, overlap)
         for learner, encoding, size in itertools.product(
             args.learners.split(","), args.encodings.split(","), sizes
         )
+        for overlap in ((True, False) if size == args.no_overlap_batch else (True,))
     ]
     from contextlib import ExitStack
 
@@ -190,6 +203,7 @@ def main(argv: list[str]) -> int:
         "batch_sizes": sizes,
         "learners": args.learners.split(","),
         "encodings": args.encodings.split(","),
+        "no_overlap_batch": args.no_overlap_batch,
     }
     write_results("spine", parameters, rows_of(results))
     return 0

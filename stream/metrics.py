@@ -192,8 +192,9 @@ class WorkerMetrics:
         self.item_encoding_age = Gauge(
             p + "item_encoding_age_updates",
             "Learner updates since the cached item encodings that item vectors are built from"
-            " were computed, by quantile over the catalog (learners with such a cache)",
-            ["quantile"],
+            " were computed: the 50th and 99th percentile over the catalog (learners with such a"
+            " cache)",
+            ["percentile"],
             registry=r,
         )
         self.consumer_lag = Gauge(

@@ -162,9 +162,10 @@ class MetricsRecorder:
             m.prequential.labels(name, part, _ranked_against(report.metrics)).set(value)
         if "replay_ratio" in report.metrics:
             m.replay_ratio.set(report.metrics["replay_ratio"])
-        for quantile, key in (("0.5", "item_encoding_age_p50"), ("0.99", "item_encoding_age_p99")):
-            if key in report.metrics:
-                m.item_encoding_age.labels(quantile).set(report.metrics[key])
+        for percentile in ("50", "99"):
+            age = report.metrics.get(f"item_encoding_age_p{percentile}")
+            if age is not None:
+                m.item_encoding_age.labels(percentile).set(age)
         for kind in ("allocated", "reserved"):
             memory = report.metrics.get(f"gpu_memory_{kind}_bytes")
             if memory is not None:

@@ -89,8 +89,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 [
                     (f"max by (kind) (lorastream_vectors_behind_updates{I})", "{{kind}}"),
                     (
-                        f"max by (quantile) (lorastream_item_encoding_age_updates{I})",
-                        "item encodings q{{quantile}}",
+                        f"max by (percentile) (lorastream_item_encoding_age_updates{I})",
+                        "item encodings p{{percentile}}",
                     ),
                 ],
             ),
