@@ -6,11 +6,11 @@ machine), then runs the worker over it for each learner (River ``BiasedMF``, and
 learner that leaves only the machinery), vector encoding and batch size, and measures
 events/s consumed → validated → learned → vectors acknowledged, the share of the work
 thread's time in each stage, and the output bytes per event (read back from the topics).
-One batch size also runs with ``worker.overlap_delivery`` off, for the same-run comparison.
+One batch size also runs with ``worker.overlap_delivery`` on, for the same-run comparison.
 
     python -m benchmarks spine [--events 20000] [--batch-sizes 64,256,1024]
                                [--learners river-mf,null] [--encodings json,binary-f16]
-                               [--no-overlap-batch 256]
+                               [--overlap-batch 256]
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ class Config:
     learner: str
     encoding: str
     batch: int
-    overlap: bool = True  # worker.overlap_delivery
+    overlap: str = "auto"  # worker.overlap_delivery (auto: off for these learners)
 
     @property
     def name(self) -> str:
         return f"{self.learner} batch={self.batch} {self.encoding}" + (
-            "" if self.overlap else " no-overlap"
+            "" if self.overlap == "auto" else f" overlap {self.overlap}"
         )
 
 
@@ -167,10 +167,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--learners", default="river-mf,null")
     parser.add_argument("--encodings", default="json,binary-f16")
     parser.add_argument(
-        "--no-overlap-batch",
+        "--overlap-batch",
         type=int,
         default=256,
-        help="also run this batch size with worker.overlap_delivery off (0: never)",
+        help="also run this batch size with worker.overlap_delivery on (0: never)",
     )
     parser.add_argument("--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
@@ -180,7 +180,7 @@ def main(argv: list[str]) -> int:
         for learner, encoding, size in itertools.product(
             args.learners.split(","), args.encodings.split(","), sizes
         )
-        for overlap in ((True, False) if size == args.no_overlap_batch else (True,))
+        for overlap in (("auto", "on") if size == args.overlap_batch else ("auto",))
     ]
     from contextlib import ExitStack
 
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
         "batch_sizes": sizes,
         "learners": args.learners.split(","),
         "encodings": args.encodings.split(","),
-        "no_overlap_batch": args.no_overlap_batch,
+        "overlap_batch": args.overlap_batch,
     }
     write_results("spine", parameters, rows_of(results))
     return 0

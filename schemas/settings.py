@@ -304,11 +304,13 @@ class WorkerSettings(BaseModel):
     delivery_timeout_s: float = Field(
         default=120.0, gt=0, description="how long a batch's output may wait for acknowledgement"
     )
-    overlap_delivery: bool = Field(
-        default=True,
-        description="let the broker acknowledge a batch's output while the next batch learns"
+    overlap_delivery: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="on: the broker acknowledges a batch's output while the next batch learns"
         " (its offsets still count as processed only once every record is acknowledged);"
-        " false: wait for the acknowledgements before learning on",
+        " off: wait for the acknowledgements before learning on; auto: on for the LLM learner,"
+        " whose step leaves the CPU to the producer, off for cheap learners, where the two"
+        " threads contend (benchmarks/README.md, spine and speed)",
     )
     on_invalid: Literal["dead-letter", "stop"] = Field(
         default="dead-letter", description="what to do with a record that fails validation"

@@ -164,6 +164,10 @@ class Publisher:
         self._epoch = 0  # the epoch new sends belong to
         self._seq = 0  # sends so far
         self._acked: dict[int, float] = {}  # epoch -> wall time of its latest acknowledgement
+        # per epoch: sends (counted on this thread) and settled ones (on the I/O thread), so
+        # "is batch n settled?" is a comparison, not a pass over every send
+        self._sent: dict[int, int] = {}
+        self._settled: dict[int, int] = {}
         # topics where a newer record of a key replaces an older one
         self._compacted = {
             t
@@ -178,7 +182,8 @@ class Publisher:
         if send.epoch is None:
             send.epoch, send.seq = self._epoch, self._seq
             self._seq += 1
-        send.future.add_callback(self._on_ack, send.epoch)
+        self._sent[send.epoch] = self._sent.get(send.epoch, 0) + 1
+        send.future.add_both(self._on_settled, send.epoch)
         self._pending.append(send)
 
     def _superseded(self, send: _Send, others: list[_Send]) -> bool:
@@ -191,9 +196,11 @@ class Publisher:
             o.key == send.key and o.topic == send.topic and _of(o) > _of(send) for o in others
         )
 
-    def _on_ack(self, epoch: int, _metadata: Any) -> None:
-        # on the producer's I/O thread: one dict store per acknowledged record
-        self._acked[epoch] = time.time()
+    def _on_settled(self, epoch: int, outcome: Any) -> None:
+        # on the producer's I/O thread (the only writer of these two): a record's outcome
+        self._settled[epoch] = self._settled.get(epoch, 0) + 1
+        if not isinstance(outcome, BaseException):
+            self._acked[epoch] = time.time()
 
     def close_epoch(self) -> int:
         """End the current epoch (its sends are what :meth:`deliver` ``through`` it waits
@@ -207,6 +214,9 @@ class Publisher:
         at = self._acked.pop(epoch, None)
         for old in [e for e in list(self._acked) if e < epoch]:  # (the I/O thread adds keys)
             self._acked.pop(old, None)
+        for old in [e for e in self._sent if e <= epoch]:  # settled: forget the counts
+            del self._sent[old]
+            self._settled.pop(old, None)
         return at if at is not None else time.time()
 
     def user_vectors(self, batch: VectorBatch) -> int:
@@ -316,7 +326,8 @@ class Publisher:
 
     def all_acknowledged(self, through: int) -> bool:
         """Whether every record of epochs up to ``through`` is settled (without waiting)."""
-        return all(s.future.is_done for s in self._pending if _of(s) <= through)
+        settled = self._settled
+        return all(settled.get(e, 0) >= n for e, n in self._sent.items() if e <= through)
 
     def _await(self, sends: list[_Send], deadline: float) -> bool:
         """Wait for these sends only (later ones stay in the producer's hands, unflushed)

@@ -150,6 +150,8 @@ class Worker:
         self._last_refresh = 0.0
         self._savepoints: Savepoints | None = None
         self._in_flight: _InFlight | None = None  # learned, output not yet acknowledged
+        mode = s.worker.overlap_delivery
+        self._overlap = mode == "on" or (mode == "auto" and s.learner.kind == "llm")
         self._consumer: KafkaConsumer | None = None
         self.records_seen = 0
         self.events_learned = 0
@@ -348,7 +350,7 @@ class Worker:
         self.book.sent(batch.next_offsets())
         self._confirm()
         self._in_flight = sent
-        if isolated or not self.settings.worker.overlap_delivery:
+        if isolated or not self._overlap:
             self._confirm()
         if isolated:  # a later roll-back must not go back before it (and its dead letters)
             self._maybe_checkpoint(consumer, force=True)

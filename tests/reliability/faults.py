@@ -74,7 +74,8 @@ class Tally:
 
 
 def settings_for(broker: LocalKafka, root: Path, scale: Scale, **sections: Any) -> Settings:
-    """A river-mf worker with default drift settings, metrics on a free port."""
+    """A river-mf worker with default drift settings, metrics on a free port, and delivery
+    overlapped with learning (the LLM learner's default; the path with more states)."""
     run = uuid.uuid4().hex[:8]
     base: dict[str, dict[str, Any]] = {
         "kafka": {"bootstrap_servers": broker.bootstrap_servers, "client_id": f"rel-{run}"},
@@ -94,6 +95,7 @@ def settings_for(broker: LocalKafka, root: Path, scale: Scale, **sections: Any) 
         },
         "learner": {"kind": "river-mf"},
         "metrics": {"enabled": True, "port": 0},
+        "worker": {"overlap_delivery": "on"},
     }
     for name, fields in sections.items():
         base[name] = {**base.get(name, {}), **fields}

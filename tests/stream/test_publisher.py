@@ -54,15 +54,20 @@ def test_delivering_one_epoch_keeps_the_next_tracked_until_it_is_delivered(
 
 class Producer:
     """Stands in for kafka-python's producer where the broker's answer must be chosen: every
-    send completes at once, refused when it is the n-th send for an n in ``refuse``."""
+    send completes at once, refused when it is the n-th send for an n in ``refuse`` — or,
+    with ``hold``, when the test answers its future."""
 
-    def __init__(self, refuse: set[int]) -> None:
-        self.refuse = refuse
+    def __init__(self, refuse: set[int], hold: bool = False) -> None:
+        self.refuse, self.hold = refuse, hold
         self.sent: list[bytes | None] = []
+        self.futures: list[Future] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> Future:
         self.sent.append(value)
         future = Future()
+        self.futures.append(future)
+        if self.hold:
+            return future
         if len(self.sent) - 1 in self.refuse:
             return future.failure(KafkaTimeoutError("expired in the accumulator"))
         return future.success(None)
@@ -101,3 +106,19 @@ def test_a_refused_record_is_not_sent_again_over_a_newer_one_of_its_key(
     assert len(producer.sent) == 5  # v1, letter, v2, letter, and the first letter again
     assert producer.sent[4] == producer.sent[1]
     assert producer.sent.count(producer.sent[0]) == 1  # v1: never sent over v2
+
+
+def test_a_batch_counts_as_settled_once_every_record_of_it_has_an_answer(
+    make_settings: Callable[..., Settings],
+) -> None:
+    producer = Producer(refuse=set(), hold=True)
+    publisher = Publisher(producer, make_settings().topics, "t")  # type: ignore[arg-type]
+    publisher.tombstones(["a", "b"])
+    first = publisher.close_epoch()
+    publisher.tombstones(["c"])
+    second = publisher.close_epoch()
+    producer.futures[0].success(None)
+    assert not publisher.all_acknowledged(first)
+    producer.futures[1].failure(KafkaTimeoutError("expired"))
+    assert publisher.all_acknowledged(first)  # answered: deliver() re-sends the refused one
+    assert not publisher.all_acknowledged(second)
