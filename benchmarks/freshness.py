@@ -30,6 +30,10 @@ BATCH = {"river-mf": 256, "llm": 64}  # the batch sizes the speed figures use
 MODES = ("fixed", "caught-up")
 
 
+#: worker.overlap_delivery for every run (``--overlap``)
+OVERLAP = {"mode": "auto"}
+
+
 def settings_for(bootstrap: str, root: Path, learner: str, caught_up: bool) -> Settings:
     settings: Settings = bench_settings(
         bootstrap,
@@ -38,6 +42,7 @@ def settings_for(bootstrap: str, root: Path, learner: str, caught_up: bool) -> S
         batch={"max_events": BATCH[learner], "close_when_caught_up": caught_up},
         checkpoint={"every_events": 5000, "every_s": 60.0},
         learner={"kind": learner},
+        worker={"overlap_delivery": OVERLAP["mode"]},
     )
     return settings
 
@@ -126,8 +131,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--learners", default="river-mf,llm")
     parser.add_argument("--loads", default="0.5,0.8")
     parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--overlap", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
+    OVERLAP["mode"] = args.overlap
     learners = args.learners.split(",")
     loads = [float(x) for x in args.loads.split(",")]
     from contextlib import ExitStack
@@ -150,6 +157,12 @@ def main(argv: list[str]) -> int:
                 print(f"  load {load:.0%} {mode}: p50 {r['p50_s']:.2f}s p99 {r['p99_s']:.2f}s")
             rows += rows_for(learner, cap, step, runs)
     plot(results, RESULTS_DIR / "freshness.png")
-    params = {"learners": learners, "loads": loads, "seconds": args.seconds, "batch": BATCH}
+    params = {
+        "learners": learners,
+        "loads": loads,
+        "seconds": args.seconds,
+        "batch": BATCH,
+        "overlap_delivery": args.overlap,
+    }
     write_results("freshness", params, rows)
     return 0
