@@ -151,7 +151,8 @@ class Worker:
         self._savepoints: Savepoints | None = None
         self._in_flight: _InFlight | None = None  # learned, output not yet acknowledged
         mode = s.worker.overlap_delivery
-        self._overlap = mode == "on" or (mode == "auto" and s.learner.kind == "llm")
+        #: whether a batch's acknowledgements come in while the next one learns
+        self.overlaps_delivery = mode == "on" or (mode == "auto" and s.learner.kind == "llm")
         self._consumer: KafkaConsumer | None = None
         self.records_seen = 0
         self.events_learned = 0
@@ -350,7 +351,7 @@ class Worker:
         self.book.sent(batch.next_offsets())
         self._confirm()
         self._in_flight = sent
-        if isolated or not self._overlap:
+        if isolated or not self.overlaps_delivery:
             self._confirm()
         if isolated:  # a later roll-back must not go back before it (and its dead letters)
             self._maybe_checkpoint(consumer, force=True)

@@ -207,6 +207,24 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
     assert set(newest.values()) == {learner.version}
 
 
+@pytest.mark.parametrize(
+    ("kind", "mode", "overlaps"),
+    [
+        ("llm", "auto", True),
+        ("river-mf", "auto", False),
+        ("river-mf", "on", True),
+        ("llm", "off", False),
+    ],
+)
+def test_delivery_overlaps_learning_where_it_pays(
+    make_settings: Callable[..., Settings], kind: str, mode: str, overlaps: bool
+) -> None:
+    """auto: on for the LLM learner (its step leaves the CPU to the producer), off for
+    cheap learners (benchmarks/README.md: they lose 4-12 % with it)."""
+    settings = make_settings(learner={"kind": kind}, worker={"overlap_delivery": mode})
+    assert Worker(settings, RiverMFLearner()).overlaps_delivery is overlaps
+
+
 def test_missing_events_topic_is_a_clear_error(make_settings: Callable[..., Settings]) -> None:
     from stream.clients import MissingTopic
 
