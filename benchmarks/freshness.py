@@ -30,11 +30,9 @@ BATCH = {"river-mf": 256, "llm": 64}  # the batch sizes the speed figures use
 MODES = ("fixed", "caught-up")
 
 
-#: worker.overlap_delivery for every run (``--overlap``)
-OVERLAP = {"mode": "auto"}
-
-
-def settings_for(bootstrap: str, root: Path, learner: str, caught_up: bool) -> Settings:
+def settings_for(
+    bootstrap: str, root: Path, learner: str, caught_up: bool, overlap: str
+) -> Settings:
     settings: Settings = bench_settings(
         bootstrap,
         root,
@@ -42,7 +40,7 @@ def settings_for(bootstrap: str, root: Path, learner: str, caught_up: bool) -> S
         batch={"max_events": BATCH[learner], "close_when_caught_up": caught_up},
         checkpoint={"every_events": 5000, "every_s": 60.0},
         learner={"kind": learner},
-        worker={"overlap_delivery": OVERLAP["mode"]},
+        worker={"overlap_delivery": overlap},
     )
     return settings
 
@@ -51,9 +49,9 @@ def _events(n: int) -> list[Any]:
     return list(SyntheticStream(SyntheticConfig(n_users=500, n_items=2000, seed=7)).events(n))
 
 
-def capacity(bootstrap: str, root: Path, learner: str, n: int) -> tuple[float, float]:
+def capacity(bootstrap: str, root: Path, learner: str, n: int, overlap: str) -> tuple[float, float]:
     """(saturated events/s after the first batch, median step seconds)."""
-    worker = RunningWorker(settings_for(bootstrap, root, learner, caught_up=False))
+    worker = RunningWorker(settings_for(bootstrap, root, learner, False, overlap))
     send(worker.settings, _events(n))  # before the worker starts: it always finds full batches
     with worker as running:
         running.wait_for(n, 1800)
@@ -65,12 +63,18 @@ def _produce(settings: Settings, n: int, rate: float) -> None:
 
 
 def loaded(
-    bootstrap: str, root: Path, learner: str, rate: float, seconds: float, caught_up: bool
+    bootstrap: str,
+    root: Path,
+    learner: str,
+    rate: float,
+    seconds: float,
+    caught_up: bool,
+    overlap: str,
 ) -> dict[str, float]:
     """Latency figures with events produced at ``rate`` for ``seconds`` — by another
     process, as producers are: the worker's process does only the worker's work."""
     n = int(rate * seconds)
-    with RunningWorker(settings_for(bootstrap, root, learner, caught_up)) as running:
+    with RunningWorker(settings_for(bootstrap, root, learner, caught_up, overlap)) as running:
         producer = multiprocessing.get_context("spawn").Process(
             target=_produce, args=(running.settings, n, rate)
         )
@@ -134,7 +138,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--overlap", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
-    OVERLAP["mode"] = args.overlap
     learners = args.learners.split(",")
     loads = [float(x) for x in args.loads.split(",")]
     from contextlib import ExitStack
@@ -147,12 +150,14 @@ def main(argv: list[str]) -> int:
         bootstrap = args.bootstrap_servers or stack.enter_context(LocalKafka()).bootstrap_servers
         root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for learner in learners:
-            cap, step = capacity(bootstrap, root, learner, 20_000 if learner != "llm" else 1500)
+            n = 20_000 if learner != "llm" else 1500
+            cap, step = capacity(bootstrap, root, learner, n, args.overlap)
             print(f"{learner}: capacity {cap:.0f} events/s, step {step:.3f}s")
             runs = results[learner] = {}
             for load, mode in itertools.product(loads, MODES):
+                caught_up = mode == "caught-up"
                 r = runs[(load, mode)] = loaded(
-                    bootstrap, root, learner, load * cap, args.seconds, mode == "caught-up"
+                    bootstrap, root, learner, load * cap, args.seconds, caught_up, args.overlap
                 )
                 print(f"  load {load:.0%} {mode}: p50 {r['p50_s']:.2f}s p99 {r['p99_s']:.2f}s")
             rows += rows_for(learner, cap, step, runs)

@@ -246,17 +246,8 @@ class Applier:
         """Nothing is stale: every published vector is of the current version; say so once
         (unless ranks decide it together: :meth:`current_version`, :meth:`announce`)."""
         version, r = self.current_version(), self.refresher
-        if not self.announces or version is None or self.topics.vector_versions is None:
-            return
-        self.announce(
-            VectorVersion(
-                model_version=version,
-                users=r.count("user"),
-                items=r.count("item"),
-                complete_at=datetime.now(UTC),
-            ),
-            timeout_s,
-        )
+        if self.announces and version is not None:
+            self.announce(version, r.count("user"), r.count("item"), timeout_s)
 
     def current_version(self) -> str | None:
         """The learner's version, if every vector this applier published is of it (and none
@@ -273,16 +264,18 @@ class Applier:
         """The last version announced complete."""
         return self._announced
 
-    def announce(self, record: VectorVersion, timeout_s: float) -> None:
-        """Publish ``record`` on ``topics.vector_versions`` once per version; a failure only
-        defers it to the next chance."""
-        if self.topics.vector_versions is None or record.model_version == self._announced:
+    def announce(self, version: str, users: int, items: int, timeout_s: float) -> None:
+        """Say on ``topics.vector_versions``, once per version, that ``users`` and ``items``
+        vectors on the topics are all of ``version``; a failure only defers it."""
+        if self.topics.vector_versions is None or version == self._announced:
             return
         mark = self.publisher.mark()
+        record = VectorVersion(
+            model_version=version, users=users, items=items, complete_at=datetime.now(UTC)
+        )
         self.publisher.vector_version(record)
-        what = f"vector version {record.model_version}"
-        if self.publisher.deliver_optional(mark, timeout_s, what):
-            self._announced = record.model_version
+        if self.publisher.deliver_optional(mark, timeout_s, f"vector version {version}"):
+            self._announced = version
 
     def _seed(self) -> None:
         """Once, before anything is learned: the ids the (restored) learner already knows

@@ -49,12 +49,8 @@ class _Send:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     future: Any = None
-    epoch: int | None = None  # set when first sent; a re-send keeps it
+    epoch: int = -1  # set when first sent (-1: not yet); a re-send keeps it
     seq: int = 0  # order of first sending: what marks (:meth:`Publisher.mark`) compare
-
-
-def _of(send: _Send) -> int:
-    return send.epoch or 0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -179,22 +175,23 @@ class Publisher:
         send.future = self._producer.send(
             send.topic, value=send.value, key=send.key, headers=send.headers or None
         )
-        if send.epoch is None:
+        if send.epoch < 0:
             send.epoch, send.seq = self._epoch, self._seq
             self._seq += 1
         self._sent[send.epoch] = self._sent.get(send.epoch, 0) + 1
         send.future.add_both(self._on_settled, send.epoch)
         self._pending.append(send)
 
-    def _superseded(self, send: _Send, others: list[_Send]) -> bool:
-        """A later batch sent a newer record of this key to this compacted topic: sending
-        this one again would put the older value last (that newer one, if it fails, is
-        re-sent when its own batch is delivered)."""
-        if send.topic not in self._compacted:
-            return False  # dead letters: every record counts
-        return any(
-            o.key == send.key and o.topic == send.topic and _of(o) > _of(send) for o in others
-        )
+    def _not_superseded(self, failed: list[_Send], others: list[_Send]) -> list[_Send]:
+        """The failed sends to send again: not those of a compacted topic whose key a later
+        batch already sent anew (sending the older value again would put it last; the newer
+        one, if it fails, is re-sent when its own batch is delivered). Dead letters: all."""
+        newest: dict[tuple[str, bytes | None], int] = {}
+        for o in others:
+            if o.topic in self._compacted:
+                key = (o.topic, o.key)
+                newest[key] = max(newest.get(key, o.epoch), o.epoch)
+        return [s for s in failed if newest.get((s.topic, s.key), s.epoch) <= s.epoch]
 
     def _on_settled(self, epoch: int, outcome: Any) -> None:
         # on the producer's I/O thread (the only writer of these two): a record's outcome
@@ -287,7 +284,7 @@ class Publisher:
         twice). Returns the re-send rounds."""
         deadline = time.monotonic() + timeout_s
         retries = 0
-        while due := [s for s in self._pending if through is None or _of(s) <= through]:
+        while due := [s for s in self._pending if through is None or s.epoch <= through]:
             flushed = self._flush(deadline) if through is None else self._await(due, deadline)
             failed = [s for s in due if s.future.is_done and s.future.failed()]
             settled = {id(s) for s in due if s.future.is_done}  # later epochs stay tracked
@@ -299,11 +296,10 @@ class Publisher:
                 retries += 1
                 errors = sorted({type(s.future.exception).__name__ for s in failed})
                 log.warning("re-sending %d refused records (%s)", len(failed), ", ".join(errors))
-                for s in failed:
-                    if not self._superseded(s, due + self._pending):
-                        self._send(s)
+                for s in self._not_superseded(failed, due + self._pending):
+                    self._send(s)
             left = deadline - time.monotonic()
-            late = [s for s in self._pending if through is None or _of(s) <= through]
+            late = [s for s in self._pending if through is None or s.epoch <= through]
             if late and left <= 0:
                 raise DeliveryError(
                     f"{len(late)} records were not acknowledged within {timeout_s:.0f}s"

@@ -45,7 +45,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import torch.distributed as dist
@@ -57,7 +56,6 @@ from learners.base import Learner
 from learners.data_parallel import Shard
 from schemas.events import StreamRecord
 from schemas.settings import Settings
-from schemas.vectors import VectorVersion
 from stream.adapters import publish_adapter
 from stream.apply import Applied, AttemptFailed
 from stream.batcher import Batch
@@ -250,7 +248,9 @@ class RankWorker(Worker):
             )
         if not self.durable.has_checkpoint:  # the fresh state: what a failed step goes back to
             self._checkpoint(consumer, tick.before)
-        isolated = any(position_of(a.record) in self._suspects for a in tick.accepted)
+        isolated = bool(self._suspects) and any(
+            position_of(a.record) in self._suspects for a in tick.accepted
+        )
         try:
             applied, poison = self._apply(tick, isolated)
             rejected = batch.rejections() + [
@@ -274,7 +274,8 @@ class RankWorker(Worker):
         # every rank's state now holds every rank's records: a partition that moves here
         # later continues where the group is, not where this rank last read it
         self.book.processed_batch(tick.offsets)
-        self._suspects -= {position_of(a.record) for a in tick.accepted}
+        if self._suspects:
+            self._suspects -= {position_of(a.record) for a in tick.accepted}
         own = [a for a in applied.learned if tick.mine(a)]
         self.events_learned += len(own)
         mine = dataclasses.replace(applied, learned=own)
@@ -322,18 +323,11 @@ class RankWorker(Worker):
         if tick.accepted or tick.stopping:
             return
         fresh = tick.current is not None and tick.current != self.apply.announced
-        if fresh and self.shard.rank == 0:
-            known_items = (
-                self.learner.known_items() if self.settings.topics.produce_item_vectors else []
-            )
-            record = VectorVersion(
-                model_version=str(tick.current),
-                users=len(self.learner.known_users()),
-                items=len(known_items),
-                complete_at=datetime.now(UTC),
-            )
+        if fresh and self.shard.rank == 0:  # every known id is some rank's published vector
+            learner, topics = self.learner, self.settings.topics
+            items = len(learner.known_items()) if topics.produce_item_vectors else 0
             timeout_s = min(REFRESH_DELIVERY_S, self.settings.worker.delivery_timeout_s)
-            self.apply.announce(record, timeout_s)
+            self.apply.announce(str(tick.current), len(learner.known_users()), items, timeout_s)
         self._refresh_while_idle()
 
     def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:

@@ -47,7 +47,7 @@ from stream.observers import (
     MetricsRecorder,
     SlowStepWarning,
 )
-from stream.offsets import OffsetBook
+from stream.offsets import OffsetBook, PartitionKey
 from stream.poison import Savepoints, isolate
 from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
 from stream.privacy import Pseudonymizer
@@ -346,9 +346,9 @@ class Worker:
         rejected = batch.rejections() + applied.rejected + poison
         for rejection in rejected:
             self.error_policy.on_rejected(rejection, self.publisher)
-        epoch = self.publisher.close_epoch()
-        sent = _InFlight(batch, applied, rejected, epoch, time.perf_counter() - started)
-        self.book.sent(batch.next_offsets())
+        epoch, offsets = self.publisher.close_epoch(), batch.next_offsets()
+        sent = _InFlight(batch, applied, rejected, epoch, offsets, time.perf_counter() - started)
+        self.book.sent(offsets)
         self._confirm()
         self._in_flight = sent
         if isolated or not self.overlaps_delivery:
@@ -371,8 +371,9 @@ class Worker:
         self._in_flight = None
         # -- everything in the batch is now applied and acknowledged --
         batch = sent.batch
-        self.book.processed_batch(batch.next_offsets())
-        self._suspects -= {position_of(d.record) for d in batch.items}
+        self.book.processed_batch(sent.offsets)
+        if self._suspects:
+            self._suspects -= {position_of(d.record) for d in batch.items}
         self.schedule.add(len(batch.items))
         self.events_learned += len(sent.applied.learned)
         seconds = sent.seconds + time.perf_counter() - waited
@@ -512,6 +513,7 @@ class _InFlight:
     applied: Applied
     rejected: list[Rejection]
     epoch: int  # the publisher's epoch holding its output
+    offsets: dict[PartitionKey, int]  # per partition, the offset after the batch
     seconds: float  # work-thread time so far
 
 
