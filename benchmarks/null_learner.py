@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learners.base import LearnReport, VectorBatch
+from learners.base import CatchUp, LearnReport, VectorBatch
 from learners.ledger import EventLedger
 from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
@@ -76,6 +76,9 @@ class NullLearner:
     def _vectors(self, known: OrderedDict[str, None], ids: Sequence[str]) -> VectorBatch:
         found = [i for i in ids if i in known]
         return VectorBatch(found, np.tile(self._vector, (len(found), 1)), self.version)
+
+    def catch_up(self, budget: int) -> CatchUp:
+        return CatchUp()
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
         return self._vectors(self._users, user_ids)

@@ -20,7 +20,7 @@ from learners.ledger import EventLedger
 from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
 
-__all__ = ["LearnReport", "Learner", "VectorBatch"]
+__all__ = ["CatchUp", "LearnReport", "Learner", "VectorBatch"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ class LearnReport:
     example_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per example
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """What one ``catch_up`` call did: entries of derived state recomputed from the current
+    model, and how many are still older than it."""
+
+    redone: int = 0
+    behind: int = 0
+
+
 @runtime_checkable
 class Learner(Protocol):
     """What stream/ needs from a learner."""
@@ -89,6 +98,12 @@ class Learner(Protocol):
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
         """Learn a mini-batch (prequentially: evaluate each event before learning it)."""
+        ...
+
+    def catch_up(self, budget: int) -> CatchUp:
+        """Recompute up to ``budget`` entries of state derived from the model (cached item
+        encodings), stalest first, changing no parameter; ``budget = 0`` only counts what is
+        behind. Once nothing is, every vector it builds is of :attr:`version` alone."""
         ...
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:

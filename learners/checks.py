@@ -226,6 +226,26 @@ def check_a_non_finite_value_never_reaches_the_state(make: Callable[[], Learner]
         assert np.isfinite(batch.vectors).all(), "a non-finite value reached the vectors"
 
 
+def check_catching_up_changes_only_derived_state(make: Callable[[], Learner]) -> None:
+    """``catch_up`` keeps to its budget, reports what is behind without changing anything
+    at budget 0, and once nothing is behind leaves version, ledger and vectors as they are."""
+    learner, events = make(), small_stream()
+    _learn_all(learner, events)
+    version, ledger = learner.version, learner.ledger.to_json()
+    behind = learner.catch_up(0)
+    assert behind.redone == 0
+    assert learner.catch_up(1).redone <= 1
+    done = learner.catch_up(10**9)
+    assert done.behind == 0, "an unlimited budget catches up on everything"
+    assert learner.version == version
+    assert learner.ledger.to_json() == ledger
+    users = learner.user_vectors(learner.known_users())
+    items = learner.item_vectors(learner.known_items())
+    assert learner.catch_up(10**9).redone == 0, "nothing is behind twice"
+    np.testing.assert_array_equal(learner.user_vectors(users.ids).vectors, users.vectors)
+    np.testing.assert_array_equal(learner.item_vectors(items.ids).vectors, items.vectors)
+
+
 def yield_checks() -> Iterator[Check]:
     """Every conformance check, in the order they are cheapest to fail."""
     yield check_ledger_counts_every_event_once
@@ -236,4 +256,5 @@ def yield_checks() -> Iterator[Check]:
     yield check_tests_each_event_before_learning_it
     yield check_a_non_finite_value_never_reaches_the_state
     yield check_forgetting_a_user_drops_their_state
+    yield check_catching_up_changes_only_derived_state
     yield check_save_then_load_gives_the_same_next_update

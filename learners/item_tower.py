@@ -79,11 +79,18 @@ class ItemTower:
                 cat.vectors[torch.as_tensor(part, device=self.device)] = pooled
                 cat.version[part] = version
 
-    def refresh(self, version: int) -> None:
-        """Re-encode a few of the stalest cached items."""
-        stale = self.catalog.stale(version, self.config.cache_refresh_per_step)
+    def refresh(self, version: int, limit: int | None = None) -> int:
+        """Re-encode up to ``limit`` (default ``cache_refresh_per_step``) of the stalest
+        cached items with the adapter of ``version``; returns how many."""
+        n = self.config.cache_refresh_per_step if limit is None else limit
+        stale = self.catalog.stale(version, n)
         if len(stale):
             self.encode(stale, version)
+        return len(stale)
+
+    def behind(self, version: int) -> int:
+        """Cached items encoded before ``version`` (or never)."""
+        return int(np.count_nonzero(self.catalog.ages(version)))
 
     def encode_with_grad(self, slots: np.ndarray) -> torch.Tensor:
         """[n, h] pooled encodings of ``slots``, with gradients into the adapter."""
@@ -92,7 +99,8 @@ class ItemTower:
         return self.backbone.encode([self.catalog.tokens[int(s)] or [] for s in slots])
 
     def keep(self, slots: np.ndarray, pooled: torch.Tensor, version: int) -> None:
-        """Store encodings made during a step (stale by that one step)."""
+        """Store encodings made during a step, by the adapter of ``version`` (before the
+        step: one update behind once it is taken)."""
         if len(slots):
             self.catalog.vectors[torch.as_tensor(slots, device=self.device)] = pooled.detach()
             self.catalog.version[slots] = version

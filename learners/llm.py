@@ -32,7 +32,7 @@ import torch
 
 from learners import llm_state
 from learners.backbone import Backbone, load_backbone
-from learners.base import LearnReport, VectorBatch
+from learners.base import CatchUp, LearnReport, VectorBatch
 from learners.cooccurrence import Cooccurrence
 from learners.data_parallel import Shard
 from learners.feedback import Feedback, HistoryKind, classify
@@ -171,9 +171,9 @@ class LLMLearner:
         self._apply_counts(counts, len(events))
         if self.config.replay.enabled:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
-        self.items.refresh(self._updates)
-        self._ledger.record(e.event_id for e in events)
         self._updates += 0 if step.skipped else 1
+        self.items.refresh(self._updates)  # with the adapter the step left
+        self._ledger.record(e.event_id for e in events)
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]
         return LearnReport(
@@ -303,10 +303,17 @@ class LLMLearner:
         self.sparse_optimizer.step()  # type: ignore[no-untyped-call]
         self.dense_optimizer.zero_grad(set_to_none=True)
         self.sparse_optimizer.zero_grad(set_to_none=True)
-        self.items.keep(columns.grad_slots, columns.pooled, self._updates + 1)
+        self.items.keep(columns.grad_slots, columns.pooled, self._updates)  # made before it
         return StepOutput(float(loss.detach()), False, rows)
 
     # -- serving -------------------------------------------------------------------------
+
+    def catch_up(self, budget: int) -> CatchUp:
+        """Re-encode up to ``budget`` of the stalest cached item encodings with the current
+        adapter: item vectors, and the users composed from them, are then built from one
+        model. Steps re-encode only ``cache_refresh_per_step``; this is for idle time."""
+        redone = self.items.refresh(self._updates, budget) if budget > 0 else 0
+        return CatchUp(redone, self.items.behind(self._updates))
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
         """``(1 − w)/spread_t(u) · [t · u / temperature, 1]`` plus the sparse top kNN items

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from river import optim, reco
 
-from learners.base import LearnReport, VectorBatch
+from learners.base import CatchUp, LearnReport, VectorBatch
 from learners.feedback import classify
 from learners.history import Interaction, UserHistory, marker_of
 from learners.ledger import EventLedger
@@ -191,6 +191,10 @@ class RiverMFLearner:
     def _forget_item(self, item_id: str) -> None:
         self._model.i_latents.pop(item_id, None)
         self._model.i_biases.pop(item_id, None)
+
+    def catch_up(self, budget: int) -> CatchUp:
+        """Nothing is derived from the model: its vectors are the model."""
+        return CatchUp()
 
     def user_vectors(self, user_ids: Sequence[str]) -> VectorBatch:
         known = [u for u in user_ids if u in self._history and u in self._model.u_latents]

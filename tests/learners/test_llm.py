@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from learners.backbone import frozen_fingerprint, load_backbone, resolve_model_path
+from learners.base import CatchUp
 from learners.checks import small_stream
 from learners.llm import LLMLearner
 from learners.scoring import PARTS
@@ -178,6 +179,28 @@ def test_item_encoding_age_is_reported_and_the_cache_refresh_bounds_it() -> None
             report = learner.learn_many(events[k : k + 64], positions(k, 64))
         ages[per_step] = report.metrics["item_encoding_age_p99"]
     assert ages[512] <= 1 < 3 <= ages[0]
+
+
+def test_catching_up_encodes_every_item_with_the_current_adapter() -> None:
+    """After ``catch_up`` every cached encoding is what the current adapter makes of the
+    item's text, so item vectors (and users composed from them) are of one model."""
+    learner = LLMLearner(LLMConfig(cache_refresh_per_step=0))
+    learn(learner, stream(320, users=40, items=200))
+    cat = learner.items.catalog
+    live = cat.live_slots()
+
+    def fresh() -> torch.Tensor:
+        with torch.no_grad():
+            return learner.backbone.encode([cat.tokens[int(s)] or [] for s in live])
+
+    assert not torch.allclose(cat.vectors[live], fresh(), atol=1e-5), "the steps moved it"
+    behind = learner.catch_up(0).behind
+    assert behind > 20
+    assert learner.catch_up(20) == CatchUp(redone=20, behind=behind - 20)
+    assert learner.catch_up(10**6).behind == 0
+    torch.testing.assert_close(cat.vectors[live], fresh(), atol=1e-5, rtol=1e-5)
+    assert learner.learn_many(stream(64, seed=3), positions(320, 64)).events == 64
+    assert learner.catch_up(0).behind > 0, "an update makes the cache stale again"
 
 
 def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
