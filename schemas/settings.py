@@ -304,6 +304,14 @@ class WorkerSettings(BaseModel):
     delivery_timeout_s: float = Field(
         default=120.0, gt=0, description="how long a batch's output may wait for acknowledgement"
     )
+    catch_up_when_idle: int = Field(
+        default=256,
+        ge=0,
+        description="cached item encodings recomputed with the current model per second"
+        " while the stream is idle (LLM learner); once none is behind, every vector is"
+        " published again, so the topics hold one model's vectors and the version can be"
+        " announced complete; 0: never",
+    )
     overlap_delivery: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="on: the broker acknowledges a batch's output while the next batch learns"

@@ -26,7 +26,7 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
-from learners.base import Learner, LearnReport
+from learners.base import CatchUp, Learner, LearnReport
 from schemas.dead_letter import RejectCode
 from schemas.events import InteractionEvent, UserDeletion
 from schemas.settings import TopicSettings
@@ -143,6 +143,7 @@ class Applier:
         self._seeded = False  # the refresher has seen what the learner knew at the start
         self._announced: str | None = None  # the last version announced complete
         self._newest = 0  # the newest update vectors were published at
+        self._redone = 0  # derived state recomputed since the vectors were last outdated
 
     def __call__(
         self, items: Sequence[Accepted], own: Callable[[Accepted], bool] | None = None
@@ -242,6 +243,19 @@ class Applier:
             raise
         return sent
 
+    def catch_up(self, budget: int) -> CatchUp:
+        """Have the learner recompute up to ``budget`` entries of its derived state (cached
+        item encodings) with its current model (while idle). Once none is behind, every
+        vector published before is outdated and goes out again: the catalog re-published
+        under one model."""
+        self._seed()
+        done = self.learner.catch_up(budget)
+        self._redone += done.redone
+        if done.behind == 0 and self._redone:
+            self.refresher.outdated(self.learner.updates)
+            self._redone = 0
+        return done
+
     def _announce(self, timeout_s: float) -> None:
         """Nothing is stale: every published vector is of the current version; say so once
         (unless ranks decide it together: :meth:`current_version`, :meth:`announce`)."""
@@ -251,11 +265,13 @@ class Applier:
 
     def current_version(self) -> str | None:
         """The learner's version, if every vector this applier published is of it (and none
-        left its tracking); else None."""
+        left its tracking) and built from state of that model alone; else None."""
         self._seed()
         r, updates = self.refresher, self.learner.updates
         kinds = ("user", "item") if self.topics.produce_item_vectors else ("user",)
         if r.evicted or updates < self._newest or any(r.behind(k, updates) for k in kinds):
+            return None
+        if self._redone or self.learner.catch_up(0).behind:
             return None
         return self.learner.version
 

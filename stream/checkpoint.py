@@ -398,6 +398,11 @@ class CheckpointSchedule:
         if self._idle_since is None:
             self._idle_since = now
 
+    def idle_for(self, now: float) -> float:
+        """Seconds since the first of the empty polls that followed the last record (0 while
+        records come)."""
+        return 0.0 if self._idle_since is None else now - self._idle_since
+
     def due(self, now: float, force: bool = False) -> bool:
         if self.unsaved == 0:
             return False

@@ -189,6 +189,12 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.item_encodings_behind = Gauge(
+            p + "item_encodings_behind",
+            "Cached item encodings older than the current model (0: item vectors, and the"
+            " users composed from them, are built from one model; recomputed while idle)",
+            registry=r,
+        )
         self.item_encoding_age = Gauge(
             p + "item_encoding_age_updates",
             "Learner updates since the cached item encodings that item vectors are built from"

@@ -319,9 +319,15 @@ class RankWorker(Worker):
 
     def _keep_vectors_current(self, tick: Tick) -> None:
         """A tick without records anywhere left the model as it was: rank 0 announces the
-        version every rank found complete before it, and every rank refreshes while idle."""
+        version every rank found complete before it, every rank catches its cached item
+        encodings up with the model (alike: they are the state the next step reads, and the
+        re-encoding is split over the ranks), and every rank refreshes while idle."""
         if tick.accepted or tick.stopping:
             return
+        per_tick = self.settings.worker.catch_up_when_idle * self.settings.batch.max_wait_s
+        if per_tick > 0:
+            with self.stages.time("catch_up"):
+                self.apply.catch_up(max(1, int(per_tick)))
         fresh = tick.current is not None and tick.current != self.apply.announced
         if fresh and self.shard.rank == 0:  # every known id is some rank's published vector
             learner, topics = self.learner, self.settings.topics

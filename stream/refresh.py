@@ -17,6 +17,10 @@ served vectors converge to the model's without a pass over every user per batch.
 >>> r.rewound(4)                         # a roll-back: the model is at update 4 again
 >>> r.stale("user", update=4, n=5), r.behind("user", 4)
 (['a', 'b', 'c'], 5)
+>>> r.published("user", ["a", "b", "c"], update=4)
+>>> r.outdated(4)                        # the model's derived state changed at update 4
+>>> r.stale("user", update=4, n=5), r.behind("user", 4)
+(['a', 'b', 'c'], 1)
 """
 
 from __future__ import annotations
@@ -86,6 +90,16 @@ class Refresher:
             for i in newer:
                 at[i] = NEVER
                 at.move_to_end(i, last=False)
+
+    def outdated(self, update: int) -> None:
+        """What vectors are built from changed without an update (cached encodings caught
+        up with the model): those published at ``update`` count as one update old. They are
+        the newest, at the back, so the order stays oldest first."""
+        for at in self._at.values():
+            for i in reversed(at):
+                if at[i] < update:
+                    break
+                at[i] = update - 1
 
     def seed(self, kind: str, known: Iterable[str]) -> None:
         """Known ids not tracked yet (a learner restored from a checkpoint) were never

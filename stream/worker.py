@@ -68,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REFRESH_DELIVERY_S = 5.0  # how long an idle refresh waits for acknowledgements
+CATCH_UP_AFTER_S = 1.0  # polls that found nothing for this long: the model stands still
 
 
 class Worker:
@@ -148,6 +149,7 @@ class Worker:
         self._stop = threading.Event()
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
         self._last_refresh = 0.0
+        self._last_catch_up = 0.0
         self._savepoints: Savepoints | None = None
         self._in_flight: _InFlight | None = None  # learned, output not yet acknowledged
         mode = s.worker.overlap_delivery
@@ -249,6 +251,7 @@ class Worker:
                 self._confirm()  # nothing to overlap with
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
+                    self._catch_up_while_idle()
                     self._refresh_while_idle()
             if self._batcher.close_when_caught_up and len(self._batcher):
                 placed = self.book.assigned() - self.book.unplaced()
@@ -277,6 +280,20 @@ class Worker:
         self.records_seen += len(decoded)
         self.metrics.records_consumed.inc(len(decoded))
         return True
+
+    def _catch_up_while_idle(self) -> None:
+        """Recompute the learner's derived state (cached item encodings) with its current
+        model, within a budget per second: the vectors published next, and a version
+        announced complete, are then of one model."""
+        budget = self.settings.worker.catch_up_when_idle
+        now = time.monotonic()
+        quiet = self.schedule.idle_for(now) >= CATCH_UP_AFTER_S  # not a gap between batches
+        if budget <= 0 or not quiet or now - self._last_catch_up < 1.0:
+            return
+        self._last_catch_up = now
+        with self.stages.time("catch_up"):
+            self.apply.catch_up(budget)
+        self._report_state()
 
     def _refresh_while_idle(self) -> None:
         """Publish stale users' and items' vectors again, within a budget per second. This
@@ -432,6 +449,7 @@ class Worker:
         for kind in ("user", "item"):
             behind = refresher.behind(kind, self.learner.updates)
             self.metrics.vectors_behind.labels(kind).set(behind)
+        self.metrics.item_encodings_behind.set(self.learner.catch_up(0).behind)
 
     def _heartbeat(self, consumer: KafkaConsumer) -> None:
         self._report_contact(consumer)

@@ -92,6 +92,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                         f"max by (percentile) (lorastream_item_encoding_age_updates{I})",
                         "item encodings p{{percentile}}",
                     ),
+                    (
+                        f"max(lorastream_item_encodings_behind{I})",
+                        "item encodings behind the model (count)",
+                    ),
                 ],
             ),
             (
@@ -280,7 +284,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
 DESCRIPTIONS = {
     "Published vectors behind the model": "Learner updates since the oldest user (item) vector"
     " on the compacted topics was computed. The worker re-publishes the oldest ones every"
-    " batch and while idle; 0 means every served vector is of the current model.",
+    " batch and while idle; 0 means every served vector is of the current model. Item"
+    " encodings: how many updates old the cached backbone encodings behind item vectors"
+    " are (percentiles), and how many are older than the model (a count; the worker"
+    " re-encodes them while idle, then publishes every vector again).",
     "Prequential HR@10 / NDCG@10, and by part": (
         "Every new positive's item is ranked before it is learned. ranked_against says what"
         " against: 'catalog' is every item the learner knows (the honest, full-catalog"

@@ -7,7 +7,9 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 import pytest
 from helpers import (
     WorkerThread,
@@ -24,6 +26,7 @@ from helpers import (
 )
 
 from learners.ledger import EventLedger
+from learners.registry import build_learner
 from learners.river_mf import RiverMFLearner
 from schemas.dead_letter import HEADER_PREFIX, DeadLetter
 from schemas.settings import Settings
@@ -162,9 +165,13 @@ def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
         running.stop(30)
 
 
+@pytest.mark.parametrize("kind", ["river-mf", "llm"])
 def test_a_version_is_announced_once_every_published_vector_is_of_it(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], kind: str
 ) -> None:
+    """Announced only once every vector on the topics is of the version and, for the LLM
+    learner, built from item encodings of that model: caught up while idle, the catalog
+    re-published (its vectors on the topic are the learner's own)."""
     from schemas.vector_wire import decode_vector
     from schemas.vectors import VectorVersion
 
@@ -173,16 +180,18 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         batch={"max_events": 32, "max_wait_s": 0.2},
         checkpoint={"idle_s": 0.3},
         topics={"vector_versions": f"{prefix}.vector-versions"},
+        # no per-step cache refresh: every item the last steps did not train is behind
+        learner={"kind": kind, "llm": {"cache_refresh_per_step": 0}},
     )
     assert settings.topics.vector_versions is not None
     create_topic(settings, settings.topics.events)
     events = make_events(200, n_users=8, n_items=40)
-    learner = RiverMFLearner()
+    learner = build_learner(settings.learner)
     worker = Worker(settings, learner, WorkerMetrics(process=False))
     running = WorkerThread(worker)
     try:
         send_raw(settings, [event_record(e) for e in events])
-        wait_for(lambda: all_committed(settings), 60, "all records committed")
+        wait_for(lambda: all_committed(settings), 180, "all records committed")
 
         def announced() -> list[VectorVersion]:
             records = read_topic(settings, str(settings.topics.vector_versions), idle_s=1.0)
@@ -190,21 +199,24 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
 
         wait_for(
             lambda: any(v.model_version == learner.version for v in announced()),
-            60,
+            90,
             "the final version announced",
         )
-        behind = worker.metrics.registry.get_sample_value(
-            "lorastream_vectors_behind_updates", {"kind": "user"}
-        )
-        assert behind == 0
+        sample = worker.metrics.registry.get_sample_value
+        assert sample("lorastream_vectors_behind_updates", {"kind": "user"}) == 0
+        assert sample("lorastream_item_encodings_behind") == 0
+        assert learner.catch_up(0).behind == 0
     finally:
         running.stop(30)
-    newest: dict[bytes, str] = {}
+    newest: dict[bytes, dict[str, Any]] = {}
     for topic in (settings.topics.user_vectors, settings.topics.item_vectors):
         for r in read_topic(settings, topic, idle_s=1.0):
-            newest[r.key] = decode_vector(r.value)["model_version"]
+            newest[r.key] = decode_vector(r.value)
     assert len(newest) == len({e.user_id for e in events} | {e.item_id for e in events})
-    assert set(newest.values()) == {learner.version}
+    assert {doc["model_version"] for doc in newest.values()} == {learner.version}
+    items = learner.item_vectors(learner.known_items())
+    served = np.array([newest[i.encode()]["vector"] for i in items.ids])
+    np.testing.assert_allclose(served, items.vectors, atol=1e-5)
 
 
 @pytest.mark.parametrize(
