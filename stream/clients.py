@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import (
     AuthorizationError,
     CoordinatorNotAvailableError,
@@ -199,7 +199,10 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
             "max_poll_records": settings.batch.max_events,
             "isolation_level": "read_committed",
             "allow_auto_create_topics": False,
-            "partition_assignment_strategy": (CooperativeStickyAssignor,),
+            # eager: a worker's group holds one member (or ranks that start and restart
+            # together), so moving only some partitions gains nothing, and kafka-python's
+            # cooperative protocol was seen to wait forever for its follow-up rebalance
+            "partition_assignment_strategy": (RangePartitionAssignor,),
             # partitions added to the topic (or metadata late for a new one) are noticed
             # within this, not the client's default of five minutes
             "metadata_max_age_ms": METADATA_MAX_AGE_MS,

@@ -171,7 +171,8 @@ def test_a_crash_before_the_first_checkpoint_commits_nothing(
 ) -> None:
     """The worker dies from an error that is no record's fault (here: out of memory) after
     learning a few batches that no checkpoint covers: closing the consumer must not commit
-    them (kafka-python's close() calls on_partitions_revoked)."""
+    them (kafka-python's close() calls on_partitions_revoked). The only durable state is the
+    fresh one, at offset 0 (a rebalance after the first assignment may commit that)."""
     settings = make_settings(
         batch={"max_events": 50, "max_wait_s": 0.3},
         checkpoint={"every_events": 100_000, "every_s": 600.0, "idle_s": 600.0},
@@ -182,7 +183,8 @@ def test_a_crash_before_the_first_checkpoint_commits_nothing(
     worker, _ = start(settings, learner)
     assert isinstance(worker.wait_failed(), MemoryError)
     assert learner.ledger.count >= 250, "several batches were learned and published"
-    assert committed_offsets(settings) == {}, "none of them is durable, none committed"
+    committed = committed_offsets(settings)
+    assert set(committed.values()) <= {0}, f"committed past durable state: {committed}"
 
 
 def test_a_checkpoint_disk_that_fails_stops_the_worker_with_durable_offsets_only(
