@@ -171,8 +171,9 @@ class LLMLearner:
         self._apply_counts(counts, len(events))
         if self.config.replay.enabled:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
-        self._updates += 0 if step.skipped else 1
-        self.items.refresh(self._updates)  # with the adapter the step left
+        if not step.skipped:  # encodings change only with an update (or in catch_up)
+            self._updates += 1
+            self.items.refresh(self._updates)  # with the adapter the step left
         self._ledger.record(e.event_id for e in events)
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]

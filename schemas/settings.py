@@ -310,7 +310,8 @@ class WorkerSettings(BaseModel):
         description="cached item encodings recomputed with the current model per second"
         " while the stream is idle (LLM learner); once none is behind, every vector is"
         " published again, so the topics hold one model's vectors and the version can be"
-        " announced complete; 0: never",
+        " announced complete; 0: never (a version of the LLM learner is then announced only"
+        " when its steps' own cache refreshes left every encoding current)",
     )
     overlap_delivery: Literal["auto", "on", "off"] = Field(
         default="auto",

@@ -256,6 +256,14 @@ class Applier:
             self._redone = 0
         return done
 
+    def rolled_back(self) -> None:
+        """The learner's state was restored (to a checkpoint or a savepoint): vectors
+        published at or after the update it is at now may come from the abandoned state, or
+        may be a failed attempt's records that never reached the topic. They go out again."""
+        self.refresher.rewound(self.learner.updates - 1)
+        self._newest = self.learner.updates
+        self._redone = 0
+
     def _announce(self, timeout_s: float) -> None:
         """Nothing is stale: every published vector is of the current version; say so once
         (unless ranks decide it together: :meth:`current_version`, :meth:`announce`)."""

@@ -37,8 +37,14 @@ class TooManyPoisonRecords(RuntimeError):
 class Savepoints:
     """The newest scratch copy of the learner's state and the dedupe window."""
 
-    def __init__(self, learner: Learner, recent: RecentEvents, root: Path | None = None) -> None:
-        self.learner, self.recent = learner, recent
+    def __init__(
+        self,
+        learner: Learner,
+        recent: RecentEvents,
+        root: Path | None = None,
+        after_rollback: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.learner, self.recent, self.after_rollback = learner, recent, after_rollback
         self._dir = Path(tempfile.mkdtemp(prefix="lorastream-savepoints-", dir=root))
         self._store = CheckpointStore(self._dir, keep=1)
 
@@ -50,6 +56,7 @@ class Savepoints:
         if restored is None:
             raise RuntimeError(f"the savepoint under {self._dir} is gone")
         self.recent.load_array(restored.stream_arrays()["recent_event_hashes"])
+        self.after_rollback()
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

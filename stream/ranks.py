@@ -30,7 +30,10 @@ moves between ranks continues where the group left it.
 
 Every rank keeps the vectors it published current, as a single worker does: each tick
 republishes its stalest ones, and a tick without records anywhere is idle time for the
-refresh. Building vectors does not change the model, so this needs no collective. Whether a
+refresh. Building vectors does not change the model, so this needs no collective; catching
+the cached item encodings up with the model does (they are state the next step reads, and
+the re-encoding is split over the ranks), so every rank does it in the same idle tick with
+the same budget. Whether a
 version is *complete* (every vector on the topics is of it) needs every rank: each says in
 the exchange whether all its published vectors are of the current version, and rank 0
 announces the version on ``topics.vector_versions`` when every rank said so.
@@ -43,13 +46,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.distributed as dist
 from kafka import KafkaConsumer
-from kafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import TypeAdapter
 
 from learners.base import Learner
@@ -178,12 +180,6 @@ def exchange(
 class RankWorker(Worker):
     """A :class:`~stream.worker.Worker` that learns in lockstep with the other ranks."""
 
-    # Ranks start and restart together: an eager assignment hands out every partition in
-    # one rebalance. With the cooperative protocol a group restarted after a kill -9 was seen
-    # to wait forever for the follow-up rebalance (kafka-python 3.0), one partition unread.
-    consumer_overrides: Mapping[str, Any] = {
-        "partition_assignment_strategy": (RangePartitionAssignor,)
-    }
     announces_alone = False  # a version is complete only when it is on every rank
 
     def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:

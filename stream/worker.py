@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_DELIVERY_S = 5.0  # how long an idle refresh waits for acknowledgements
 CATCH_UP_AFTER_S = 1.0  # polls that found nothing for this long: the model stands still
+CATCH_UP_RETRY_S = 60.0  # after a failed idle catch-up
 
 
 class Worker:
@@ -102,8 +103,6 @@ class Worker:
     watchdog ends the process (exit code 3) after ``worker.shutdown_timeout_s``.
     """
 
-    #: consumer settings a kind of worker changes (see ``stream/ranks.py``)
-    consumer_overrides: Mapping[str, Any] = {}
     #: whether this worker alone can tell that a vector version is complete (ranks cannot)
     announces_alone = True
 
@@ -191,7 +190,7 @@ class Worker:
             )
             self._restore(admin)
             stack.callback(self._close_savepoints)
-            consumer = self._consumer = make_consumer(s, **self.consumer_overrides)
+            consumer = self._consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
             await_partitions(consumer, s.topics.events)
             consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
@@ -291,8 +290,13 @@ class Worker:
         if budget <= 0 or not quiet or now - self._last_catch_up < 1.0:
             return
         self._last_catch_up = now
-        with self.stages.time("catch_up"):
-            self.apply.catch_up(budget)
+        try:
+            with self.stages.time("catch_up"):
+                self.apply.catch_up(budget)
+        except Exception as exc:  # optional work (even out of memory): the next step decides
+            self._last_catch_up = now + CATCH_UP_RETRY_S
+            log.warning("idle catch-up deferred %.0fs: %s", CATCH_UP_RETRY_S, exc)
+            return
         self._report_state()
 
     def _refresh_while_idle(self) -> None:
@@ -403,7 +407,9 @@ class Worker:
         self, accepted: list[Any], apply: Callable[[Sequence[Accepted]], Applied] | None = None
     ) -> tuple[Applied, list[Rejection]]:
         if self._savepoints is None:
-            self._savepoints = Savepoints(self.learner, self._recent)
+            self._savepoints = Savepoints(
+                self.learner, self._recent, after_rollback=self.apply.rolled_back
+            )
         limit = self.settings.worker.max_poison_per_batch
         result = isolate(accepted, apply or self.apply, self._savepoints, self.publisher, limit)
         log.info(
@@ -425,6 +431,7 @@ class Worker:
             failure,
         )
         offsets = self.durable.roll_back(failure, failure.cause)
+        self.apply.rolled_back()
         self._batcher.clear()
         for (topic, partition), offset in self.book.rewind(offsets).items():
             if offset is not None:

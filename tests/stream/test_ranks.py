@@ -44,11 +44,14 @@ def newest_manifest(settings: Settings) -> dict[str, Any] | None:
 
 
 def ranks_settings(
-    make_settings: Callable[..., Settings], tmp_path: Path, **sections: dict[str, Any]
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    llm: dict[str, Any] | None = None,
+    **sections: dict[str, Any],
 ) -> Settings:
     model = build_random_backbone("qwen2-tiny", tmp_path / "model")
     settings = make_settings(
-        learner={"kind": "llm", "llm": {"model": str(model)}},
+        learner={"kind": "llm", "llm": {"model": str(model), **(llm or {})}},
         batch={"max_events": 32, "max_wait_s": 0.3},
         checkpoint={"every_events": 48, "idle_s": 1.0},
         distributed={"timeout_s": 30},
@@ -96,8 +99,11 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     prefix = make_settings().topics.events.removesuffix(".events")
-    settings = ranks_settings(
-        make_settings, tmp_path, topics={"vector_versions": f"{prefix}.vector-versions"}
+    settings = ranks_settings(  # no per-step cache refresh: the idle ticks must catch up
+        make_settings,
+        tmp_path,
+        llm={"cache_refresh_per_step": 0},
+        topics={"vector_versions": f"{prefix}.vector-versions"},
     )
     events = make_events(240, n_users=24, n_items=40)
     gone = "user-3"  # deleted after its events: every rank forgets it, its rank tombstones it
