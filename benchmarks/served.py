@@ -3,9 +3,11 @@ the learner's own ranking at the same moment.
 
 A MovieLens stream (the first ``--train-share`` of it by time) goes through the real
 worker over a real broker with default settings; when the worker has caught up and gone
-idle for a while, the vector topics are read from the beginning (what a serving index
-would hold: each user's and item's newest vector, computed under whichever model update
-was current when it was published) and the learner's own scores are computed for the same
+idle, it catches its item encodings up with the current model and re-publishes the
+catalog and its users until it announces the version complete on
+``topics.vector_versions`` (``catalog_republish_s`` is how long that took from the last
+batch); then the vector topics are read from the beginning (what a serving index would
+hold: each user's and item's newest vector) and the learner's own scores are computed for the same
 users. Each returning user's future positives (the rest of the stream, rating ≥ 3.5, not
 consumed before) are ranked against the whole catalog, leaving out what the user consumed:
 HR@10 (a user hits when any of their future positives is in their top 10), recall@10 and
@@ -26,12 +28,16 @@ from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.baselines import Blend, Counts, DecayedPopularity, is_positive
-from benchmarks.harness import Row, bench_settings, write_results
+from benchmarks.harness import BenchmarkFailed, Row, bench_settings, write_results
 from schemas.events import InteractionEvent
+
+if TYPE_CHECKING:
+    from benchmarks.running import RunningWorker
 
 __all__ = ["ServedQuality", "bars", "main", "measure"]
 
@@ -46,8 +52,10 @@ class ServedQuality:
     ranked: list[str]  # the users ranked (returning, with future positives)
     lag_p50: float
     lag_p99: float
-    encoding_age_p50: float  # updates since the item encodings item vectors use were made
+    encoding_age_p50: float  # updates since the item encodings were made, after the last batch
     encoding_age_p99: float
+    republish_s: float  # last batch → every vector on the topics of one model, announced
+    catalog: int  # items the learner knows (each re-encoded and re-published at most once)
     seconds: float
 
 
@@ -107,11 +115,15 @@ def measure(
             checkpoint={"every_events": 10_000},
             learner={"kind": "llm"},
         )
+        run = settings.topics.events.removesuffix(".events")
+        topics = settings.topics.model_copy(update={"vector_versions": f"{run}.versions"})
+        settings = settings.model_copy(update={"topics": topics})
         learner = LLMLearner(LLMConfig())
         with RunningWorker(settings, learner) as running:
             send(settings, events[:split])
             running.wait_for(split, 4 * 3600)
-            time.sleep(30.0)  # idle: the worker refreshes stale vectors meanwhile
+            ages = learner.items.catalog.ages(learner.updates)  # as the last batch left them
+            republish_s = _until_complete(running, learner.version, 1800.0)
             index = VectorIndex.from_topics(settings, timeout_s=1800.0)
     users = [u for u in future if u in index.users and u in learner.history]
     served, own = {}, {}
@@ -125,7 +137,6 @@ def measure(
         own[user] = [items[j] for j in np.argsort(-mine, kind="stable") if items[j] not in consumed]
     docs = index.user_docs
     lag = [learner.updates - _update_of(docs[u].get("model_version", "")) for u in users]
-    ages = learner.items.catalog.ages(learner.updates)
     return ServedQuality(
         served=_figures(served, future),
         learner=_figures(own, future),
@@ -135,8 +146,21 @@ def measure(
         lag_p99=float(np.percentile(lag, 99)) if lag else float("nan"),
         encoding_age_p50=float(np.percentile(ages, 50)) if len(ages) else float("nan"),
         encoding_age_p99=float(np.percentile(ages, 99)) if len(ages) else float("nan"),
+        republish_s=republish_s,
+        catalog=len(items),
         seconds=time.perf_counter() - started,
     )
+
+
+def _until_complete(running: RunningWorker, version: str, timeout_s: float) -> float:
+    """Seconds from the last batch's acknowledgement until the worker announced ``version``
+    complete (every vector on both topics of it, built from encodings of that model)."""
+    deadline = time.monotonic() + timeout_s
+    while running.worker.apply.announced != version:
+        if not running.alive or time.monotonic() > deadline:
+            raise BenchmarkFailed(f"version {version} not announced complete: {running.app.error}")
+        time.sleep(0.1)
+    return time.perf_counter() - running.marks[-1][0]
 
 
 def _update_of(model_version: str) -> int:
@@ -158,6 +182,8 @@ def rows(result: ServedQuality, stream: str) -> list[Row]:
         Row(name, stream, "update_lag_p99", result.lag_p99, "updates"),
         Row(name, stream, "item_encoding_age_p50", result.encoding_age_p50, "updates"),
         Row(name, stream, "item_encoding_age_p99", result.encoding_age_p99, "updates"),
+        Row(name, stream, "catalog_republish_s", result.republish_s, "s"),
+        Row(name, stream, "catalog_items", float(result.catalog), "count"),
     ]
     return out
 
