@@ -159,6 +159,24 @@ def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     check_every_event_once(settings, first + second)
 
 
+def test_the_group_grows_and_shrinks_by_restarting_from_its_checkpoint(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """One worker, then two ranks, then one worker again, on one checkpoint directory and
+    group: each resumes from the checkpoint the last left, with the new assignment."""
+    settings = ranks_settings(make_settings, tmp_path)
+    config = write_config(tmp_path / "w.toml", settings)
+    parts = [make_events(96, 24, 40, seed=s) for s in (3, 4, 5)]
+    for k, (part, world) in enumerate(zip(parts, ("1", "2", "1"), strict=True)):
+        send_raw(settings, [event_record(e) for e in part])
+        extra = ("--world-size", world, "--max-restarts", "0") if world != "1" else ()
+        run = WorkerProcess(config, tmp_path / f"w{k}.log", *extra)
+        run.wait_for(lambda: all_committed(settings), 240, f"part {k} committed ({world})")
+        assert run.stop() == 0, run.tail()
+        check_every_event_once(settings, [e for p in parts[: k + 1] for e in p])
+    assert "rank 1 of 2" in (tmp_path / "w1.log").read_text()
+
+
 def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_lettered(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
