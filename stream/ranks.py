@@ -64,10 +64,11 @@ from stream.batcher import Batch
 from stream.clients import StreamSetupError
 from stream.decode import Accepted, RawRecord, Rejection
 from stream.durable import WorkerFailed
+from stream.idle import REFRESH_DELIVERY_S
 from stream.observers import BatchSummary
 from stream.offsets import PartitionKey
 from stream.publisher import DeliveryError
-from stream.worker import REFRESH_DELIVERY_S, Worker, position_of
+from stream.worker import Worker, position_of
 
 __all__ = ["RankWorker", "Tick", "exchange", "join_group"]
 
@@ -330,7 +331,7 @@ class RankWorker(Worker):
             items = len(learner.known_items()) if topics.produce_item_vectors else 0
             timeout_s = min(REFRESH_DELIVERY_S, self.settings.worker.delivery_timeout_s)
             self.apply.announce(str(tick.current), len(learner.known_users()), items, timeout_s)
-        self._refresh_while_idle()
+        self.idle_work.refresh()
 
     def _checkpoint(self, consumer: KafkaConsumer, offsets: dict[PartitionKey, int]) -> None:
         """Steps 4-5 with every rank: rank 0 writes, then each commits its partitions."""

@@ -39,6 +39,7 @@ from stream.decode import Accepted, Decoded, Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
 from stream.durable import DurableState, StateLost, WorkerFailed
 from stream.http import Health
+from stream.idle import IdleWork
 from stream.metrics import WorkerMetrics
 from stream.observers import (
     BatchObserver,
@@ -51,7 +52,7 @@ from stream.offsets import OffsetBook, PartitionKey
 from stream.poison import Savepoints, isolate
 from stream.policies import DeadLetterPolicy, ErrorPolicy, InvalidRecord, StopPolicy
 from stream.privacy import Pseudonymizer
-from stream.publisher import DeliveryError, Publisher
+from stream.publisher import Publisher
 from stream.rebalance import Rebalance, commit_map
 from stream.stages import StageClock
 
@@ -66,10 +67,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-REFRESH_DELIVERY_S = 5.0  # how long an idle refresh waits for acknowledgements
-CATCH_UP_AFTER_S = 1.0  # polls that found nothing for this long: the model stands still
-CATCH_UP_RETRY_S = 60.0  # after a failed idle catch-up
 
 
 class Worker:
@@ -147,8 +144,6 @@ class Worker:
         self.schedule = self.durable.schedule
         self._stop = threading.Event()
         self._suspects: set[tuple[str, int, int]] = set()  # records of a batch that failed
-        self._last_refresh = 0.0
-        self._last_catch_up = 0.0
         self._savepoints: Savepoints | None = None
         self._in_flight: _InFlight | None = None  # learned, output not yet acknowledged
         mode = s.worker.overlap_delivery
@@ -187,6 +182,9 @@ class Worker:
                 s.topics,
                 self.stages,
                 announces=self.announces_alone,
+            )
+            self.idle_work = IdleWork(
+                s, self.apply, self.health, self.metrics, self.stages, self._report_state
             )
             self._restore(admin)
             stack.callback(self._close_savepoints)
@@ -250,8 +248,8 @@ class Worker:
                 self._confirm()  # nothing to overlap with
                 self.schedule.idle(time.monotonic())
                 if not len(self._batcher):
-                    self._catch_up_while_idle()
-                    self._refresh_while_idle()
+                    self.idle_work.catch_up(self.schedule.idle_for(time.monotonic()))
+                    self.idle_work.refresh()
             if self._batcher.close_when_caught_up and len(self._batcher):
                 placed = self.book.assigned() - self.book.unplaced()
                 if at_high_watermark(consumer, placed):
@@ -279,44 +277,6 @@ class Worker:
         self.records_seen += len(decoded)
         self.metrics.records_consumed.inc(len(decoded))
         return True
-
-    def _catch_up_while_idle(self) -> None:
-        """Recompute the learner's derived state (cached item encodings) with its current
-        model, within a budget per second: the vectors published next, and a version
-        announced complete, are then of one model."""
-        budget = self.settings.worker.catch_up_when_idle
-        now = time.monotonic()
-        quiet = self.schedule.idle_for(now) >= CATCH_UP_AFTER_S  # not a gap between batches
-        if budget <= 0 or not quiet or now - self._last_catch_up < 1.0:
-            return
-        self._last_catch_up = now
-        try:
-            with self.stages.time("catch_up"):
-                self.apply.catch_up(budget)
-        except Exception as exc:  # optional work (even out of memory): the next step decides
-            self._last_catch_up = now + CATCH_UP_RETRY_S
-            log.warning("idle catch-up deferred %.0fs: %s", CATCH_UP_RETRY_S, exc)
-            return
-        self._report_state()
-
-    def _refresh_while_idle(self) -> None:
-        """Publish stale users' and items' vectors again, within a budget per second. This
-        is optional work: it waits for the broker briefly (the loop must go on beating and
-        reporting readiness) and a failure only defers it."""
-        budget = self.settings.topics.refresh_when_idle
-        now = time.monotonic()
-        if budget <= 0 or now - self._last_refresh < 1.0 or not self.health.broker_connected:
-            return
-        self._last_refresh = now
-        timeout_s = min(REFRESH_DELIVERY_S, self.settings.worker.delivery_timeout_s)
-        try:
-            sent = self.apply.refresh(budget, timeout_s)
-        except DeliveryError as exc:
-            log.warning("idle refresh deferred: %s", exc)
-            return
-        for kind, n in sent.items():
-            self.metrics.vectors_produced.labels(kind).inc(n)
-        self._report_state()
 
     def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,
