@@ -139,16 +139,29 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
 def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
+    """One worker, then two ranks, one of them killed mid-stream, then one worker again, on
+    one checkpoint directory and group: the group grows, recovers and shrinks by restarting
+    from its newest checkpoint, with every event in the final state once."""
     import os
 
     import psutil
 
     settings = ranks_settings(make_settings, tmp_path)
     first, second = make_events(160, 24, 40, seed=1), make_events(160, 24, 40, seed=2)
-    send_raw(settings, [event_record(e) for e in first])
+    third = make_events(48, 24, 40, seed=3)
     config = write_config(tmp_path / "w.toml", settings)
+
+    def alone(events: list[Any], log: str) -> None:  # one plain worker over the group
+        send_raw(settings, [event_record(e) for e in events])
+        worker = WorkerProcess(config, tmp_path / log)
+        worker.wait_for(lambda: all_committed(settings), 240, f"{log}: every offset committed")
+        assert worker.stop() == 0, worker.tail()
+
+    alone(first[:64], "alone-1.log")
+    alone_left = newest_manifest(settings)
+    send_raw(settings, [event_record(e) for e in first[64:]])
     ranks = WorkerProcess(config, tmp_path / "w.log", "--world-size", "2", "--max-restarts", "2")
-    ranks.wait_for(lambda: newest_manifest(settings) is not None, 240, "a first checkpoint")
+    ranks.wait_for(lambda: newest_manifest(settings) != alone_left, 240, "the ranks' checkpoint")
     workers = psutil.Process(ranks.proc.pid).children()
     rank_1 = next(w for w in workers if w.environ().get("RANK") == "1")
     os.kill(rank_1.pid, signal.SIGKILL)
@@ -157,24 +170,8 @@ def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     wait_for(lambda: "restart" in ranks.log.read_text().lower(), 5, "torchrun restarted the group")
     assert ranks.stop() == 0, ranks.tail()
     check_every_event_once(settings, first + second)
-
-
-def test_the_group_grows_and_shrinks_by_restarting_from_its_checkpoint(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
-    """One worker, then two ranks, then one worker again, on one checkpoint directory and
-    group: each resumes from the checkpoint the last left, with the new assignment."""
-    settings = ranks_settings(make_settings, tmp_path)
-    config = write_config(tmp_path / "w.toml", settings)
-    parts = [make_events(96, 24, 40, seed=s) for s in (3, 4, 5)]
-    for k, (part, world) in enumerate(zip(parts, ("1", "2", "1"), strict=True)):
-        send_raw(settings, [event_record(e) for e in part])
-        extra = ("--world-size", world, "--max-restarts", "0") if world != "1" else ()
-        run = WorkerProcess(config, tmp_path / f"w{k}.log", *extra)
-        run.wait_for(lambda: all_committed(settings), 240, f"part {k} committed ({world})")
-        assert run.stop() == 0, run.tail()
-        check_every_event_once(settings, [e for p in parts[: k + 1] for e in p])
-    assert "rank 1 of 2" in (tmp_path / "w1.log").read_text()
+    alone(third, "alone-2.log")
+    check_every_event_once(settings, first + second + third)
 
 
 def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_lettered(
