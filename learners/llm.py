@@ -203,6 +203,7 @@ class LLMLearner:
         if len(ages):
             p50, p99 = np.percentile(ages, [50, 99])
             metrics["item_encoding_age_p50"], metrics["item_encoding_age_p99"] = p50, p99
+            metrics["item_encodings_behind"] = float(np.count_nonzero(ages))
         if outcome.candidates:
             metrics["eval_candidates"] = float(outcome.candidates)
             metrics["eval_full_catalog"] = float(outcome.full_catalog)

@@ -60,11 +60,12 @@ class IdleWork:
         self._next_catch_up = now + 1.0
         try:
             with self.stages.time("catch_up"):
-                self.apply.catch_up(budget)
+                done = self.apply.catch_up(budget)
         except Exception as exc:  # optional work (even out of memory): the next step decides
             self._next_catch_up = now + CATCH_UP_RETRY_S
             log.warning("idle catch-up deferred %.0fs: %s", CATCH_UP_RETRY_S, exc)
             return
+        self.metrics.item_encodings_behind.set(done.behind)
         self.report_state()
 
     def refresh(self) -> None:

@@ -166,6 +166,8 @@ class MetricsRecorder:
             age = report.metrics.get(f"item_encoding_age_p{percentile}")
             if age is not None:
                 m.item_encoding_age.labels(percentile).set(age)
+        if "item_encodings_behind" in report.metrics:
+            m.item_encodings_behind.set(report.metrics["item_encodings_behind"])
         for kind in ("allocated", "reserved"):
             memory = report.metrics.get(f"gpu_memory_{kind}_bytes")
             if memory is not None:

@@ -324,7 +324,8 @@ class RankWorker(Worker):
         per_tick = self.settings.worker.catch_up_when_idle * self.settings.batch.max_wait_s
         if per_tick > 0:
             with self.stages.time("catch_up"):
-                self.apply.catch_up(max(1, int(per_tick)))
+                done = self.apply.catch_up(max(1, int(per_tick)))
+            self.metrics.item_encodings_behind.set(done.behind)
         fresh = tick.current is not None and tick.current != self.apply.announced
         if fresh and self.shard.rank == 0:  # every known id is some rank's published vector
             learner, topics = self.learner, self.settings.topics

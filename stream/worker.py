@@ -416,7 +416,6 @@ class Worker:
         for kind in ("user", "item"):
             behind = refresher.behind(kind, self.learner.updates)
             self.metrics.vectors_behind.labels(kind).set(behind)
-        self.metrics.item_encodings_behind.set(self.learner.catch_up(0).behind)
 
     def _heartbeat(self, consumer: KafkaConsumer) -> None:
         self._report_contact(consumer)
