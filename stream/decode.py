@@ -120,7 +120,7 @@ class Decoder:
                 " documents, or raise the limit.",
             )
         try:
-            event = STREAM_RECORD.validate_json(value)
+            event = _validate(value)
         except ValidationError as exc:
             return _rejection(record, exc)
         key = record.key
@@ -135,6 +135,16 @@ class Decoder:
         if self.pseudonymizer is not None:
             event = event.model_copy(update={"user_id": self.pseudonymizer(event.user_id)})
         return Accepted(record, event)
+
+
+def _validate(value: bytes) -> InteractionEvent | UserDeletion:
+    """The record as an interaction or a deletion. Interactions, nearly every record, are
+    validated as one model first: the union's callable discriminator costs a quarter of the
+    validation. Anything else goes through the union, whose errors name the right model."""
+    try:
+        return InteractionEvent.model_validate_json(value)
+    except ValidationError:
+        return STREAM_RECORD.validate_json(value)
 
 
 def _rejection(record: RawRecord, exc: ValidationError) -> Rejection:
