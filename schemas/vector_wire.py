@@ -4,8 +4,10 @@
 :func:`decode_vector` tells them apart by the first byte (``{`` or the magic ``L``).
 
 JSON is the :class:`~schemas.vectors.UserVector` / :class:`~schemas.vectors.ItemVector`
-document. The binary frame carries the same document without its numbers, then the
-numbers packed (all integers little-endian)::
+document (:func:`encode_json`), its numbers float32 in their shortest form that reads back
+to the same float32, so a reader's float32 ranks exactly as the learner did. The binary
+frame carries the same document without its numbers, then the numbers packed (all
+integers little-endian)::
 
     offset  bytes        field
     0       4            magic b"LSV1"
@@ -31,20 +33,30 @@ to the frame's precision):
 >>> doc = decode_vector(frame)
 >>> doc["vector"], doc["sparse"]
 ([0.60009765625, 0.7998046875], {'indices': [5], 'values': [1.0]})
+>>> encode_json({"item_id": "sku-7", "dim": 2}, np.array([0.6, 1 / 3]), None)
+b'{"item_id":"sku-7","dim":2,"vector":[0.6,0.33333334]}'
 >>> decode_vector(b'{"item_id": "sku-7", "vector": [0.6, 0.8]}')["vector"]
 [0.6, 0.8]
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import orjson
 
-__all__ = ["MAGIC", "VectorEncoding", "WireVector", "decode_vector", "encode_frame", "read_vector"]
+__all__ = [
+    "MAGIC",
+    "VectorEncoding",
+    "WireVector",
+    "decode_vector",
+    "encode_frame",
+    "encode_json",
+    "read_vector",
+]
 
 MAGIC = b"LSV1"
 _HEAD = struct.Struct("<4sB3xIII")  # magic, dtype, reserved, dim, nnz, document bytes
@@ -67,6 +79,23 @@ class VectorEncoding(StrEnum):
         return _DTYPES[self.code]
 
 
+def encode_json(
+    document: dict[str, Any],
+    vector: np.ndarray,
+    sparse: tuple[np.ndarray, np.ndarray] | None,
+) -> bytes:
+    """One JSON record: ``document`` with ``vector`` and ``sparse`` added as float32 lists.
+    orjson writes the arrays without a Python float per entry (10-20× json.dumps here)."""
+    doc = {**document, "vector": np.ascontiguousarray(vector, dtype=np.float32)}
+    if sparse is not None:
+        indices, values = sparse
+        doc["sparse"] = {
+            "indices": np.ascontiguousarray(indices, dtype=np.int64),
+            "values": np.ascontiguousarray(values, dtype=np.float32),
+        }
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def encode_frame(
     document: dict[str, Any],
     vector: np.ndarray,
@@ -76,7 +105,7 @@ def encode_frame(
     """One binary record: ``document`` (without numbers), the dense and sparse vectors."""
     dtype = encoding.dtype
     indices, values = sparse if sparse is not None else (np.zeros(0), np.zeros(0))
-    meta = json.dumps(document, separators=(",", ":")).encode()
+    meta = orjson.dumps(document)
     head = _HEAD.pack(MAGIC, encoding.code, len(vector), len(indices), len(meta))
     return b"".join(
         (
@@ -107,7 +136,7 @@ class WireVector:
 def read_vector(value: bytes) -> WireVector:
     """Decode a JSON or binary vector record; raises ValueError on anything else."""
     if value[:1] == b"{":
-        doc = json.loads(value)
+        doc = orjson.loads(value)
         sparse = doc.pop("sparse", None) or {"indices": [], "values": []}
         return WireVector(
             doc,
@@ -124,7 +153,7 @@ def read_vector(value: bytes) -> WireVector:
     at = _HEAD.size + n
     if len(value) != at + dim * dtype.itemsize + nnz * (4 + dtype.itemsize):
         raise ValueError("an LSV1 frame's length does not match its header")
-    doc = json.loads(value[_HEAD.size : at])
+    doc = orjson.loads(value[_HEAD.size : at])
     vector = np.frombuffer(value, dtype, dim, at)
     indices = np.frombuffer(value, "<u4", nnz, at + dim * dtype.itemsize)
     values = np.frombuffer(value, dtype, nnz, at + dim * dtype.itemsize + 4 * nnz)
@@ -137,7 +166,7 @@ def decode_vector(value: bytes) -> dict[str, Any]:
     """The record as the JSON document (``vector`` and ``sparse`` as lists), whatever its
     encoding: what :class:`~schemas.vectors.UserVector` / ``ItemVector`` validate."""
     if value[:1] == b"{":
-        return dict(json.loads(value))
+        return dict(orjson.loads(value))
     wire = read_vector(value)
     doc = dict(wire.document)
     doc["vector"] = wire.vector.tolist()

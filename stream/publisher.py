@@ -13,7 +13,6 @@ so that one batch's output can be confirmed while the next batch's is still in f
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from kafka.errors import AuthorizationError, KafkaError, KafkaTimeoutError
 
 from learners.base import VectorBatch
 from schemas.settings import TopicSettings
-from schemas.vector_wire import VectorEncoding, encode_frame
+from schemas.vector_wire import VectorEncoding, encode_frame, encode_json
 from schemas.vectors import VectorVersion
 from stream.decode import Rejection
 
@@ -117,29 +116,12 @@ def _encode(
     """The documents with their numbers: as JSON lists, or packed in a binary frame."""
     if not np.isfinite(batch.vectors).all():
         raise ValueError("the learner produced non-finite vectors")
-    if encoding is not VectorEncoding.JSON:
-        dense = batch.vectors.astype(encoding.dtype)  # [n, dim], converted once
-        return [
-            encode_frame(doc, dense[k], batch.sparse[k] if batch.sparse else None, encoding)
-            for k, doc in enumerate(docs)
-        ]
-    rows = _rounded(batch.vectors)
-    out = []
-    for k, doc in enumerate(docs):
-        doc["vector"] = rows[k]
-        if batch.sparse:
-            doc["sparse"] = _sparse(*batch.sparse[k])
-        out.append(json.dumps(doc, separators=(",", ":")).encode())
-    return out
-
-
-def _sparse(indices: np.ndarray, values: np.ndarray) -> dict[str, list[Any]]:
-    return {"indices": indices.astype(np.int64).tolist(), "values": _rounded(values[None, :])[0]}
-
-
-def _rounded(vectors: np.ndarray) -> list[list[float]]:
-    # float32 has ~7 significant digits; rounding keeps the JSON short.
-    return np.asarray(vectors, dtype=np.float64).round(7).tolist()  # type: ignore[no-any-return]
+    sparse: list[tuple[np.ndarray, np.ndarray] | None] = list(batch.sparse) or [None] * len(docs)
+    if encoding is VectorEncoding.JSON:
+        dense = np.ascontiguousarray(batch.vectors, dtype=np.float32)  # [n, dim]
+        return [encode_json(doc, dense[k], sparse[k]) for k, doc in enumerate(docs)]
+    dense = batch.vectors.astype(encoding.dtype)  # [n, dim], converted once
+    return [encode_frame(doc, dense[k], sparse[k], encoding) for k, doc in enumerate(docs)]
 
 
 class Publisher:

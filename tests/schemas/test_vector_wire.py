@@ -9,7 +9,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from schemas.vector_wire import MAGIC, VectorEncoding, decode_vector, encode_frame, read_vector
+from schemas.vector_wire import (
+    MAGIC,
+    VectorEncoding,
+    decode_vector,
+    encode_frame,
+    encode_json,
+    read_vector,
+)
 from schemas.vectors import UserVector
 
 DOC = {
@@ -91,13 +98,5 @@ def test_float16_frames_take_under_a_third_of_the_json_bytes() -> None:
     vector, (indices, values) = _numbers()
     doc = {**DOC, "consumed": None}
     frame = encode_frame(doc, vector, (indices, values), VectorEncoding.F16)
-    rounded = {
-        **doc,
-        "vector": vector.astype(np.float64).round(7).tolist(),
-        "sparse": {
-            "indices": indices.tolist(),
-            "values": values.astype(np.float64).round(7).tolist(),
-        },
-    }
-    as_json = json.dumps(rounded, separators=(",", ":")).encode()
+    as_json = encode_json(doc, vector, (indices, values))
     assert len(frame) < 0.3 * len(as_json), (len(frame), len(as_json))
