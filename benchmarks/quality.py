@@ -115,6 +115,14 @@ class Families:
         return dropped, notes
 
 
+def retrain_every(args: argparse.Namespace, run: StreamRun) -> int:
+    """Events between batch retrains: ``--retrain-every``, or a quarter of the stream, so
+    that every stream sees three retrains (a bar that never retrains is a frozen model)."""
+    if args.retrain_every is not None:
+        return int(args.retrain_every)
+    return len(run.events) // 4
+
+
 def contenders_for(args: argparse.Namespace, run: StreamRun) -> tuple[list[Contender], Families]:
     counts = Counts(half_life_grid())
     families = Families()
@@ -134,8 +142,9 @@ def contenders_for(args: argparse.Namespace, run: StreamRun) -> tuple[list[Conte
     )
     out += families.add("EASE", [EASE(counts, lam, args.ease_every) for lam in (100.0, 500.0)])
     out += [SessionKNN(counts), SASRec(counts), RiverMF()]
-    if args.retrain_every:
-        out.append(BatchRetrained(llm, args.retrain_every, args.retrain_window))
+    every = retrain_every(args, run)
+    if every:
+        out.append(BatchRetrained(llm, every, args.retrain_window))
     return out, families
 
 
@@ -183,7 +192,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--streams", default="synthetic,movielens")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--ease-every", type=int, default=5000)
-    parser.add_argument("--retrain-every", type=int, default=20_000, help="0: no batch retrain")
+    parser.add_argument(
+        "--retrain-every", type=int, default=None, help="default: a quarter of each stream; 0: off"
+    )
     parser.add_argument("--retrain-window", type=int, default=20_000)
     parser.add_argument(
         "--ablations",
@@ -216,9 +227,9 @@ def main(argv: list[str]) -> int:
             "synthetic_events": 40_000 if args.full else args.synthetic_events,
             "movielens_events": args.movielens_events or "all",
             "ease_every": args.ease_every,
-            "retrain": f"every {args.retrain_every}, last {args.retrain_window}"
-            if args.retrain_every
-            else "off",
+            "retrain": "off"
+            if args.retrain_every == 0
+            else f"every {args.retrain_every or 'quarter'}, last {args.retrain_window}",
             **({"ablations": args.ablations} if args.ablations else {}),
             "protocol": "prequential, full catalog, seen items excluded on MovieLens, ties fair",
         },
