@@ -41,6 +41,7 @@ b'{"item_id":"sku-7","dim":2,"vector":[0.6,0.33333334]}'
 
 from __future__ import annotations
 
+import json
 import struct
 from enum import StrEnum
 from typing import Any
@@ -105,7 +106,7 @@ def encode_frame(
     """One binary record: ``document`` (without numbers), the dense and sparse vectors."""
     dtype = encoding.dtype
     indices, values = sparse if sparse is not None else (np.zeros(0), np.zeros(0))
-    meta = orjson.dumps(document)
+    meta = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     head = _HEAD.pack(MAGIC, encoding.code, len(vector), len(indices), len(meta))
     return b"".join(
         (
@@ -136,7 +137,9 @@ class WireVector:
 def read_vector(value: bytes) -> WireVector:
     """Decode a JSON or binary vector record; raises ValueError on anything else."""
     if value[:1] == b"{":
-        doc = orjson.loads(value)
+        doc = json.loads(
+            value
+        )  # not orjson: it refuses NaN and huge ints a foreign writer may send
         sparse = doc.pop("sparse", None) or {"indices": [], "values": []}
         return WireVector(
             doc,
@@ -153,7 +156,7 @@ def read_vector(value: bytes) -> WireVector:
     at = _HEAD.size + n
     if len(value) != at + dim * dtype.itemsize + nnz * (4 + dtype.itemsize):
         raise ValueError("an LSV1 frame's length does not match its header")
-    doc = orjson.loads(value[_HEAD.size : at])
+    doc = json.loads(value[_HEAD.size : at])
     vector = np.frombuffer(value, dtype, dim, at)
     indices = np.frombuffer(value, "<u4", nnz, at + dim * dtype.itemsize)
     values = np.frombuffer(value, dtype, nnz, at + dim * dtype.itemsize + 4 * nnz)
@@ -166,7 +169,7 @@ def decode_vector(value: bytes) -> dict[str, Any]:
     """The record as the JSON document (``vector`` and ``sparse`` as lists), whatever its
     encoding: what :class:`~schemas.vectors.UserVector` / ``ItemVector`` validate."""
     if value[:1] == b"{":
-        return dict(orjson.loads(value))
+        return dict(json.loads(value))
     wire = read_vector(value)
     doc = dict(wire.document)
     doc["vector"] = wire.vector.tolist()

@@ -114,14 +114,24 @@ def _encode(
     docs: list[dict[str, Any]], batch: VectorBatch, encoding: VectorEncoding
 ) -> list[bytes]:
     """The documents with their numbers: as JSON lists, or packed in a binary frame."""
-    if not np.isfinite(batch.vectors).all():
-        raise ValueError("the learner produced non-finite vectors")
-    sparse: list[tuple[np.ndarray, np.ndarray] | None] = list(batch.sparse) or [None] * len(docs)
+    dtype = np.dtype(np.float32) if encoding is VectorEncoding.JSON else encoding.dtype
+    dense = np.ascontiguousarray(batch.vectors, dtype=dtype)  # [n, dim], converted once
+    sparse = [(i, np.ascontiguousarray(v, dtype=dtype)) for i, v in batch.sparse]
+    _check_finite(dense, sparse, dtype)
+    rows: list[tuple[np.ndarray, np.ndarray] | None] = list(sparse) or [None] * len(docs)
     if encoding is VectorEncoding.JSON:
-        dense = np.ascontiguousarray(batch.vectors, dtype=np.float32)  # [n, dim]
-        return [encode_json(doc, dense[k], sparse[k]) for k, doc in enumerate(docs)]
-    dense = batch.vectors.astype(encoding.dtype)  # [n, dim], converted once
-    return [encode_frame(doc, dense[k], sparse[k], encoding) for k, doc in enumerate(docs)]
+        return [encode_json(doc, dense[k], rows[k]) for k, doc in enumerate(docs)]
+    return [encode_frame(doc, dense[k], rows[k], encoding) for k, doc in enumerate(docs)]
+
+
+def _check_finite(
+    dense: np.ndarray, sparse: list[tuple[np.ndarray, np.ndarray]], dtype: np.dtype[Any]
+) -> None:
+    """Refuse numbers the wire cannot carry: non-finite ones, or beyond ``dtype``'s range."""
+    if np.isfinite(dense).all() and all(np.isfinite(v).all() for _, v in sparse):
+        return
+    hint = "; float16 ends at ±65504: use binary-f32" if dtype.itemsize == 2 else ""
+    raise ValueError(f"the learner produced vectors that are not finite as {dtype}{hint}")
 
 
 class Publisher:

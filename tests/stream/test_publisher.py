@@ -3,6 +3,7 @@ the real local Kafka broker), and what it sends again when the broker refused a 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +14,12 @@ from helpers import create_topic, read_topic
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
+from learners.base import VectorBatch
 from schemas.settings import Settings
+from schemas.vector_wire import VectorEncoding
+from schemas.vectors import UserVector
 from stream.clients import make_producer
-from stream.publisher import Publisher
+from stream.publisher import Publisher, user_vector_values
 
 
 @pytest.mark.kafka
@@ -122,3 +126,36 @@ def test_a_batch_counts_as_settled_once_every_record_of_it_has_an_answer(
     producer.futures[1].failure(KafkaTimeoutError("expired"))
     assert publisher.all_acknowledged(first)  # answered: deliver() re-sends the refused one
     assert not publisher.all_acknowledged(second)
+
+
+def _batch(vectors: list[list[float]], sparse: list[float]) -> VectorBatch:
+    return VectorBatch(
+        ids=["u"],
+        vectors=np.array(vectors),
+        version="v1",
+        sparse=[(np.array([7]), np.array(sparse))],
+    )
+
+
+def test_json_vectors_read_back_as_the_learners_float32_bit_for_bit() -> None:
+    rows = np.random.default_rng(0).standard_normal((3, 385)).astype(np.float32) / 20
+    batch = VectorBatch(ids=["a", "b", "c"], vectors=rows, version="v1")
+    for k, value in enumerate(user_vector_values(batch, "2026-01-01T00:00:00+00:00")):
+        doc = json.loads(value)  # any JSON reader
+        UserVector.model_validate(doc)
+        assert np.array_equal(np.array(doc["vector"], dtype=np.float32), rows[k])
+
+
+@pytest.mark.parametrize(
+    ("encoding", "vectors", "sparse", "hint"),
+    [
+        (VectorEncoding.JSON, [[1e39, 0.0]], [1.0], "float32"),  # past float32 once cast
+        (VectorEncoding.JSON, [[1.0, 0.0]], [float("nan")], "float32"),  # the sparse part too
+        (VectorEncoding.F16, [[7e4, 0.0]], [1.0], "binary-f32"),
+    ],
+)
+def test_numbers_the_wire_cannot_carry_are_refused_not_written_as_null(
+    encoding: VectorEncoding, vectors: list[list[float]], sparse: list[float], hint: str
+) -> None:
+    with pytest.raises(ValueError, match=hint), np.errstate(over="ignore"):
+        user_vector_values(_batch(vectors, sparse), "2026-01-01T00:00:00+00:00", encoding)
