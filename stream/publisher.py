@@ -114,24 +114,25 @@ def _encode(
     docs: list[dict[str, Any]], batch: VectorBatch, encoding: VectorEncoding
 ) -> list[bytes]:
     """The documents with their numbers: as JSON lists, or packed in a binary frame."""
+    if not (
+        np.isfinite(batch.vectors).all() and all(np.isfinite(v).all() for _, v in batch.sparse)
+    ):
+        raise ValueError("the learner produced non-finite vectors")
     dtype = np.dtype(np.float32) if encoding is VectorEncoding.JSON else encoding.dtype
-    dense = np.ascontiguousarray(batch.vectors, dtype=dtype)  # [n, dim], converted once
-    sparse = [(i, np.ascontiguousarray(v, dtype=dtype)) for i, v in batch.sparse]
-    _check_finite(dense, sparse, dtype)
-    rows: list[tuple[np.ndarray, np.ndarray] | None] = list(sparse) or [None] * len(docs)
+    dense = _saturated(batch.vectors, dtype)  # [n, dim], converted once
+    rows: list[tuple[np.ndarray, np.ndarray] | None] = [
+        (i, _saturated(v, dtype)) for i, v in batch.sparse
+    ] or [None] * len(docs)
     if encoding is VectorEncoding.JSON:
         return [encode_json(doc, dense[k], rows[k]) for k, doc in enumerate(docs)]
     return [encode_frame(doc, dense[k], rows[k], encoding) for k, doc in enumerate(docs)]
 
 
-def _check_finite(
-    dense: np.ndarray, sparse: list[tuple[np.ndarray, np.ndarray]], dtype: np.dtype[Any]
-) -> None:
-    """Refuse numbers the wire cannot carry: non-finite ones, or beyond ``dtype``'s range."""
-    if np.isfinite(dense).all() and all(np.isfinite(v).all() for _, v in sparse):
-        return
-    hint = "; float16 ends at ±65504: use binary-f32" if dtype.itemsize == 2 else ""
-    raise ValueError(f"the learner produced vectors that are not finite as {dtype}{hint}")
+def _saturated(x: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``x`` as ``dtype``, entries past its range held at its largest finite value (float16
+    ends at ±65504), so the wire never carries ``inf`` for a finite number."""
+    big = float(np.finfo(dtype).max)
+    return np.ascontiguousarray(np.clip(x, -big, big), dtype=dtype)
 
 
 class Publisher:

@@ -16,7 +16,7 @@ from kafka.future import Future
 
 from learners.base import VectorBatch
 from schemas.settings import Settings
-from schemas.vector_wire import VectorEncoding
+from schemas.vector_wire import VectorEncoding, read_vector
 from schemas.vectors import UserVector
 from stream.clients import make_producer
 from stream.publisher import Publisher, user_vector_values
@@ -146,16 +146,14 @@ def test_json_vectors_read_back_as_the_learners_float32_bit_for_bit() -> None:
         assert np.array_equal(np.array(doc["vector"], dtype=np.float32), rows[k])
 
 
-@pytest.mark.parametrize(
-    ("encoding", "vectors", "sparse", "hint"),
-    [
-        (VectorEncoding.JSON, [[1e39, 0.0]], [1.0], "float32"),  # past float32 once cast
-        (VectorEncoding.JSON, [[1.0, 0.0]], [float("nan")], "float32"),  # the sparse part too
-        (VectorEncoding.F16, [[7e4, 0.0]], [1.0], "binary-f32"),
-    ],
-)
-def test_numbers_the_wire_cannot_carry_are_refused_not_written_as_null(
-    encoding: VectorEncoding, vectors: list[list[float]], sparse: list[float], hint: str
-) -> None:
-    with pytest.raises(ValueError, match=hint), np.errstate(over="ignore"):
-        user_vector_values(_batch(vectors, sparse), "2026-01-01T00:00:00+00:00", encoding)
+def test_non_finite_vectors_are_refused_and_finite_ones_past_float16_saturate() -> None:
+    ts = "2026-01-01T00:00:00+00:00"
+    for vectors, sparse in (([[np.inf, 0.0]], [1.0]), ([[1.0, 0.0]], [np.nan])):
+        with pytest.raises(ValueError, match="non-finite"):
+            user_vector_values(_batch(vectors, sparse), ts)
+    (frame,) = user_vector_values(_batch([[7e4, -1e39]], [1e6]), ts, VectorEncoding.F16)
+    wire = read_vector(frame)
+    assert wire.vector.tolist() == [65504.0, -65504.0]
+    assert wire.values.tolist() == [65504.0]
+    (value,) = user_vector_values(_batch([[1e39, 0.5]], [1.0]), ts)  # past float32 too
+    assert json.loads(value)["vector"][0] == pytest.approx(float(np.finfo(np.float32).max))
