@@ -46,10 +46,11 @@ def test_event_mix_shift_is_detected() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_on_a_seeded_stream_drift_fires_after_the_change_point_and_not_before(seed: int) -> None:
+def test_on_a_seeded_stream_drift_fires_after_the_change_point_and_not_before() -> None:
     """Every user switches interests at event 1500: the learner's prequential errors say so
-    within a few hundred events, and raise no alarm before."""
+    within a few hundred events, and raise no alarm before. (One seed: a second doubled the
+    test's minute of LLM training in ``make test``; seed 2 passed the same bounds.)"""
+    seed = 1
     change_at, n, batch = 1500, 2400, 64
     config = SyntheticConfig(
         n_users=40, n_items=320, seed=seed, change_points=(ChangePoint(change_at, share=1.0),)
