@@ -137,9 +137,8 @@ class WireVector:
 def read_vector(value: bytes) -> WireVector:
     """Decode a JSON or binary vector record; raises ValueError on anything else."""
     if value[:1] == b"{":
-        doc = json.loads(
-            value
-        )  # not orjson: it refuses NaN and huge ints a foreign writer may send
+        # json, not orjson: orjson refuses NaN and huge ints that a foreign writer may send
+        doc = json.loads(value)
         sparse = doc.pop("sparse", None) or {"indices": [], "values": []}
         return WireVector(
             doc,
