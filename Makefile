@@ -8,7 +8,7 @@ EVENTS ?= 2000
 RATE ?= 30
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo test lint unit bench clean test-reliability
+.PHONY: setup tools demo test lint unit test-slow test-all bench clean test-reliability
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,17 @@ lint: setup
 	$(PY) -m schemas.export --check
 	$(PY) -m deploy.grafana.dashboard --check
 
+# Everything but the tests marked slow (a few minutes); test-slow runs those (CI runs both).
 unit: setup tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test: lint unit
+
+test-slow: setup tools
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: lint setup tools
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fault-injection suite at full size: writes benchmarks/results/reliability.json.
 test-reliability: setup tools

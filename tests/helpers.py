@@ -236,7 +236,9 @@ class WorkerProcess:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    def wait_for(
+        self, condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2
+    ) -> None:
         """Like `wait_for`, but fails at once if the worker exits; either failure shows its log."""
 
         def done() -> bool:
@@ -248,7 +250,7 @@ class WorkerProcess:
             return condition()
 
         try:
-            wait_for(done, timeout_s, what)
+            wait_for(done, timeout_s, what, interval_s)
         except AssertionError as e:
             if "the worker exited" in str(e):
                 raise

@@ -134,13 +134,15 @@ def test_kill_9_three_times_loses_nothing(
         resume += run.seconds_to_assignment()
         before = newest_sequence(tmp_path)
         since = time.time()
-        wait_for(lambda b=before: newest_sequence(tmp_path) > b, 180, "a checkpoint", 0.01)
+        run.process.wait_for(
+            lambda b=before: newest_sequence(tmp_path) > b, 180, f"{name}: a checkpoint", 0.01
+        )
         if not right_after:  # a third to two thirds of the way to the next checkpoint
             target = random.Random(3).uniform(0.33, 0.67) * scale.every_events
-            wait_for(
+            run.process.wait_for(
                 lambda r=run, n=restored, t=target: unsaved(r, n, tmp_path) >= t,
                 180,
-                "work since the checkpoint",
+                f"{name}: work since the checkpoint",
                 0.01,
             )
         killed_at = run.kill()
@@ -152,7 +154,7 @@ def test_kill_9_three_times_loses_nothing(
     producing.join(300)
     run = Run(settings, tmp_path, "final")
     resume += run.seconds_to_assignment()
-    wait_for(lambda: all_committed(settings), 600, "the restarted worker to catch up")
+    run.process.wait_for(lambda: all_committed(settings), 600, "the restarted worker to catch up")
     code = run.stop()
     crashes += run.crashed(code, {0})
     learned, lost = ledger_check(tmp_path, events)
