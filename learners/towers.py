@@ -88,8 +88,16 @@ class Heads(nn.Module):
 
     def item_bias_of(self, slots: torch.Tensor, log_counts: torch.Tensor) -> torch.Tensor:
         """[n] slots and [H, n] log(1 + decayed count) per half-life → [n] score prior."""
-        bias: torch.Tensor = self.pop_weight @ log_counts + self.item_bias(slots).squeeze(-1)
-        return bias
+        bias: torch.Tensor = self.pop_weight @ log_counts
+        bound = self.config.item_bias_bound
+        if bound == 0:
+            return bias
+        learned: torch.Tensor = self.item_bias(slots).squeeze(-1)
+        if bound is None:
+            return bias + learned
+        # a correction to the counts, never a replacement: an item whose counts decayed
+        # cannot keep the lead its bias gathered while it was popular
+        return bias + bound * torch.tanh(learned / bound)
 
     # -- users ---------------------------------------------------------------------------
 

@@ -175,6 +175,12 @@ class LLMConfig(BaseModel):
         max_length=8,
         description="events after which an item's count weighs half, one prior per value",
     )
+    item_bias_bound: float | None = Field(
+        default=None,
+        ge=0,
+        description="the learned per-item correction to the counts' prior is bound·tanh(b/bound)"
+        " (0: none, the counts alone; unset: unbounded)",
+    )
     consumed_len: int = Field(
         default=1000,
         ge=0,

@@ -1,0 +1,41 @@
+"""The popularity prior's per-item correction (``learners/towers.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learners.towers import Heads
+from schemas.learner_config import LLMConfig
+
+
+def prior_with_learned_biases(bound: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior, counts part) for 4 items whose learned biases are -30, -1, 0.5 and 30."""
+    heads = Heads(8, LLMConfig(item_bias_bound=bound, max_items=16, id_buckets=16))
+    with torch.no_grad():
+        heads.item_bias.weight[:4, 0] = torch.tensor([-30.0, -1.0, 0.5, 30.0])
+    slots = torch.arange(4)
+    log_counts = torch.log1p(torch.tensor([[5.0, 0.0, 2.0, 1.0]] * 3))  # [H=3, 4]
+    counts = heads.pop_weight.detach() @ log_counts
+    return heads.item_bias_of(slots, log_counts).detach(), counts
+
+
+def test_unbounded_the_learned_bias_is_added_as_it_is() -> None:
+    prior, counts = prior_with_learned_biases(None)
+    torch.testing.assert_close(prior - counts, torch.tensor([-30.0, -1.0, 0.5, 30.0]))
+
+
+def test_a_bound_of_zero_leaves_the_counts_alone() -> None:
+    prior, counts = prior_with_learned_biases(0.0)
+    torch.testing.assert_close(prior, counts)
+
+
+@pytest.mark.parametrize("bound", [0.5, 2.0])
+def test_a_bound_caps_the_correction_and_keeps_small_ones_nearly_as_learned(bound: float) -> None:
+    prior, counts = prior_with_learned_biases(bound)
+    correction = prior - counts
+    assert correction.abs().max() <= bound
+    assert correction[3] > 0.99 * bound
+    assert correction[0] < -0.99 * bound
+    assert torch.all(torch.diff(correction) > 0), "the order of the learned biases is kept"
+    assert correction[2] == pytest.approx(bound * torch.tanh(torch.tensor(0.5 / bound)).item())
