@@ -129,12 +129,13 @@ def contenders_for(args: argparse.Namespace, run: StreamRun) -> tuple[list[Conte
     llm = LLMConfig(exclude_consumed=run.exclude_seen)
     lorastream = LoRAStream(llm, name="lorastream")
     out: list[Contender] = [lorastream, Part(lorastream, "prior"), Part(lorastream, "personal")]
-    if args.ablations:  # the default against one change at a time
+    out += families.add("most-popular", [DecayedPopularity(counts, h) for h in half_life_grid()])
+    if args.ablations:  # the default against one change at a time, each with its prior
         for text in args.ablations.split(","):
             config = llm.model_copy(update=parse_ablation(text))
-            out.append(LoRAStream(config, name=f"lorastream ({text})"))
+            ablated = LoRAStream(config, name=f"lorastream ({text})")
+            out += [ablated, Part(ablated, "prior")]
         return out, families
-    out += families.add("most-popular", [DecayedPopularity(counts, h) for h in half_life_grid()])
     out += families.add("item-kNN", [ItemKNN(counts, h, d) for h, d in ((20, 0.9), (50, 0.95))])
     out += families.add(
         "item-kNN + popularity",
@@ -199,8 +200,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--ablations",
         default="",
-        help="comma-separated LLMConfig changes, e.g. knn_recent=20,mix_knn=0.0/0.5; each runs"
-        " beside the default (instead of the other contenders) into quality-ablations.json",
+        help="comma-separated LLMConfig changes, e.g. knn_recent=20,mix_knn=0.0/0.5; each runs,"
+        " with its prior alone, beside the default and decayed popularity (instead of the"
+        " other contenders) into quality-ablations.json",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
