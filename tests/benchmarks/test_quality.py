@@ -184,3 +184,19 @@ def test_served_figures_count_a_user_hit_recall_and_ndcg_from_their_future_items
     # a: y at rank 2 → 1/log2(3), ideal 1 + 1/log2(3)
     ideal = 1 + 1 / np.log2(3)
     assert figures["ndcg_at_10"] == pytest.approx((1 / np.log2(3)) / ideal / 2)
+
+
+def test_an_ablation_runs_beside_the_default_with_its_prior_alone_and_popularity(
+    run: StreamRun,
+) -> None:
+    import argparse
+
+    from benchmarks.quality import contenders_for
+
+    out, _ = contenders_for(argparse.Namespace(ablations="knn_recent=20"), run)
+    names = [c.name for c in out]
+    assert names[:3] == ["lorastream", "lorastream [prior only]", "lorastream [personal only]"]
+    assert names[-2:] == ["lorastream (knn_recent=20)", "lorastream (knn_recent=20) [prior only]"]
+    assert out[-2].learner.config.knn_recent == 20  # type: ignore[attr-defined]
+    assert out[0].learner.config.knn_recent != 20  # type: ignore[attr-defined]
+    assert sum(isinstance(c, DecayedPopularity) for c in out) >= 2, "the decayed-popularity bar"
