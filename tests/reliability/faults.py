@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import WorkerProcess, write_config
-from kafka import KafkaAdminClient
+from helpers import WorkerProcess, create_topic, write_config
 
 from deploy.kafka import LocalKafka
 from schemas.settings import Settings
@@ -103,13 +102,8 @@ def settings_for(broker: LocalKafka, root: Path, scale: Scale, **sections: Any) 
 
 
 def create_events_topic(settings: Settings, partitions: int = 3) -> None:
-    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
-    try:
-        admin.create_topics(
-            {settings.topics.events: {"num_partitions": partitions, "replication_factor": 1}}
-        )
-    finally:
-        admin.close()
+    """The events topic, known to the broker's metadata before anyone sends to it."""
+    create_topic(settings, settings.topics.events, partitions)
 
 
 class Run:
@@ -129,7 +123,7 @@ class Run:
 
     def seconds_to_assignment(self, timeout: float = 120.0) -> float:
         deadline = time.monotonic() + timeout
-        while "assigned [" not in self.log:
+        while "assigned ['" not in self.log:  # partitions, not an empty assignment
             assert self.process.proc.poll() is None, self.process.tail()
             assert time.monotonic() < deadline, "the worker was never assigned"
             time.sleep(0.05)

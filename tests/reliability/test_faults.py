@@ -46,22 +46,41 @@ def producer(settings: Settings) -> KafkaProducer:
 
 
 def send(settings: Settings, events: list[InteractionEvent], rate: float | None = None) -> None:
+    """Send ``events`` (at ``rate`` per second) and wait until the broker acknowledged each."""
     p = producer(settings)
     started = time.monotonic()
+    futures = []
     for k, e in enumerate(events):
         if rate is not None and (wait := started + k / rate - time.monotonic()) > 0:
             time.sleep(wait)
-        p.send(settings.topics.events, key=e.user_id.encode(), value=e.model_dump_json().encode())
+        value = e.model_dump_json().encode()
+        futures.append(p.send(settings.topics.events, key=e.user_id.encode(), value=value))
     p.flush()
+    for f in futures:
+        f.get(30)
     p.close()
 
 
-def send_in_background(
-    settings: Settings, events: list[InteractionEvent], rate: float
-) -> threading.Thread:
-    thread = threading.Thread(target=send, args=(settings, events, rate), daemon=True)
-    thread.start()
-    return thread
+class Sender(threading.Thread):
+    """:func:`send` in the background; :meth:`check` raises what stopped it."""
+
+    def __init__(self, settings: Settings, events: list[InteractionEvent], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.args_ = (settings, events, rate)
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            send(*self.args_)
+        except BaseException as exc:  # the test thread reports it
+            self.error = exc
+
+    def check(self) -> bool:
+        """True while sending goes well (a condition for waits: a failed send fails them)."""
+        if self.error is not None:
+            raise AssertionError(f"sending the events failed: {self.error!r}") from self.error
+        return True
 
 
 def ledger_check(root: Path, events: list[InteractionEvent]) -> tuple[int, int]:
@@ -118,7 +137,7 @@ def test_kill_9_three_times_loses_nothing(
     create_events_topic(settings)
     events = make_events(scale.kill_events, n_users=300, n_items=500)
     rate = 2000.0 if scale.full else 500.0  # the kills land while events still arrive
-    producing = send_in_background(settings, events, rate=rate)
+    producing = Sender(settings, events, rate=rate)
     crashes, reapplied, resume, bound = 0, [], 0.0, scale.every_events + scale.batch
 
     # 1: before the worker has its partitions
@@ -129,18 +148,27 @@ def test_kill_9_three_times_loses_nothing(
 
     # 2: right after a checkpoint; 3: between two
     for name, right_after in (("run2", True), ("run3", False)):
-        restored = learned_in_checkpoint(tmp_path)
+        # what the run restores: it can only add checkpoints (a fresh run writes its state
+        # as the first one at its first batch, which may come before the test reads the log)
+        restored, before, since = (
+            learned_in_checkpoint(tmp_path),
+            newest_sequence(tmp_path),
+            time.time(),
+        )
         run = Run(settings, tmp_path, name)
         resume += run.seconds_to_assignment()
-        before = newest_sequence(tmp_path)
-        since = time.time()
         run.process.wait_for(
-            lambda b=before: newest_sequence(tmp_path) > b, 180, f"{name}: a checkpoint", 0.01
+            lambda b=before: producing.check() and newest_sequence(tmp_path) > b,
+            180,
+            f"{name}: a checkpoint",
+            0.01,
         )
         if not right_after:  # a third to two thirds of the way to the next checkpoint
             target = random.Random(3).uniform(0.33, 0.67) * scale.every_events
             run.process.wait_for(
-                lambda r=run, n=restored, t=target: unsaved(r, n, tmp_path) >= t,
+                lambda r=run, n=restored, t=target: (
+                    producing.check() and unsaved(r, n, tmp_path) >= t
+                ),
                 180,
                 f"{name}: work since the checkpoint",
                 0.01,
@@ -152,6 +180,8 @@ def test_kill_9_three_times_loses_nothing(
         reapplied.append(sum(max(0, o - durable.get(p, 0)) for p, o in reached.items()))
 
     producing.join(300)
+    assert not producing.is_alive(), "the events were not all sent in 300 s"
+    producing.check()
     run = Run(settings, tmp_path, "final")
     resume += run.seconds_to_assignment()
     run.process.wait_for(lambda: all_committed(settings), 600, "the restarted worker to catch up")
