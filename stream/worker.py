@@ -290,7 +290,9 @@ class Worker:
                 continue
             if self.durable.from_earliest:
                 consumer.seek_to_beginning(tp)
-            self.book.place(key, consumer.position(tp))
+            position = consumer.position(tp)
+            if position is not None:  # None: no answer from the broker yet; the next poll asks
+                self.book.place(key, position)
 
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
         """Steps 1-2 for one batch, then step 3 for the batch before it, whose output the
