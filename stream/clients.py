@@ -215,12 +215,13 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
 def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> int:
     """Block until ``consumer``'s metadata lists ``topic``'s partitions (a topic created a
     moment ago may not be in every broker's metadata yet; a group joined before it is would
-    be assigned nothing until the next metadata refresh). Returns the partition count."""
+    be assigned nothing until the next metadata refresh). Returns the partition count (0 when
+    the metadata still lists none after ``timeout_s``: the group is joined anyway)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = consumer.partitions_for_topic(topic)  # None while the topic is unknown
         if partitions or time.monotonic() >= deadline:
-            return len(partitions)
+            return len(partitions or ())
         time.sleep(0.2)
 
 
