@@ -27,6 +27,7 @@ __all__ = [
     "BrokerUnreachable",
     "MissingTopic",
     "NotAuthorized",
+    "PartitionWatch",
     "StreamSetupError",
     "at_high_watermark",
     "await_partitions",
@@ -223,6 +224,49 @@ def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.
         if partitions or time.monotonic() >= deadline:
             return len(partitions or ())
         time.sleep(0.2)
+
+
+class PartitionWatch:
+    """Rejoins the group when the topic has more partitions than when this worker joined.
+
+    kafka-python leaves that to the group leader, and a static member that rejoins after a
+    restart is told it is a follower (JoinGroup v7, before KIP-814), so after a restart
+    nobody watches: partitions added later would never be read. The check reads the
+    client's cached metadata (refreshed every ``metadata_max_age_ms``), at most every
+    ``every_s`` seconds.
+
+    >>> class Meta:
+    ...     partitions = {0, 1}
+    ...     def partitions_for_topic(self, topic): return self.partitions
+    >>> consumer, watch = Meta(), PartitionWatch("events", known=2, every_s=0.0)
+    >>> watch.grew(consumer)
+    False
+    >>> consumer.partitions = {0, 1, 2}
+    >>> watch.grew(consumer), watch.grew(consumer)  # once per growth
+    (True, False)
+    """
+
+    def __init__(self, topic: str, known: int, every_s: float = 5.0) -> None:
+        self.topic, self.known, self.every_s = topic, known, every_s
+        self._next = 0.0
+
+    def grew(self, consumer: Any) -> bool:
+        """Whether the topic gained partitions since the last check that said so."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every_s
+        count = len(consumer.partitions_for_topic(self.topic) or ())
+        if count <= self.known:
+            return False
+        log.info(
+            "%s has %d partitions, %d when the group last grew: rejoining",
+            self.topic,
+            count,
+            self.known,
+        )
+        self.known = count
+        return True
 
 
 def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, int]]) -> bool:

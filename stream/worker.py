@@ -25,6 +25,7 @@ from stream.adapters import publish_adapter
 from stream.apply import Applied, Applier, AttemptFailed
 from stream.batcher import Batch, MicroBatcher
 from stream.clients import (
+    PartitionWatch,
     at_high_watermark,
     await_partitions,
     broker_contact,
@@ -190,7 +191,9 @@ class Worker:
             stack.callback(self._close_savepoints)
             consumer = self._consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
-            await_partitions(consumer, s.topics.events)
+            self._partitions = PartitionWatch(
+                s.topics.events, await_partitions(consumer, s.topics.events)
+            )
             consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
             self.health.model_loaded = True
             try:
@@ -259,6 +262,8 @@ class Worker:
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
+            if self._partitions.grew(consumer):
+                consumer._coordinator.request_rejoin()  # no public call; the next poll rejoins
 
     def _read(self, consumer: KafkaConsumer, timeout_ms: int) -> bool:
         """Poll up to ``timeout_ms`` (at most 200) for the batch's room; decode what came.

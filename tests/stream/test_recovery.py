@@ -22,6 +22,7 @@ from helpers import (
     make_events,
     producer_for,
     read_topic,
+    send_raw,
     write_config,
 )
 
@@ -187,3 +188,35 @@ def test_kill_9_then_restart_loses_no_event(
     )
     # a checkpoint is due every `every` events and taken after the batch that crosses it
     assert reapplied <= every + settings.batch.max_events
+
+
+def test_a_partition_added_after_a_restart_is_read(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A restarted static member rejoins as a follower, which kafka-python does not let
+    watch the topic's metadata: the worker itself must notice the new partition."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    settings = make_settings(batch={"max_events": 50, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in make_events(100, n_users=10)])
+    config = write_config(tmp_path / "w.toml", settings)
+    first = WorkerProcess(config, tmp_path / "first.log")
+    first.wait_for(lambda: all_committed(settings), 120, "the first events committed")
+    first.proc.kill()
+    first.proc.wait(30)
+    worker = WorkerProcess(config, tmp_path / "restarted.log")
+    worker.wait_for(lambda: "assigned ['" in worker.log.read_text(), 120, "the assignment")
+    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
+    finally:
+        admin.close()
+    send_raw(settings, [event_record(e) for e in make_events(200, n_users=10, seed=3)])
+    worker.wait_for(
+        lambda: 1 in committed_offsets(settings) and all_committed(settings),
+        120,  # the client's metadata is at most 30 s old
+        "the new partition's events committed",
+    )
+    assert worker.stop() == 0, worker.tail()
