@@ -259,14 +259,14 @@ class PartitionWatch:
         count = len(consumer.partitions_for_topic(self.topic) or ())
         if count <= self.known:
             return False
-        log.info(
-            "%s has %d partitions, %d when the group last grew: rejoining",
-            self.topic,
-            count,
-            self.known,
-        )
+        log.info("%s grew from %d to %d partitions: rejoining", self.topic, self.known, count)
         self.known = count
         return True
+
+    def rejoin_if_grown(self, consumer: KafkaConsumer) -> None:
+        """Ask for a rejoin when the topic grew; the consumer's next poll performs it."""
+        if self.grew(consumer):
+            consumer._coordinator.request_rejoin()  # kafka-python has no public call for it
 
 
 def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, int]]) -> bool:

@@ -262,8 +262,6 @@ class Worker:
                 self._update_lag(consumer)
             self._maybe_checkpoint(consumer)
             self._heartbeat(consumer)
-            if self._partitions.grew(consumer):
-                consumer._coordinator.request_rejoin()  # no public call; the next poll rejoins
 
     def _read(self, consumer: KafkaConsumer, timeout_ms: int) -> bool:
         """Poll up to ``timeout_ms`` (at most 200) for the batch's room; decode what came.
@@ -425,7 +423,9 @@ class Worker:
             self.metrics.vectors_behind.labels(kind).set(behind)
 
     def _heartbeat(self, consumer: KafkaConsumer) -> None:
+        """Once per loop, in every loop (ranks too): health, contact, the topic's size."""
         self._report_contact(consumer)
+        self._partitions.rejoin_if_grown(consumer)
         self.health.beat()
         self.metrics.last_loop.set_to_current_time()
 
