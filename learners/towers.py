@@ -62,12 +62,16 @@ class Heads(nn.Module):
         self.user_ids = nn.Embedding(config.id_buckets, d, sparse=True)
         nn.init.zeros_(self.item_ids.weight)
         nn.init.zeros_(self.user_ids.weight)
-        # popularity prior: a weight per half-life on log(1 + decayed count), plus a learned
-        # per-slot bias; the short half-lives let a rising item (a trend) count early
+        # popularity prior: a weight per half-life on log(1 + decayed count), plus a per-slot
+        # bias; the short half-lives let a rising item (a trend) count early. Fixed at the
+        # mean unless config.popularity_prior == "learned": a learned prior shares the work
+        # of popularity with the id embeddings, so alone it drifts from the counts
         halves = len(config.popularity_half_lives)
-        self.pop_weight = nn.Parameter(torch.full((halves,), 1.0 / halves))
+        learned = config.popularity_prior == "learned"
+        self.pop_weight = nn.Parameter(torch.full((halves,), 1.0 / halves), requires_grad=learned)
         self.item_bias = nn.Embedding(config.max_items, 1, sparse=True)
         nn.init.zeros_(self.item_bias.weight)
+        self.item_bias.weight.requires_grad_(learned)
         # rating head: mean + user bias + how much the pair's score says about satisfaction
         self.rating_mean = nn.Parameter(torch.tensor(3.5))
         self.rating_coef = nn.Parameter(torch.tensor([1.0, 0.0]))
@@ -90,7 +94,7 @@ class Heads(nn.Module):
         """[n] slots and [H, n] log(1 + decayed count) per half-life → [n] score prior."""
         bias: torch.Tensor = self.pop_weight @ log_counts
         bound = self.config.item_bias_bound
-        if bound == 0:
+        if bound == 0 or self.config.popularity_prior == "counts":
             return bias
         learned: torch.Tensor = self.item_bias(slots).squeeze(-1)
         if bound is None:
@@ -154,17 +158,24 @@ class Heads(nn.Module):
     def fast_parameters(self) -> list[nn.Parameter]:
         """Scalars that set the balance of the score (popularity weights, attention priors,
         rating calibration): they must move in tens of steps, not thousands."""
-        return [
+        scalars = [
             self.pop_weight,
             self.type_logit,
             self.recency_logit,
             self.rating_mean,
             self.rating_coef,
         ]
+        return [p for p in scalars if p.requires_grad]
 
     def slow_parameters(self) -> list[nn.Parameter]:
         fast = {id(p) for p in self.fast_parameters()}
-        return [p for p in self.dense_parameters() if id(p) not in fast]
+        return [p for p in self.dense_parameters() if id(p) not in fast and p.requires_grad]
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
+        return [
+            p
+            for m in self.modules()
+            if isinstance(m, nn.Embedding)
+            for p in m.parameters()
+            if p.requires_grad
+        ]

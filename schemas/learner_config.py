@@ -175,11 +175,17 @@ class LLMConfig(BaseModel):
         max_length=8,
         description="events after which an item's count weighs half, one prior per value",
     )
+    popularity_prior: Literal["counts", "learned"] = Field(
+        default="learned",
+        description="counts: the mean over the half-lives of log(1 + decayed count), fixed, so"
+        " the towers learn what popularity misses; learned: a weight per half-life and a"
+        " per-item correction, trained with the towers",
+    )
     item_bias_bound: float | None = Field(
         default=None,
         ge=0,
         description="the learned per-item correction to the counts' prior is bound·tanh(b/bound)"
-        " (0: none, the counts alone; unset: unbounded)",
+        " (0: none, the counts alone; unset: unbounded); popularity_prior='learned' only",
     )
     consumed_len: int = Field(
         default=1000,
@@ -268,4 +274,9 @@ class LLMConfig(BaseModel):
             raise ValueError(f"event_weights has unknown event types {sorted(unknown)}")
         if self.negative_rating >= self.positive_rating:
             raise ValueError("negative_rating must be below positive_rating")
+        if self.item_bias_bound is not None and self.popularity_prior != "learned":
+            raise ValueError(
+                "item_bias_bound bounds the learned prior's per-item correction: set"
+                " popularity_prior='learned' or leave item_bias_bound unset"
+            )
         return self

@@ -39,3 +39,24 @@ def test_a_bound_caps_the_correction_and_keeps_small_ones_nearly_as_learned(boun
     assert correction[0] < -0.99 * bound
     assert torch.all(torch.diff(correction) > 0), "the order of the learned biases is kept"
     assert correction[2] == pytest.approx(bound * torch.tanh(torch.tensor(0.5 / bound)).item())
+
+
+def test_the_counts_prior_is_the_mean_log_count_and_nothing_in_it_learns() -> None:
+    heads = Heads(8, LLMConfig(popularity_prior="counts", max_items=16, id_buckets=16))
+    with torch.no_grad():
+        heads.item_bias.weight[:4, 0] = torch.tensor([-30.0, -1.0, 0.5, 30.0])
+    counts = torch.tensor([[5.0, 0.0, 2.0, 1.0], [1.0, 0.0, 2.0, 3.0], [9.0, 1.0, 0.0, 0.0]])
+    log_counts = torch.log1p(counts)
+    prior = heads.item_bias_of(torch.arange(4), log_counts)  # [H=3, 4] → [4]
+    torch.testing.assert_close(prior.detach(), log_counts.mean(0))
+    assert not prior.requires_grad, "no parameter of the prior may learn"
+    trained = {id(p) for p in [*heads.fast_parameters(), *heads.slow_parameters()]}
+    trained |= {id(p) for p in heads.sparse_parameters()}
+    assert id(heads.pop_weight) not in trained
+    assert id(heads.item_bias.weight) not in trained
+    assert id(heads.item_ids.weight) in trained, "the towers still learn"
+
+
+def test_a_bound_on_a_prior_that_does_not_learn_is_refused() -> None:
+    with pytest.raises(ValueError, match="popularity_prior='learned'"):
+        LLMConfig(popularity_prior="counts", item_bias_bound=1.0)
