@@ -334,14 +334,21 @@ class LLMLearner:
             version=self.version,
             markers=[r.marker if r else None for r in records],
             events_seen=[r.events_seen if r else 0 for r in records],
-            sparse=[self._user_sparse(u, w) for u in known],
+            sparse=self._user_sparse(known, w),
             consumed=[[i for i, _ in self.history.consumed(u)][::-1][:n] for u in known],
         )
 
-    def _user_sparse(self, user_id: str, weight: float) -> tuple[np.ndarray, np.ndarray]:
-        knn = self.scorer.knn_all(user_id)
-        slots = np.flatnonzero(knn > 0) if weight > 0 else np.zeros(0, np.int64)
-        return self.items.key[slots], (weight * knn[slots]).astype(np.float32)
+    def _user_sparse(
+        self, user_ids: Sequence[str], weight: float
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each user's published kNN items (keys) and ``weight · knn``; none at weight 0."""
+        if weight <= 0:
+            none = (self.items.key[:0], np.zeros(0, np.float32))
+            return [none] * len(user_ids)
+        return [
+            (self.items.key[slots], (weight * knn).astype(np.float32))
+            for slots, knn in self.scorer.knn_sparse(user_ids)
+        ]
 
     def item_vectors(self, item_ids: Sequence[str]) -> VectorBatch:
         """``[i, prior(i)]`` plus the sparse one-hot of the item's own key."""

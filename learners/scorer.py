@@ -50,12 +50,9 @@ class Scorer:
         known = slots >= 0
         return slots[known], weights[known]
 
-    def knn_all(self, user_id: str) -> np.ndarray:
-        """[slots] the user's kNN for every slot, scaled to [0, 1], top ``knn_publish`` kept."""
-        return np.asarray(self.knn_rows([user_id])[0])
-
     def knn_rows(self, user_ids: Sequence[str]) -> np.ndarray:
-        """[U, slots] :meth:`knn_all` of each user, in one sparse product."""
+        """[U, slots] each user's kNN for every slot, scaled to [0, 1], top ``knn_publish``
+        kept, in one sparse product."""
         knn = self.cooccurrence.knn_many([self.recent(u) for u in user_ids])
         top = knn.max(axis=1, initial=0.0)  # [U]
         K = self.config.knn_publish
@@ -66,6 +63,16 @@ class Scorer:
             knn[crowded] = np.where(knn[crowded] >= cut[:, None], knn[crowded], 0.0)
         scale = np.divide(1.0, top, out=np.zeros_like(top), where=top > 0)
         return knn * scale[:, None]  # type: ignore[no-any-return]
+
+    def knn_sparse(self, user_ids: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per user, the slots :meth:`knn_rows` keeps and their kNN, ``KNN_ROWS`` users per
+        sparse product."""
+        out = []
+        for start in range(0, len(user_ids), KNN_ROWS):
+            for row in self.knn_rows(user_ids[start : start + KNN_ROWS]):  # [slots]
+                slots = np.flatnonzero(row)
+                out.append((slots, row[slots]))
+        return out
 
     def prior(self, slots: np.ndarray) -> torch.Tensor:
         """[C] the learned popularity prior of ``slots`` now."""

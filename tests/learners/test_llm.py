@@ -77,14 +77,20 @@ def test_a_decoders_top_layers_are_adapted(tiny_decoder: Path) -> None:
     assert adapted == {1}
 
 
-def served_scores(learner: LLMLearner, user: str, item_ids: list[str]) -> np.ndarray:
-    """What a serving index computes from the published vectors: dense dot + sparse dot."""
-    u = learner.user_vectors([user])
+def served_scores(learner: LLMLearner, users: list[str], item_ids: list[str]) -> np.ndarray:
+    """[U, C] what a serving index computes from the vectors published for ``users`` in one
+    batch: dense dot + sparse dot."""
+    u = learner.user_vectors(users)
+    assert u.ids == users
     items = learner.item_vectors(item_ids)
-    dense = items.vectors @ u.vectors[0]
-    mine = dict(zip(u.sparse[0][0].tolist(), u.sparse[0][1].tolist(), strict=True))
-    sparse = [sum(mine.get(int(k), 0.0) * v for k, v in zip(*s, strict=True)) for s in items.sparse]
-    return np.asarray(dense + np.asarray(sparse))
+    out = []
+    for vector, (keys, values) in zip(u.vectors, u.sparse, strict=True):
+        mine = dict(zip(keys.tolist(), values.tolist(), strict=True))
+        sparse = [
+            sum(mine.get(int(k), 0.0) * v for k, v in zip(*s, strict=True)) for s in items.sparse
+        ]
+        out.append(items.vectors @ vector + np.asarray(sparse))
+    return np.asarray(out)
 
 
 def test_published_vectors_rank_exactly_as_the_learner_does() -> None:
@@ -93,10 +99,11 @@ def test_published_vectors_rank_exactly_as_the_learner_does() -> None:
     learn(learner, events)
     items = learner.item_vectors(learner.known_items())
     np.testing.assert_allclose(np.linalg.norm(items.vectors[:, :-1], axis=1), 1.0, atol=1e-5)
-    for user in ("user-0", "user-3", "user-7"):
-        served = served_scores(learner, user, items.ids)
+    users = ["user-0", "user-3", "user-7"]
+    served = served_scores(learner, users, items.ids)  # one batch: rows must not mix up
+    for row, user in enumerate(users):
         model = learner.score_matrix([user], items.ids)[0]
-        np.testing.assert_allclose(served, model, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(served[row], model, rtol=1e-5, atol=1e-6)
         # the score is the sum of its parts, kNN scaled to the mix's weight at its top
         parts = {p: learner.score_matrix([user], items.ids, part=p)[0] for p in PARTS}
         np.testing.assert_allclose(parts["prior"] + parts["towers"] + parts["knn"], model)
