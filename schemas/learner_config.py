@@ -176,7 +176,7 @@ class LLMConfig(BaseModel):
         description="events after which an item's count weighs half, one prior per value",
     )
     popularity_prior: Literal["counts", "learned"] = Field(
-        default="learned",
+        default="counts",
         description="counts: the mean over the half-lives of log(1 + decayed count), fixed, so"
         " the towers learn what popularity misses; learned: a weight per half-life and a"
         " per-item correction, trained with the towers",

@@ -11,7 +11,10 @@ from schemas.learner_config import LLMConfig
 
 def prior_with_learned_biases(bound: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(prior, counts part) for 4 items whose learned biases are -30, -1, 0.5 and 30."""
-    heads = Heads(8, LLMConfig(item_bias_bound=bound, max_items=16, id_buckets=16))
+    config = LLMConfig(
+        popularity_prior="learned", item_bias_bound=bound, max_items=16, id_buckets=16
+    )
+    heads = Heads(8, config)
     with torch.no_grad():
         heads.item_bias.weight[:4, 0] = torch.tensor([-30.0, -1.0, 0.5, 30.0])
     slots = torch.arange(4)
