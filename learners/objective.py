@@ -8,7 +8,8 @@ positives masked. A column's logit for an example is the trained model's (``lear
 
     cos(user, item) / temperature + prior(item)
 
-the towers and the learned popularity prior together. Plus, weighted by the config, a
+the towers, with the popularity prior as an offset (learned with them only where
+``popularity_prior = "learned"``). Plus, weighted by the config, a
 rating head (MSE on the 1-5 scale) and a review head (what a review says predicts the
 rating it comes with).
 

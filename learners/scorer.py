@@ -1,5 +1,5 @@
 """The terms of the LLM learner's score for given users and items (``learners/scoring.py``
-says how they mix): the towers' cosine, the learned popularity prior, and item-kNN
+says how they mix): the towers' cosine, the popularity prior, and item-kNN
 scaled to [0, 1] per user and kept for the user's top ``knn_publish`` items only —
 exactly what the user's published sparse vector holds, so the learner never ranks with
 more than it serves.
@@ -75,7 +75,7 @@ class Scorer:
         return out
 
     def prior(self, slots: np.ndarray) -> torch.Tensor:
-        """[C] the learned popularity prior of ``slots`` now."""
+        """[C] the popularity prior of ``slots`` now."""
         counts = self.items.catalog.counts(slots, self.t)  # [H, C]
         log_counts = torch.as_tensor(np.log1p(counts), dtype=torch.float32, device=self.device)
         return self.heads.item_bias_of(torch.as_tensor(slots, device=self.device), log_counts)

@@ -4,10 +4,12 @@ chosen online.
 The trained model's logit for user ``u`` and item ``i`` is::
 
     model(u, i) = cos(u, i) / temperature + prior(i)
-    prior(i)    = Σ_h pop_weight_h · log(1 + count_h(i)) + item_bias(i)
+    prior(i)    = mean_h log(1 + count_h(i))
 
-— the towers (LoRA over the backbone, ``learners/towers.py``) and a trend-aware popularity
-prior (counts with several half-lives), trained together by the objective. The served
+— the towers (LoRA over the backbone, ``learners/towers.py``), trained by the objective,
+and a trend-aware popularity prior (counts with several half-lives), fixed so that the
+towers learn what it misses (``popularity_prior = "learned"`` weighs the half-lives and
+adds a per-item bias, trained with the towers). The served
 score mixes it with item-kNN over the user's recent positives
 (``learners/cooccurrence.py``)::
 
@@ -61,7 +63,7 @@ class Parts:
     """The score's terms for U users and C items, before mixing."""
 
     towers: np.ndarray  # [U, C] cos / temperature
-    prior: np.ndarray  # [C] the learned popularity prior
+    prior: np.ndarray  # [C] the popularity prior
     knn: np.ndarray  # [U, C] kNN, each row scaled to [0, 1]
     spread: dict[float, np.ndarray]  # towers weight -> [U] range of the model over the catalog
 
