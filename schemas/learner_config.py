@@ -205,7 +205,10 @@ class LLMConfig(BaseModel):
     knn_recent: int = Field(default=50, ge=1, description="recent positives kNN reads")
     knn_decay: float = Field(default=0.9, gt=0, le=1, description="weight per older positive")
     knn_publish: int = Field(
-        default=500, ge=1, description="top kNN items in a user's published sparse vector"
+        default=2000,
+        ge=1,
+        description="top kNN items in a user's published sparse vector, and all the learner"
+        " ranks with (on MovieLens 500 cost 9 % of HR@10)",
     )
     cooccurrence_max_pairs: int = Field(default=20_000_000, ge=1000)
     mix_knn: tuple[float, ...] = Field(
