@@ -149,11 +149,15 @@ class Heads(nn.Module):
         )
         return rating
 
-    def dense_parameters(self) -> list[nn.Parameter]:
-        sparse = {
+    def _embedding_ids(self) -> set[int]:
+        return {
             id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
         }
-        return [p for p in self.parameters() if id(p) not in sparse]
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the id tables (a fixed prior's weights are not)."""
+        sparse = self._embedding_ids()
+        return [p for p in self.parameters() if id(p) not in sparse and p.requires_grad]
 
     def fast_parameters(self) -> list[nn.Parameter]:
         """Scalars that set the balance of the score (popularity weights, attention priors,
@@ -169,13 +173,8 @@ class Heads(nn.Module):
 
     def slow_parameters(self) -> list[nn.Parameter]:
         fast = {id(p) for p in self.fast_parameters()}
-        return [p for p in self.dense_parameters() if id(p) not in fast and p.requires_grad]
+        return [p for p in self.dense_parameters() if id(p) not in fast]
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        return [
-            p
-            for m in self.modules()
-            if isinstance(m, nn.Embedding)
-            for p in m.parameters()
-            if p.requires_grad
-        ]
+        sparse = self._embedding_ids()
+        return [p for p in self.parameters() if id(p) in sparse and p.requires_grad]
