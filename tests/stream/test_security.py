@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WorkerProcess, event_record, make_events, wait_for, write_config
+from helpers import WorkerProcess, event_record, make_events, write_config
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import (
     ACL,
@@ -119,7 +119,7 @@ def test_the_worker_runs_over_sasl_ssl_with_only_its_acls_and_never_logs_its_pas
     config = write_config(tmp_path / "worker.toml", settings)
     worker = WorkerProcess(config, tmp_path / "worker.log", "-v", "--debug-kafka")
     try:
-        wait_for(
+        worker.wait_for(
             lambda: vectors_written(secured, settings.topics.user_vectors) >= 10,
             120,
             "user vectors on the secured broker",
