@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -97,6 +98,8 @@ def run(
         metrics={"host": metrics_host, "port": metrics_port},
     )
     setup_logging(settings.worker.log_format, verbose, settings.secrets(), debug_kafka)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, for a worker that seems stuck
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if world_size > 1:
         from stream.launch import launch
 

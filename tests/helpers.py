@@ -254,7 +254,14 @@ class WorkerProcess:
         except AssertionError as e:
             if "the worker exited" in str(e):
                 raise
-            raise AssertionError(f"{e}; the worker's log ends:\n{self.tail()}") from None
+            raise AssertionError(f"{e}; the worker's log ends:\n{self.stacks()}") from None
+
+    def stacks(self) -> str:
+        """The log's tail after the running worker printed every thread's stack (SIGUSR1)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.log.read_text(errors="replace")[-12000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
         if self.proc.poll() is None:

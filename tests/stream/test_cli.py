@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import cli, create_topic, env_for, make_events, read_topic
+from helpers import (
+    WorkerProcess,
+    cli,
+    create_topic,
+    env_for,
+    make_events,
+    read_topic,
+    write_config,
+)
 
 from schemas.settings import Settings
 
@@ -92,6 +101,23 @@ def test_run_with_a_missing_events_topic_says_how_to_create_it(
     assert done.returncode == 2
     assert f"the events topic '{settings.topics.events}' does not exist" in done.stderr
     assert "lorastream topics create" in done.stderr
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_worker_goes_on(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events)
+    worker = WorkerProcess(write_config(tmp_path / "worker.toml", settings), tmp_path / "w.log")
+    try:
+        worker.wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
+        stacks = worker.stacks()
+        assert "Current thread" in stacks, stacks
+        assert "stream/app.py" in stacks, "the worker's own frames are in it"
+        assert worker.proc.poll() is None, "the worker goes on running"
+    finally:
+        code = worker.stop(signal.SIGTERM)
+    assert code == 0, worker.tail()
 
 
 def test_bad_settings_are_reported_not_traced(tmp_path: Path) -> None:
