@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+UNPLACED_WARN_S = 10.0  # a partition without a position this long is worth a line
 
 
 class Worker:
@@ -140,6 +141,8 @@ class Worker:
         )
         self._recent = RecentEvents(s.worker.dedupe_window)
         self.book = OffsetBook(checkpoints=s.checkpoint.dir is not None)
+        self._unplaced_since: float | None = None  # when partitions began to wait for a position
+        self._unplaced_warned = False
         self.stages = StageClock(self.metrics.stage_seconds)
         self.durable = DurableState(s, learner, self._recent, self.book, self.metrics, self.stages)
         self.schedule = self.durable.schedule
@@ -296,6 +299,24 @@ class Worker:
             position = consumer.position(tp)
             if position is not None:  # None: no answer from the broker yet; the next poll asks
                 self.book.place(key, position)
+        self._warn_if_unplaced()
+
+    def _warn_if_unplaced(self) -> None:
+        """Say once when assigned partitions have waited long for a position: nothing is
+        read from them until the broker answers the offset lookup."""
+        unplaced, now = self.book.unplaced(), time.monotonic()
+        if not unplaced:
+            self._unplaced_since, self._unplaced_warned = None, False
+        elif self._unplaced_since is None:
+            self._unplaced_since = now
+        elif now - self._unplaced_since > UNPLACED_WARN_S and not self._unplaced_warned:
+            self._unplaced_warned = True
+            log.warning(
+                "partitions %s have had no position for %.0fs: the broker has not answered the"
+                " offset lookup, so nothing is read from them yet",
+                sorted(f"{t}[{p}]" for t, p in unplaced),
+                now - self._unplaced_since,
+            )
 
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
         """Steps 1-2 for one batch, then step 3 for the batch before it, whose output the

@@ -276,3 +276,28 @@ def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settin
         assert checkpoints == 2, "no checkpoint mid-stream"
     finally:
         running.stop(30)
+
+
+def test_a_partition_long_without_a_position_is_named_once_in_the_log(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("stream.worker.UNPLACED_WARN_S", 0.0)
+    worker = Worker(make_settings(), RiverMFLearner(), WorkerMetrics(process=False))
+    worker.book.assign([("ev", 0)])
+
+    def warnings_after_a_poll() -> list[str]:
+        worker._warn_if_unplaced()
+        time.sleep(0.01)
+        return [r.getMessage() for r in caplog.records if "no position" in r.getMessage()]
+
+    assert warnings_after_a_poll() == [], "the first poll only notes when the wait began"
+    assert len(warnings_after_a_poll()) == 1
+    assert "['ev[0]']" in warnings_after_a_poll()[0], "named once, not on every poll"
+    assert len(warnings_after_a_poll()) == 1
+    worker.book.place(("ev", 0), 0)
+    warnings_after_a_poll()  # every partition placed: the wait is over
+    worker.book.assign([("ev", 1)])
+    warnings_after_a_poll()
+    assert len(warnings_after_a_poll()) == 2, "a later wait is named again"
