@@ -239,7 +239,8 @@ class WorkerProcess:
     def wait_for(
         self, condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2
     ) -> None:
-        """Like `wait_for`, but fails at once if the worker exits; either failure shows its log."""
+        """Like `wait_for`, but fails at once if the worker exits; either failure shows its log
+        (a timeout also every thread's stack, then kills the worker)."""
 
         def done() -> bool:
             if self.proc.poll() is not None:
@@ -254,13 +255,22 @@ class WorkerProcess:
         except AssertionError as e:
             if "the worker exited" in str(e):
                 raise
-            raise AssertionError(f"{e}; the worker's log ends:\n{self.stacks()}") from None
+            stacks = self.stacks()
+            self.proc.kill()  # a failed test leaves no worker behind, busy on the broker's cores
+            self.proc.wait()
+            raise AssertionError(f"{e}; the worker's log ends:\n{stacks}") from None
 
     def stacks(self) -> str:
         """The log's tail after the running worker printed every thread's stack (SIGUSR1)."""
         if self.proc.poll() is None:
+            before = self.log.stat().st_size
             self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(1.0)
+            deadline, size = time.monotonic() + 10.0, before
+            while time.monotonic() < deadline:  # until the dump has come and stopped growing
+                time.sleep(0.5)
+                size, grown = self.log.stat().st_size, size
+                if size > before and size == grown:
+                    break
         return self.log.read_text(errors="replace")[-12000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:

@@ -162,7 +162,7 @@ def test_a_learner_that_fails_every_record_stops_the_worker_uncommitted(
     worker, _ = start(settings, FaultyLearner(fail_all=True))
     error = worker.wait_failed()
     assert isinstance(error, TooManyPoisonRecords)
-    assert committed_offsets(settings) == {}
+    assert set(committed_offsets(settings).values()) <= {0}, "no event's offset is committed"
     assert letters(settings) == [], "a broken learner is no reason to dead-letter good records"
 
 
