@@ -294,8 +294,8 @@ def test_a_partition_long_without_a_position_is_named_once_in_the_log(
 
     assert warnings_after_a_poll() == [], "the first poll only notes when the wait began"
     assert len(warnings_after_a_poll()) == 1
-    assert "['ev[0]']" in warnings_after_a_poll()[0], "named once, not on every poll"
-    assert len(warnings_after_a_poll()) == 1
+    assert "['ev[0]']" in warnings_after_a_poll()[0], "the waiting partition is named"
+    assert len(warnings_after_a_poll()) == 1, "once, not on every poll"
     worker.book.place(("ev", 0), 0)
     warnings_after_a_poll()  # every partition placed: the wait is over
     worker.book.assign([("ev", 1)])
