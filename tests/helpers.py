@@ -123,7 +123,9 @@ def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(**settings.kafka.client_kwargs())
+    # no auto-commit: a group-less consumer otherwise warns on every call, burying a failing
+    # test's captured log (the worker's own lines) under one line per poll of a wait
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
