@@ -200,6 +200,12 @@ class ConsumerSettings(BaseModel):
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=500)
     fetch_max_wait_ms: int = Field(default=100, ge=0)
+    stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="an assigned partition with records to read (or no position) that returns"
+        " none this long is logged with the client's state, counted, and sought again",
+    )
 
 
 class BatchSettings(BaseModel):

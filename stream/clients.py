@@ -284,6 +284,52 @@ def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, i
     return True
 
 
+def describe_partition(consumer: KafkaConsumer, tp: TopicPartition) -> str:
+    """kafka-python's own view of one assigned partition, for a log line. It reads the
+    client's private state, so it says "unavailable" rather than fail when that changes."""
+    try:
+        state = consumer._subscription.assignment[tp]
+        pending = sorted(consumer._fetcher._nodes_with_pending_fetch_requests)
+        return (
+            f"position={state.position} awaiting_reset={state.awaiting_reset}"
+            f" awaiting_validation={state.awaiting_validation} paused={state.paused}"
+            f" fetchable={state.is_fetchable()} highwater={state.highwater}"
+            f" leader={consumer._manager.cluster.leader_for_partition(tp)}"
+            f" nodes_with_pending_fetches={pending}"
+        )
+    except Exception as exc:  # private state: never let a log line fail the worker
+        return f"unavailable ({type(exc).__name__})"
+
+
+def has_unread(consumer: KafkaConsumer, tp: TopicPartition, timeout_ms: int) -> bool:
+    """Is ``consumer``'s position in ``tp`` short of the end the broker reports now (the last
+    stable offset, under read_committed)? Asks the broker: the client's cached high
+    watermark is stale for a partition it has stopped fetching. False when it cannot tell."""
+    try:
+        end = consumer.end_offsets([tp], timeout_ms=timeout_ms)[tp]
+        position = consumer.position(tp, timeout_ms=0)
+    except KafkaError:
+        return False
+    return position is None or position < end
+
+
+def start_offset(
+    consumer: KafkaConsumer, tp: TopicPartition, earliest: bool, timeout_ms: int
+) -> int | None:
+    """Where a partition without a position begins, asked of the broker directly: its
+    earliest offset when ``earliest``, else the group's committed offset, else the reset
+    policy's end. None when the broker does not answer within ``timeout_ms``."""
+    try:
+        committed = None if earliest else consumer.committed(tp, timeout_ms=timeout_ms)
+        if committed is not None:
+            return int(committed)
+        if earliest or consumer.config["auto_offset_reset"] == "earliest":
+            return int(consumer.beginning_offsets([tp], timeout_ms=timeout_ms)[tp])
+        return int(consumer.end_offsets([tp], timeout_ms=timeout_ms)[tp])
+    except KafkaError:
+        return None
+
+
 def partition_lag(
     consumer: KafkaConsumer,
     processed: Mapping[tuple[str, int], int],

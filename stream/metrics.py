@@ -209,6 +209,13 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partition_stalls = Counter(
+            p + "partition_stalls_total",
+            "Times an assigned partition with records to read returned none for"
+            " consumer.stall_s and was sought again where it stood",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.processing_lag = Gauge(
             p + "processing_lag_seconds",
             "Now minus the record timestamp of the newest processed event",

@@ -29,12 +29,15 @@ from stream.clients import (
     at_high_watermark,
     await_partitions,
     broker_contact,
+    describe_partition,
     ensure_output_topics,
+    has_unread,
     make_admin,
     make_consumer,
     make_producer,
     partition_lag,
     require_topic,
+    start_offset,
 )
 from stream.decode import Accepted, Decoded, Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
@@ -56,6 +59,7 @@ from stream.privacy import Pseudonymizer
 from stream.publisher import Publisher
 from stream.rebalance import Rebalance, commit_map
 from stream.stages import StageClock
+from stream.stall import StallWatch
 
 __all__ = [
     "DeadLetterPolicy",
@@ -68,7 +72,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-UNPLACED_WARN_S = 10.0  # a partition without a position this long is worth a line
+LOOKUP_TIMEOUT_MS = 10_000  # a stalled partition's own offset lookups
 
 
 class Worker:
@@ -141,8 +145,7 @@ class Worker:
         )
         self._recent = RecentEvents(s.worker.dedupe_window)
         self.book = OffsetBook(checkpoints=s.checkpoint.dir is not None)
-        self._unplaced_since: float | None = None  # when partitions began to wait for a position
-        self._unplaced_warned = False
+        self._stalls = StallWatch(s.consumer.stall_s)
         self.stages = StageClock(self.metrics.stage_seconds)
         self.durable = DurableState(s, learner, self._recent, self.book, self.metrics, self.stages)
         self.schedule = self.durable.schedule
@@ -269,12 +272,14 @@ class Worker:
     def _read(self, consumer: KafkaConsumer, timeout_ms: int) -> bool:
         """Poll up to ``timeout_ms`` (at most 200) for the batch's room; decode what came.
         Returns whether anything did."""
+        began = time.monotonic()
         with self.stages.time("poll"):
             polled = consumer.poll(
                 timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
             )
         self._drop_released()
         self._place(consumer, polled)
+        self._unstall(consumer, polled, time.monotonic() - began)
         if not polled:
             return False
         with self.stages.time("decode"):
@@ -299,24 +304,50 @@ class Worker:
             position = consumer.position(tp)
             if position is not None:  # None: no answer from the broker yet; the next poll asks
                 self.book.place(key, position)
-        self._warn_if_unplaced()
 
-    def _warn_if_unplaced(self) -> None:
-        """Say once when assigned partitions have waited long for a position: nothing is
-        read from them until the broker answers the offset lookup."""
-        unplaced, now = self.book.unplaced(), time.monotonic()
-        if not unplaced:
-            self._unplaced_since, self._unplaced_warned = None, False
-        elif self._unplaced_since is None:
-            self._unplaced_since = now
-        elif now - self._unplaced_since > UNPLACED_WARN_S and not self._unplaced_warned:
-            self._unplaced_warned = True
-            log.warning(
-                "partitions %s have had no position for %.0fs: the broker has not answered the"
-                " offset lookup, so nothing is read from them yet",
-                sorted(f"{t}[{p}]" for t, p in unplaced),
-                now - self._unplaced_since,
-            )
+    def _unstall(
+        self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]], seconds: float
+    ) -> None:
+        """Seek again, where it stands, each assigned partition that has had records to read
+        (or no position) and returned none for ``consumer.stall_s`` of polling
+        (:mod:`stream.stall`)."""
+        heard = {(tp.topic, tp.partition) for tp, records in polled.items() if records}
+        self._stalls.polled(self.book.assigned(), heard, seconds)
+        unplaced = self.book.unplaced()
+
+        def behind(key: PartitionKey) -> bool:
+            return key in unplaced or has_unread(consumer, TopicPartition(*key), LOOKUP_TIMEOUT_MS)
+
+        for key in self._stalls.stalled(behind):
+            self._reseek(consumer, TopicPartition(*key), placed=key not in unplaced)
+
+    def _reseek(self, consumer: KafkaConsumer, tp: TopicPartition, placed: bool) -> None:
+        """A seek to the partition's own position clears whatever reset or validation the
+        client waits for; a partition without one gets its start from the broker directly."""
+        state = describe_partition(consumer, tp)
+        try:
+            if placed:
+                offset = consumer.position(tp, timeout_ms=LOOKUP_TIMEOUT_MS)
+            else:
+                offset = start_offset(consumer, tp, self.durable.from_earliest, LOOKUP_TIMEOUT_MS)
+        except KafkaError as exc:  # e.g. revoked meanwhile: the next assignment places it
+            log.warning("partition %s[%d] stalled; no position to seek it at: %s", *tp, exc)
+            return
+        log.warning(
+            "partition %s[%d] returned no record for %.0fs though it has %s; the client's"
+            " state: %s. Seeking it again at %s",
+            tp.topic,
+            tp.partition,
+            self._stalls.after_s,
+            "records to read" if placed else "no position yet",
+            state,
+            "its position" if offset is None else offset,
+        )
+        self.metrics.partition_stalls.labels(tp.topic, str(tp.partition)).inc()
+        if tp in consumer.paused():  # the worker never pauses: a paused partition is the client's
+            consumer.resume(tp)
+        if offset is not None:
+            consumer.seek(tp, offset)
 
     def _process(self, batch: Batch, consumer: KafkaConsumer) -> None:
         """Steps 1-2 for one batch, then step 3 for the batch before it, whose output the

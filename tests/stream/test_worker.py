@@ -278,26 +278,61 @@ def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settin
         running.stop(30)
 
 
-def test_a_partition_long_without_a_position_is_named_once_in_the_log(
-    make_settings: Callable[..., Settings],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_a_partition_the_client_stops_fetching_is_sought_again_and_read(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("stream.worker.UNPLACED_WARN_S", 0.0)
-    worker = Worker(make_settings(), RiverMFLearner(), WorkerMetrics(process=False))
-    worker.book.assign([("ev", 0)])
+    """kafka-python was seen to stop fetching an assigned partition for good; here the
+    client is made to (a pause the worker never asks for). The worker names the partition
+    with the client's state, counts it, seeks it where it stands, and every event is read."""
+    from kafka import TopicPartition
 
-    def warnings_after_a_poll() -> list[str]:
-        worker._warn_if_unplaced()
-        time.sleep(0.01)
-        return [r.getMessage() for r in caplog.records if "no position" in r.getMessage()]
+    settings = make_settings(consumer={"stall_s": 1.0}, batch={"max_wait_s": 0.2})
+    create_topic(settings, settings.topics.events, partitions=2)
+    metrics = WorkerMetrics(process=False)
+    worker = Worker(settings, RiverMFLearner(), metrics)
+    running = WorkerThread(worker)
+    try:
+        wait_for(
+            lambda: len(worker.book.assigned()) == 2 and not worker.book.unplaced(),
+            60,
+            "both partitions assigned and placed",
+        )
+        assert worker._consumer is not None
+        stuck = TopicPartition(settings.topics.events, 1)
+        worker._consumer.pause(stuck)
+        events = make_events(200, n_users=20)
+        send_raw(settings, [event_record(e) for e in events])
+        wait_for(lambda: all_committed(settings), 60, "every event, the stuck partition's too")
+        stalls = metrics.registry.get_sample_value(
+            "lorastream_partition_stalls_total",
+            {"topic": settings.topics.events, "partition": "1"},
+        )
+        assert (stalls or 0) >= 1, "the stall is counted"
+        assert not metrics.registry.get_sample_value(
+            "lorastream_partition_stalls_total",
+            {"topic": settings.topics.events, "partition": "0"},
+        ), "a partition that reads is never called stalled"
+        lines = [r.getMessage() for r in caplog.records if "returned no record" in r.getMessage()]
+        assert lines, "the stall is logged"
+        assert f"{settings.topics.events}[1]" in lines[0], "the partition is named"
+        assert "paused=True" in lines[0], "with the client's own state"
+    finally:
+        running.stop(30)
+    assert worker.events_learned == len(events)
 
-    assert warnings_after_a_poll() == [], "the first poll only notes when the wait began"
-    assert len(warnings_after_a_poll()) == 1
-    assert "['ev[0]']" in warnings_after_a_poll()[0], "the waiting partition is named"
-    assert len(warnings_after_a_poll()) == 1, "once, not on every poll"
-    worker.book.place(("ev", 0), 0)
-    warnings_after_a_poll()  # every partition placed: the wait is over
-    worker.book.assign([("ev", 1)])
-    warnings_after_a_poll()
-    assert len(warnings_after_a_poll()) == 2, "a later wait is named again"
+
+def test_an_idle_partition_is_never_called_stalled(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(consumer={"stall_s": 0.5}, batch={"max_wait_s": 0.2})
+    create_topic(settings, settings.topics.events, partitions=2)
+    send_raw(settings, [event_record(e) for e in make_events(40, n_users=5)])
+    metrics = WorkerMetrics(process=False)
+    worker = Worker(settings, RiverMFLearner(), metrics)
+    running = WorkerThread(worker)
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the events read")
+        time.sleep(3.0)  # six stall periods with nothing left to read
+    finally:
+        running.stop(30)
+    assert not [r for r in caplog.records if "returned no record" in r.getMessage()]
