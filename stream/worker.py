@@ -500,9 +500,11 @@ class Worker:
         self.metrics.broker_connected.set(1.0 if connected else 0.0)
 
     def show_assignment(self) -> None:
-        n = len(self.book.assigned())
-        self.health.assigned_partitions = n
-        self.metrics.partitions_assigned.set(n)
+        assigned = self.book.assigned()
+        self.health.assigned_partitions = len(assigned)
+        self.metrics.partitions_assigned.set(len(assigned))
+        for topic, partition in assigned:  # a series from 0, so increase() sees the first stall
+            self.metrics.partition_stalls.labels(topic, str(partition))
 
     def _drop_released(self) -> None:
         """On the work thread: drop pending records of partitions given up meanwhile."""

@@ -227,7 +227,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 ],
             ),
             (
-                "Faults: broker contact, failed batches, roll-backs",
+                "Faults: broker contact, failed batches, roll-backs, stalls",
                 "none",
                 [
                     (f"min by (instance) (lorastream_broker_connected{I})", "broker contact"),
@@ -236,6 +236,11 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                         "failed batches ({{stage}})",
                     ),
                     (f"sum (increase(lorastream_rewinds_total{I}[{R}]))", "roll-backs"),
+                    (
+                        "sum by (topic, partition)"
+                        f" (increase(lorastream_partition_stalls_total{I}[{R}]))",
+                        "stalls {{topic}}[{{partition}}]",
+                    ),
                     (
                         f"sum (increase(lorastream_checkpoints_quarantined_total{I}[{R}]))",
                         "checkpoints quarantined",

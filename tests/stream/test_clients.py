@@ -1,0 +1,57 @@
+"""Offset lookups of stream/clients.py against the real local Kafka broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from helpers import create_topic, send_raw
+from kafka import OffsetAndMetadata, TopicPartition
+
+from schemas.settings import Settings
+from stream.clients import has_unread, make_consumer, start_offset
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_partition_starts_at_the_committed_offset_else_where_the_policy_says(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [(None, b"x")] * 5)
+    tp = TopicPartition(settings.topics.events, 0)
+    latest = make_settings(consumer={"auto_offset_reset": "latest"})
+    consumers = [make_consumer(settings), make_consumer(latest)]
+    try:
+        for c in consumers:
+            c.assign([tp])
+        earliest_policy, latest_policy = consumers
+        assert start_offset(earliest_policy, tp, earliest=False, timeout_ms=10_000) == 0
+        assert start_offset(latest_policy, tp, earliest=False, timeout_ms=10_000) == 5
+        earliest_policy.commit({tp: OffsetAndMetadata(3, "", -1)})
+        assert start_offset(latest_policy, tp, earliest=False, timeout_ms=10_000) == 3
+        assert start_offset(latest_policy, tp, earliest=True, timeout_ms=10_000) == 0, (
+            "a state restored from behind a damaged checkpoint reads from the earliest"
+        )
+    finally:
+        for c in consumers:
+            c.close()
+
+
+def test_unread_records_are_seen_even_by_a_client_that_stopped_fetching(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events, partitions=1)
+    tp = TopicPartition(settings.topics.events, 0)
+    consumer = make_consumer(settings)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        assert not has_unread(consumer, tp, timeout_ms=10_000), "an empty partition"
+        consumer.pause(tp)  # the client's cached high watermark no longer moves
+        send_raw(settings, [(None, b"x")] * 2)
+        assert has_unread(consumer, tp, timeout_ms=10_000)
+    finally:
+        consumer.close()
