@@ -267,12 +267,13 @@ class WorkerProcess:
         if self.proc.poll() is None:
             before = self.log.stat().st_size
             self.proc.send_signal(signal.SIGUSR1)
-            deadline, size = time.monotonic() + 10.0, before
-            while time.monotonic() < deadline:  # until the dump has come and stopped growing
+            # until the dump has come and stopped growing for 1.5 s: on a loaded machine the
+            # process can be off the CPU for half a second in the middle of writing it
+            deadline, size, still = time.monotonic() + 15.0, before, 0
+            while time.monotonic() < deadline and still < 3:
                 time.sleep(0.5)
                 size, grown = self.log.stat().st_size, size
-                if size > before and size == grown:
-                    break
+                still = still + 1 if size > before and size == grown else 0
         return self.log.read_text(errors="replace")[-12000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
