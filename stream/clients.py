@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -282,6 +283,17 @@ def at_high_watermark(consumer: KafkaConsumer, partitions: Iterable[tuple[str, i
     except KafkaError:  # e.g. the partition was revoked meanwhile
         return False
     return True
+
+
+def wake_io_loop(consumer: KafkaConsumer) -> Callable[[], None]:
+    """A function that wakes ``consumer``'s I/O loop from any thread (the client's own
+    thread-safe wakeup; private, so a missing one is a no-op)."""
+
+    def wake() -> None:
+        with contextlib.suppress(Exception):
+            consumer._net.wakeup()
+
+    return wake
 
 
 def describe_partition(consumer: KafkaConsumer, tp: TopicPartition) -> str:

@@ -28,11 +28,18 @@ watermark, never is. Each partition is checked once per ``after_s`` of silence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import faulthandler
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from stream.offsets import PartitionKey
 
-__all__ = ["StallWatch"]
+__all__ = ["CallWatch", "StallWatch"]
+
+log = logging.getLogger(__name__)
 
 
 class StallWatch:
@@ -57,3 +64,92 @@ class StallWatch:
         for key in due:
             self._silent[key] = 0.0
         return sorted(k for k in due if behind(k))
+
+
+class CallWatch:
+    """Watches, from a thread of its own, how long the work thread has been inside one call
+    into the Kafka client, and wakes the client's I/O loop when that call overstays.
+
+    kafka-python 3 runs each blocking call (``poll`` included, whatever its timeout) as a
+    task on its I/O thread and waits for it with no bound of its own. A worker was caught
+    with its work thread in such a wait for minutes, the I/O thread asleep in ``select``
+    with nothing due: a task queued without the loop being woken. ``poke`` (the client's
+    own thread-safe wakeup) makes the loop look at its queue again; it is harmless when
+    nothing was lost. The call is named in the log when poked, and again when it returns,
+    so the log says whether the poke was what it needed; after ``dump_after_s`` every
+    thread's stack is printed once.
+
+    >>> import threading
+    >>> released = threading.Event()
+    >>> watch = CallWatch(poke=released.set, poke_after_s=0.05, every_s=0.01)
+    >>> watch.start()
+    >>> with watch.call("poll"):
+    ...     released.wait(5.0)  # a call that only returns once poked
+    True
+    >>> watch.stop()
+    >>> watch.pokes >= 1
+    True
+    """
+
+    def __init__(
+        self,
+        poke: Callable[[], None],
+        poke_after_s: float = 5.0,
+        dump_after_s: float = 60.0,
+        every_s: float = 1.0,
+    ) -> None:
+        self._poke, self.poke_after_s, self.dump_after_s = poke, poke_after_s, dump_after_s
+        self._every_s = every_s
+        self._call: tuple[str, float] | None = None  # what the work thread is inside, since
+        self._poked_call: tuple[str, float] | None = None
+        self._dumped_call: tuple[str, float] | None = None
+        self.pokes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lorastream-call-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+    @contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        """The work thread is inside the client's ``what`` for the duration."""
+        entered = self._call = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._call = None
+            if self._poked_call is entered:
+                log.warning(
+                    "the Kafka client's %s returned %.1fs after it was entered (woken after %.0fs)",
+                    what,
+                    time.monotonic() - entered[1],
+                    self.poke_after_s,
+                )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            call = self._call
+            if call is None:
+                continue
+            inside = time.monotonic() - call[1]
+            if inside >= self.poke_after_s:
+                self.pokes += 1
+                self._poke()
+                if self._poked_call is not call:
+                    self._poked_call = call
+                    log.warning(
+                        "the Kafka client's %s has not returned for %.0fs: waking its I/O loop",
+                        call[0],
+                        inside,
+                    )
+            if inside >= self.dump_after_s and self._dumped_call is not call:
+                self._dumped_call = call
+                log.error(
+                    "the Kafka client's %s has not returned for %.0fs; stacks:", call[0], inside
+                )
+                faulthandler.dump_traceback(all_threads=True)

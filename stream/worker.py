@@ -38,6 +38,7 @@ from stream.clients import (
     partition_lag,
     require_topic,
     start_offset,
+    wake_io_loop,
 )
 from stream.decode import Accepted, Decoded, Decoder, RawRecord, Rejection
 from stream.dedupe import RecentEvents
@@ -59,7 +60,7 @@ from stream.privacy import Pseudonymizer
 from stream.publisher import Publisher
 from stream.rebalance import Rebalance, commit_map
 from stream.stages import StageClock
-from stream.stall import StallWatch
+from stream.stall import CallWatch, StallWatch
 
 __all__ = [
     "DeadLetterPolicy",
@@ -146,6 +147,7 @@ class Worker:
         self._recent = RecentEvents(s.worker.dedupe_window)
         self.book = OffsetBook(checkpoints=s.checkpoint.dir is not None)
         self._stalls = StallWatch(s.consumer.stall_s)
+        self._calls = CallWatch(lambda: None)  # started with the consumer it watches
         self.stages = StageClock(self.metrics.stage_seconds)
         self.durable = DurableState(s, learner, self._recent, self.book, self.metrics, self.stages)
         self.schedule = self.durable.schedule
@@ -197,6 +199,9 @@ class Worker:
             stack.callback(self._close_savepoints)
             consumer = self._consumer = make_consumer(s)
             stack.callback(self._close_consumer, consumer)
+            self._calls = CallWatch(wake_io_loop(consumer))
+            self._calls.start()
+            stack.callback(self._calls.stop)
             self._partitions = PartitionWatch(
                 s.topics.events, await_partitions(consumer, s.topics.events)
             )
@@ -273,12 +278,13 @@ class Worker:
         """Poll up to ``timeout_ms`` (at most 200) for the batch's room; decode what came.
         Returns whether anything did."""
         began = time.monotonic()
-        with self.stages.time("poll"):
+        with self.stages.time("poll"), self._calls.call("poll"):
             polled = consumer.poll(
                 timeout_ms=max(1, min(timeout_ms, 200)), max_records=self._batcher.room
             )
         self._drop_released()
-        self._place(consumer, polled)
+        with self._calls.call("position lookup"):
+            self._place(consumer, polled)
         self._unstall(consumer, polled, time.monotonic() - began)
         if not polled:
             return False
