@@ -313,16 +313,20 @@ def describe_partition(consumer: KafkaConsumer, tp: TopicPartition) -> str:
         return f"unavailable ({type(exc).__name__})"
 
 
-def has_unread(consumer: KafkaConsumer, tp: TopicPartition, timeout_ms: int) -> bool:
-    """Is ``consumer``'s position in ``tp`` short of the end the broker reports now (the last
-    stable offset, under read_committed)? Asks the broker: the client's cached high
-    watermark is stale for a partition it has stopped fetching. False when it cannot tell."""
+def unread(
+    consumer: KafkaConsumer, partitions: Iterable[TopicPartition], timeout_ms: int
+) -> set[TopicPartition]:
+    """Those of ``partitions`` where ``consumer``'s position is short of the end the broker
+    reports now (the last stable offset, under read_committed), in one lookup. Asks the
+    broker: the client's cached high watermark is stale for a partition it has stopped
+    fetching. Empty when the broker does not answer (nothing can be told)."""
+    tps = list(partitions)
     try:
-        end = consumer.end_offsets([tp], timeout_ms=timeout_ms)[tp]
-        position = consumer.position(tp, timeout_ms=0)
+        ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+        positions = {tp: consumer.position(tp, timeout_ms=0) for tp in tps}
     except KafkaError:
-        return False
-    return position is None or position < end
+        return set()
+    return {tp for tp in tps if positions[tp] is None or positions[tp] < ends[tp]}
 
 
 def start_offset(

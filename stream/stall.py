@@ -17,12 +17,12 @@ watermark, never is. Each partition is checked once per ``after_s`` of silence.
 >>> both = {("ev", 0), ("ev", 1)}
 >>> watch.polled(both, heard={("ev", 0)}, seconds=20.0)
 >>> watch.polled(both, heard=set(), seconds=10.0)  # ev[1] silent 30 s of polling, ev[0] 10 s
->>> watch.stalled(behind=lambda key: True)
+>>> watch.stalled(behind=set)  # every partition asked about has something to read
 [('ev', 1)]
->>> watch.stalled(behind=lambda key: True)  # its clock restarted: named again after another 30 s
+>>> watch.stalled(behind=set)  # its clock restarted: named again after another 30 s
 []
 >>> watch.polled(both, heard=set(), seconds=30.0)
->>> watch.stalled(behind=lambda key: False)  # at the high watermark: idle, not stalled
+>>> watch.stalled(behind=lambda keys: set())  # both at the high watermark: idle
 []
 """
 
@@ -57,13 +57,19 @@ class StallWatch:
         silent = self._silent
         self._silent = {k: 0.0 if k in heard else silent.get(k, 0.0) + seconds for k in assigned}
 
-    def stalled(self, behind: Callable[[PartitionKey], bool]) -> list[PartitionKey]:
-        """Partitions silent ``after_s`` that ``behind`` says have something to read. Every
-        partition checked restarts its clock, so each is checked once per ``after_s``."""
-        due = [k for k, t in self._silent.items() if t >= self.after_s]
+    def stalled(
+        self, behind: Callable[[list[PartitionKey]], set[PartitionKey]]
+    ) -> list[PartitionKey]:
+        """Partitions silent ``after_s`` that have something to read: ``behind`` is asked
+        once, with all of them, and returns those. Every partition checked restarts its
+        clock, so each is checked once per ``after_s``."""
+        due = sorted(k for k, t in self._silent.items() if t >= self.after_s)
+        if not due:
+            return []
         for key in due:
             self._silent[key] = 0.0
-        return sorted(k for k in due if behind(k))
+        found = behind(due)
+        return [k for k in due if k in found]
 
 
 class CallWatch:

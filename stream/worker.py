@@ -31,13 +31,13 @@ from stream.clients import (
     broker_contact,
     describe_partition,
     ensure_output_topics,
-    has_unread,
     make_admin,
     make_consumer,
     make_producer,
     partition_lag,
     require_topic,
     start_offset,
+    unread,
     wake_io_loop,
 )
 from stream.decode import Accepted, Decoded, Decoder, RawRecord, Rejection
@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-LOOKUP_TIMEOUT_MS = 10_000  # a stalled partition's own offset lookups
+LOOKUP_TIMEOUT_MS = 5_000  # the offset lookups of a stall check
 
 
 class Worker:
@@ -319,10 +319,14 @@ class Worker:
         (:mod:`stream.stall`)."""
         heard = {(tp.topic, tp.partition) for tp, records in polled.items() if records}
         self._stalls.polled(self.book.assigned(), heard, seconds)
+        if not self.health.broker_connected:  # an outage is no stall; checked once it ends
+            return
         unplaced = self.book.unplaced()
 
-        def behind(key: PartitionKey) -> bool:
-            return key in unplaced or has_unread(consumer, TopicPartition(*key), LOOKUP_TIMEOUT_MS)
+        def behind(keys: list[PartitionKey]) -> set[PartitionKey]:
+            placed = [TopicPartition(*k) for k in keys if k not in unplaced]
+            late = unread(consumer, placed, LOOKUP_TIMEOUT_MS) if placed else set()
+            return {k for k in keys if k in unplaced} | {(tp.topic, tp.partition) for tp in late}
 
         for key in self._stalls.stalled(behind):
             self._reseek(consumer, TopicPartition(*key), placed=key not in unplaced)

@@ -9,7 +9,7 @@ from helpers import create_topic, send_raw
 from kafka import OffsetAndMetadata, TopicPartition
 
 from schemas.settings import Settings
-from stream.clients import has_unread, make_consumer, start_offset
+from stream.clients import make_consumer, start_offset, unread
 
 pytestmark = pytest.mark.kafka
 
@@ -49,9 +49,9 @@ def test_unread_records_are_seen_even_by_a_client_that_stopped_fetching(
     try:
         consumer.assign([tp])
         consumer.seek(tp, 0)
-        assert not has_unread(consumer, tp, timeout_ms=10_000), "an empty partition"
+        assert unread(consumer, [tp], timeout_ms=10_000) == set(), "an empty partition"
         consumer.pause(tp)  # the client's cached high watermark no longer moves
         send_raw(settings, [(None, b"x")] * 2)
-        assert has_unread(consumer, tp, timeout_ms=10_000)
+        assert unread(consumer, [tp], timeout_ms=10_000) == {tp}
     finally:
         consumer.close()
