@@ -110,6 +110,7 @@ class CallWatch:
         self._poked_call: tuple[str, float] | None = None
         self._dumped_call: tuple[str, float] | None = None
         self.pokes = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lorastream-call-watch", daemon=True)
 
@@ -124,12 +125,15 @@ class CallWatch:
     @contextmanager
     def call(self, what: str) -> Iterator[None]:
         """The work thread is inside the client's ``what`` for the duration."""
-        entered = self._call = (what, time.monotonic())
+        entered = (what, time.monotonic())
+        with self._lock:
+            self._call = entered
         try:
             yield
         finally:
-            self._call = None
-            if self._poked_call is entered:
+            with self._lock:
+                self._call, woken = None, self._poked_call is entered
+            if woken:
                 log.warning(
                     "the Kafka client's %s returned %.1fs after it was entered (woken after %.0fs)",
                     what,
@@ -139,23 +143,27 @@ class CallWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
-            call = self._call
-            if call is None:
-                continue
-            inside = time.monotonic() - call[1]
-            if inside >= self.poke_after_s:
-                self.pokes += 1
-                self._poke()
-                if self._poked_call is not call:
+            with self._lock:  # marked before the poke, so its return is always named
+                call = self._call
+                inside = 0.0 if call is None else time.monotonic() - call[1]
+                first = call is not None and inside >= self.poke_after_s
+                first = first and self._poked_call is not call
+                if first:
                     self._poked_call = call
-                    log.warning(
-                        "the Kafka client's %s has not returned for %.0fs: waking its I/O loop",
-                        call[0],
-                        inside,
-                    )
+            if call is None or inside < self.poke_after_s:
+                continue
+            if first:
+                log.warning(
+                    "the Kafka client's %s has not returned for %.0fs: waking its I/O loop",
+                    call[0],
+                    inside,
+                )
+            self.pokes += 1
+            self._poke()
             if inside >= self.dump_after_s and self._dumped_call is not call:
                 self._dumped_call = call
-                log.error(
-                    "the Kafka client's %s has not returned for %.0fs; stacks:", call[0], inside
-                )
-                faulthandler.dump_traceback(all_threads=True)
+                log.error("the Kafka client's %s has not returned for %.0fs", call[0], inside)
+                try:
+                    faulthandler.dump_traceback(all_threads=True)
+                except (AttributeError, ValueError, OSError):  # stderr without a file behind it
+                    log.error("no stack dump: stderr is not a file")

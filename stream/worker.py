@@ -307,7 +307,7 @@ class Worker:
                 continue
             if self.durable.from_earliest:
                 consumer.seek_to_beginning(tp)
-            position = consumer.position(tp)
+            position = consumer.position(tp, timeout_ms=LOOKUP_TIMEOUT_MS)
             if position is not None:  # None: no answer from the broker yet; the next poll asks
                 self.book.place(key, position)
 
@@ -317,10 +317,12 @@ class Worker:
         """Seek again, where it stands, each assigned partition that has had records to read
         (or no position) and returned none for ``consumer.stall_s`` of polling
         (:mod:`stream.stall`)."""
-        heard = {(tp.topic, tp.partition) for tp, records in polled.items() if records}
-        self._stalls.polled(self.book.assigned(), heard, seconds)
-        if not self.health.broker_connected:  # an outage is no stall; checked once it ends
+        assigned = self.book.assigned()
+        if not self.health.broker_connected:  # an outage is no stall: its silence is not counted
+            self._stalls.polled(assigned, heard=assigned, seconds=seconds)
             return
+        heard = {(tp.topic, tp.partition) for tp, records in polled.items() if records}
+        self._stalls.polled(assigned, heard, seconds)
         unplaced = self.book.unplaced()
 
         def behind(keys: list[PartitionKey]) -> set[PartitionKey]:
@@ -332,8 +334,9 @@ class Worker:
             self._reseek(consumer, TopicPartition(*key), placed=key not in unplaced)
 
     def _reseek(self, consumer: KafkaConsumer, tp: TopicPartition, placed: bool) -> None:
-        """A seek to the partition's own position clears whatever reset or validation the
-        client waits for; a partition without one gets its start from the broker directly."""
+        """A seek to the partition's own position clears whatever validation the client
+        waits for (and resumes it if paused); a partition this state has no position in
+        gets its start from the broker directly."""
         state = describe_partition(consumer, tp)
         try:
             if placed:
@@ -345,13 +348,17 @@ class Worker:
             return
         log.warning(
             "partition %s[%d] returned no record for %.0fs though it has %s; the client's"
-            " state: %s. Seeking it again at %s",
+            " state: %s. %s",
             tp.topic,
             tp.partition,
             self._stalls.after_s,
             "records to read" if placed else "no position yet",
             state,
-            "its position" if offset is None else offset,
+            # a placed partition the client has no position in waits for the client's own
+            # reset: seeking it anywhere else could skip or repeat records
+            "Not sought: the client has no position in it"
+            if offset is None
+            else f"Seeking it again at {offset}",
         )
         self.metrics.partition_stalls.labels(tp.topic, str(tp.partition)).inc()
         if tp in consumer.paused():  # the worker never pauses: a paused partition is the client's

@@ -278,12 +278,32 @@ def test_a_slow_update_is_not_an_idle_stream(make_settings: Callable[..., Settin
         running.stop(30)
 
 
+def _pause(consumer: Any, tp: Any) -> None:
+    consumer.pause(tp)  # public, though the worker never pauses
+
+
+def _validation_never_allowed(consumer: Any, tp: Any) -> None:
+    # the client's private state as kafka-python 3.0 left it in #3106: awaiting a
+    # validation that it will not retry for an hour, so the partition is never fetched
+    state = consumer._subscription.assignment[tp]
+    state._awaiting_validation = True
+    state.next_allowed_retry_time = time.monotonic() + 3600
+
+
+@pytest.mark.parametrize(
+    ("stop_fetching", "state"),
+    [(_pause, "paused=True"), (_validation_never_allowed, "awaiting_validation=True")],
+    ids=["paused", "awaiting-validation"],
+)
 def test_a_partition_the_client_stops_fetching_is_sought_again_and_read(
-    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+    stop_fetching: Callable[[Any, Any], None],
+    state: str,
 ) -> None:
     """kafka-python was seen to stop fetching an assigned partition for good; here the
-    client is made to (a pause the worker never asks for). The worker names the partition
-    with the client's state, counts it, seeks it where it stands, and every event is read."""
+    client is made to. The worker names the partition with the client's state, counts it,
+    seeks it where it stands, and every record is read once."""
     from kafka import TopicPartition
 
     settings = make_settings(consumer={"stall_s": 1.0}, batch={"max_wait_s": 0.2})
@@ -299,7 +319,7 @@ def test_a_partition_the_client_stops_fetching_is_sought_again_and_read(
         )
         assert worker._consumer is not None
         stuck = TopicPartition(settings.topics.events, 1)
-        worker._consumer.pause(stuck)
+        stop_fetching(worker._consumer, stuck)
         events = make_events(200, n_users=20)
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 60, "every event, the stuck partition's too")
@@ -315,9 +335,11 @@ def test_a_partition_the_client_stops_fetching_is_sought_again_and_read(
         lines = [r.getMessage() for r in caplog.records if "returned no record" in r.getMessage()]
         assert lines, "the stall is logged"
         assert f"{settings.topics.events}[1]" in lines[0], "the partition is named"
-        assert "paused=True" in lines[0], "with the client's own state"
+        assert state in lines[0], "with the client's own state"
+        assert "Seeking it again at" in lines[0]
     finally:
         running.stop(30)
+    assert worker.records_seen == len(events), "no record read twice"
     assert worker.events_learned == len(events)
 
 
