@@ -212,7 +212,8 @@ class WorkerMetrics:
         self.partition_stalls = Counter(
             p + "partition_stalls_total",
             "Times an assigned partition with records to read returned none for"
-            " consumer.stall_s and was sought again where it stood",
+            " consumer.stall_s of polling (logged with the client's state, and sought again"
+            " where it stood when the client had a position in it)",
             ["topic", "partition"],
             registry=r,
         )

@@ -4,8 +4,8 @@ kafka-python 3.0 was seen, rarely and under load, to keep an assigned partition 
 being fetched: the worker polled for minutes and nothing came, with no error anywhere. A
 client bug is not ours to fix, but a worker that silently reads nothing is: the watch names
 such a partition with the client's own view of it, counts it, and the worker seeks it
-again where it stands — a seek clears every pending reset and validation state of the
-client's partition — so the run goes on after ``after_s`` instead of never.
+again where it stands — a seek clears a validation the client waits on, and a resume a
+pause — so the run goes on after ``after_s`` instead of never.
 
 A partition's silence is the polling time since a poll last returned a record from it —
 time spent learning or checkpointing between polls does not count, so a slow learner step
