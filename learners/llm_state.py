@@ -142,11 +142,15 @@ def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
     saved = LLMConfig.model_validate(state["config"])
     placement = {"device"}  # where it runs is this machine's choice: checkpoints move
-    if saved.model_dump(exclude=placement) != learner.config.model_dump(exclude=placement):
+    was, now = saved.model_dump(exclude=placement), learner.config.model_dump(exclude=placement)
+    if was != now:
+        differ = ", ".join(
+            f"{k}={was[k]!r} (now {now.get(k)!r})" for k in was if was[k] != now.get(k)
+        )
         raise ValueError(
-            f"the checkpoint in {directory} was made with different learner settings"
-            f" (model {saved.model!r}); start with the same learner.llm settings or use"
-            " another checkpoint directory"
+            f"the checkpoint in {directory} was made with different learner settings: {differ};"
+            " start with the checkpoint's learner.llm settings or use another checkpoint"
+            " directory"
         )
     device = str(learner.device)
     load_adapter_weights(learner.backbone, directory / "adapter")
@@ -198,7 +202,8 @@ def forget_users(learner: Parts, user_ids: Sequence[str]) -> list[str]:
         device=learner.device,
     )
     with torch.no_grad():
-        for table in (learner.heads.user_ids.weight, learner.heads.user_rating_bias.weight):
+        tables = [learner.heads.user_rating_bias, learner.heads.user_ids]
+        for table in (t.weight for t in tables if t is not None):
             table[rows] = 0.0
             for moment in learner.sparse_optimizer.state.get(table, {}).values():
                 if isinstance(moment, torch.Tensor) and moment.dim() > 0:

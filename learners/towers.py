@@ -39,6 +39,20 @@ def _projection(hidden: int, dim: int) -> nn.Linear:
     return proj
 
 
+def _id_table(config: LLMConfig, dim: int) -> nn.Embedding:
+    table = nn.Embedding(config.id_buckets, dim, sparse=True)
+    nn.init.zeros_(table.weight)
+    return table
+
+
+def _with_ids(z: torch.Tensor, table: nn.Embedding | None, buckets: torch.Tensor) -> torch.Tensor:
+    """[n, d] vectors plus their id rows, where the learner keeps id tables."""
+    if table is None:
+        return z
+    ids: torch.Tensor = table(buckets)
+    return z + ids
+
+
 class Heads(nn.Module):
     """Projections, composer, id tables, item bias and rating head."""
 
@@ -57,11 +71,10 @@ class Heads(nn.Module):
         with torch.no_grad():
             self.user_transform.weight.copy_(torch.eye(d))
             self.user_transform.bias.zero_()
-        # id embeddings (hashed, bounded) start at zero: text alone speaks first
-        self.item_ids = nn.Embedding(config.id_buckets, d, sparse=True)
-        self.user_ids = nn.Embedding(config.id_buckets, d, sparse=True)
-        nn.init.zeros_(self.item_ids.weight)
-        nn.init.zeros_(self.user_ids.weight)
+        # id embeddings (hashed, bounded; only with config.id_embeddings) start at zero: text
+        # alone speaks first
+        self.item_ids = _id_table(config, d) if config.id_embeddings else None
+        self.user_ids = _id_table(config, d) if config.id_embeddings else None
         # popularity prior: a weight per half-life on log(1 + decayed count), plus a per-slot
         # bias; the short half-lives let a rising item (a trend) count early. Fixed at the
         # mean unless config.popularity_prior == "learned": a learned prior shares the work
@@ -86,9 +99,7 @@ class Heads(nn.Module):
     def item_vectors(self, pooled: torch.Tensor, id_buckets: torch.Tensor) -> torch.Tensor:
         """[n, h] pooled text, [n] id buckets → [n, d] unit item vectors."""
         z = self.item_proj(pooled)
-        if self.config.id_embeddings:
-            z = z + self.item_ids(id_buckets)
-        return F.normalize(z, dim=-1)
+        return F.normalize(_with_ids(z, self.item_ids, id_buckets), dim=-1)
 
     def item_bias_of(self, slots: torch.Tensor, log_counts: torch.Tensor) -> torch.Tensor:
         """[n] slots and [H, n] log(1 + decayed count) per half-life → [n] score prior."""
@@ -122,16 +133,12 @@ class Heads(nn.Module):
         pooled = torch.einsum("el,eld->ed", weights, history)  # [E, d]
         z = self.user_transform(pooled)
         z = torch.where(valid.any(-1, keepdim=True), z, torch.zeros_like(z))
-        if self.config.id_embeddings:
-            z = z + self.user_ids(user_buckets)
-        return F.normalize(z, dim=-1)
+        return F.normalize(_with_ids(z, self.user_ids, user_buckets), dim=-1)
 
     def prompt_users(self, pooled: torch.Tensor, user_buckets: torch.Tensor) -> torch.Tensor:
         """[E, h] pooled prompt encodings → [E, d] unit user vectors."""
         z = self.user_proj(pooled)
-        if self.config.id_embeddings:
-            z = z + self.user_ids(user_buckets)
-        return F.normalize(z, dim=-1)
+        return F.normalize(_with_ids(z, self.user_ids, user_buckets), dim=-1)
 
     # -- ratings -------------------------------------------------------------------------
 

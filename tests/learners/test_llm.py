@@ -215,7 +215,7 @@ def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
 ) -> None:
     from learners.towers import bucket_of
 
-    learner = LLMLearner(LLMConfig())
+    learner = LLMLearner(LLMConfig(id_embeddings=True))  # a user's id row is state too
     learn(learner, stream(320, users=8, items=60))
     gone = "user-3"
     assert gone in learner.history
@@ -224,6 +224,7 @@ def test_a_forgotten_user_is_gone_from_every_state_and_the_next_checkpoint(
     assert gone not in learner.history
     assert gone not in learner.replay.users()
     row = bucket_of(gone, learner.config.id_buckets)
+    assert learner.heads.user_ids is not None
     assert not learner.heads.user_ids.weight[row].any()
     assert learner.user_vectors([gone]).ids == []
     learner.save(tmp_path)
@@ -296,7 +297,7 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     learner = LLMLearner(LLMConfig())
     learn(learner, stream(64))
     learner.save(tmp_path)
-    with pytest.raises(ValueError, match="different learner settings"):
+    with pytest.raises(ValueError, match=r"different learner settings: history_len=20 \(now 7\)"):
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
 
 
