@@ -75,9 +75,8 @@ def test_without_id_tables_a_user_is_their_history_and_with_them_their_id_too() 
     plain = Heads(8, LLMConfig(id_buckets=16))
     assert plain.item_ids is None
     assert plain.user_ids is None
-    assert not plain.sparse_parameters() or all(
-        p.shape[1] == 1 for p in plain.sparse_parameters()
-    ), "only the one-column bias tables stay sparse"
+    sparse_widths = {p.shape[1] for p in plain.sparse_parameters()}
+    assert sparse_widths == {1}, "only the one-column bias tables stay sparse"
     users = plain.compose_users(history, types, buckets)
     torch.testing.assert_close(users[0], users[1])
     with_ids = Heads(8, LLMConfig(id_buckets=16, id_embeddings=True))
