@@ -74,6 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_MS = 5_000  # the offset lookups of a stall check
+COMMIT_RETRY_S = 1.0  # after a failed commit: the next try, with or without a new checkpoint
 
 
 class Worker:
@@ -161,6 +162,7 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self.records_seen = 0
         self.events_learned = 0
+        self._commit_retry_at = 0.0  # monotonic; a commit that failed is tried again from then
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -543,6 +545,10 @@ class Worker:
             self._commit(consumer)
             return
         if not self.durable.due(force):
+            # a caught-up worker saves nothing more, so offsets a failed commit left behind
+            # are committed here (cheap when there are none: a look at the book)
+            if time.monotonic() >= self._commit_retry_at:
+                self._commit(consumer)
             return
         self._confirm()  # the state to save holds the batch in flight: its offsets go with it
         checkpoint = self.durable.save()
@@ -561,7 +567,13 @@ class Worker:
             except KafkaError as exc:
                 # The checkpoint holds these offsets; a later commit or restart catches up.
                 self.metrics.commits.labels("error").inc()
-                log.warning("offset commit failed (%s); will retry at the next checkpoint", exc)
+                self._commit_retry_at = time.monotonic() + COMMIT_RETRY_S
+                log.warning(
+                    "offset commit failed (%s); the checkpoint holds the offsets, and the"
+                    " commit is tried again in %.0fs",
+                    exc,
+                    COMMIT_RETRY_S,
+                )
                 return
         self.metrics.commits.labels("ok").inc()
         self.book.committed(todo)

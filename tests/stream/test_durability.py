@@ -26,6 +26,8 @@ from helpers import (
     send_raw,
     wait_for,
 )
+from kafka import KafkaConsumer
+from kafka.errors import CoordinatorNotAvailableError
 
 from learners.base import LearnReport, VectorBatch
 from learners.ledger import EventLedger
@@ -209,6 +211,44 @@ def test_a_checkpoint_disk_that_fails_stops_the_worker_with_durable_offsets_only
     assert str(root) in str(error)
     assert committed_offsets(settings) == durable
     assert metrics.registry.get_sample_value("lorastream_checkpoints_total", {"result": "error"})
+
+
+def test_a_failed_commit_is_tried_again_while_the_stream_is_idle(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker refuses the commit of the last checkpoint (its coordinator moving, as under
+    load); with nothing more to read no checkpoint is due again, yet its offsets are committed."""
+    events = make_events(100, n_users=10)
+    real_commit = KafkaConsumer.commit
+    refused: list[dict[int, int]] = []
+
+    def commit_refusing_the_first(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
+        wanted = {tp.partition: om.offset for tp, om in offsets.items()}
+        if not refused and wanted == {0: len(events)}:
+            refused.append(wanted)
+            raise CoordinatorNotAvailableError("the coordinator is moving")
+        return real_commit(self, offsets, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "commit", commit_refusing_the_first)
+    settings = make_settings(
+        batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    learner = RiverMFLearner()
+    worker, metrics = start(settings, learner)
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the refused offsets committed")
+        assert refused, "the commit of every offset was refused once"
+        assert learner.ledger == EventLedger.expected(e.event_id for e in events)
+        assert (
+            metrics.registry.get_sample_value(
+                "lorastream_offset_commits_total", {"result": "error"}
+            )
+            == 1.0
+        )
+    finally:
+        worker.stop()
 
 
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
