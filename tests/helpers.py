@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -161,12 +163,16 @@ def all_committed(settings: Settings) -> bool:
 def wait_for(
     condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2
 ) -> None:
+    """Until ``condition()``; a timeout fails with the state of every worker running in this
+    process (its partitions as the client sees them, its thread's stack)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    message = f"timed out after {timeout_s:.0f}s waiting for {what}"
+    states = [w.describe() for w in list(WorkerThread.running)]
+    raise AssertionError("\n\n".join([message, *states]))
 
 
 SHUTDOWN_BOUND_S = 30.0
@@ -315,10 +321,13 @@ def env_for(settings: Settings) -> dict[str, str]:
 class WorkerThread:
     """A worker running in a thread of the test process; keeps what it raised."""
 
+    running: ClassVar[weakref.WeakSet[WorkerThread]] = weakref.WeakSet()
+
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, name="worker", daemon=True)
+        WorkerThread.running.add(self)
         self.thread.start()
 
     def _run(self) -> None:
@@ -326,6 +335,24 @@ class WorkerThread:
             self.worker.run()
         except BaseException as exc:
             self.error = exc
+        finally:
+            WorkerThread.running.discard(self)
+
+    def describe(self) -> str:
+        """What the worker has done, each assigned partition as the client sees it, and where
+        the worker's thread is now: what a timed-out wait shows."""
+        from stream.clients import describe_partition
+
+        w = self.worker
+        lines = [f"worker: {w.records_seen} records seen, {w.events_learned} events learned"]
+        consumer = w._consumer
+        for key in sorted(w.book.assigned()):
+            state = describe_partition(consumer, TopicPartition(*key)) if consumer else "-"
+            lines.append(f"  {key[0]}[{key[1]}]: {state}")
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        if frame is not None:
+            lines.append("  its thread is at:\n" + "".join(traceback.format_stack(frame)[-12:]))
+        return "\n".join(lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop on request; a worker that raised meanwhile fails the test with its error."""
