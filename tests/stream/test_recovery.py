@@ -47,25 +47,45 @@ def learned_in_checkpoint(checkpoints: Path) -> int:
     return int(manifest["ledger"]["count"]) if manifest else 0
 
 
-def produce_paced(
-    settings: Settings, records: list[tuple[bytes, bytes]], rate: float
-) -> threading.Thread:
-    """Send records at ``rate`` per second in a background thread."""
+class PacedProducer:
+    """Sends records at ``rate`` per second from a thread of its own; a send that fails
+    fails the test (at `healthy` or `join`) instead of leaving a worker with nothing to read."""
 
-    def run() -> None:
-        producer = producer_for(settings)
-        start = time.monotonic()
-        for k, (key, value) in enumerate(records):
-            delay = start + k / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            producer.send(settings.topics.events, key=key, value=value)
-        producer.flush()
-        producer.close()
+    def __init__(self, settings: Settings, records: list[tuple[bytes, bytes]], rate: float):
+        self.settings, self.records, self.rate = settings, records, rate
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
+        self._thread.start()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    def _run(self) -> None:
+        try:
+            producer = producer_for(self.settings)
+            try:
+                start = time.monotonic()
+                futures = []
+                for k, (key, value) in enumerate(self.records):
+                    delay = start + k / self.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    futures.append(producer.send(self.settings.topics.events, key=key, value=value))
+                producer.flush()
+                for future in futures:
+                    future.get(30)
+            finally:
+                producer.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def healthy(self) -> bool:
+        """True, or the producer's failure as the test's."""
+        if self.error is not None:
+            raise AssertionError(f"the test's producer failed: {self.error!r}") from self.error
+        return True
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the test's producer is still sending after {timeout}s"
+        self.healthy()
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
@@ -83,9 +103,9 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     # produce only once the worker owns the partition, so that the stop lands mid-stream
     # however long the worker took to start
     worker.wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
-    producer = produce_paced(settings, [event_record(e) for e in events], rate=200)
+    producer = PacedProducer(settings, [event_record(e) for e in events], rate=200)
     worker.wait_for(
-        lambda: learned_in_checkpoint(checkpoints) > 0 or "learned" in worker.tail(),
+        lambda: producer.healthy() and learned_in_checkpoint(checkpoints) > 0,
         60,
         "the worker to start learning",
     )
@@ -140,11 +160,13 @@ def test_kill_9_then_restart_loses_no_event(
     events = make_events(n_events, n_users=50)
     config = write_config(tmp_path / "worker.toml", settings)
     checkpoints = Path(str(settings.checkpoint.dir))
-    producer = produce_paced(settings, [event_record(e) for e in events], rate=rate)
+    producer = PacedProducer(settings, [event_record(e) for e in events], rate=rate)
 
     worker = WorkerProcess(config, tmp_path / "run1.log")
     worker.wait_for(
-        lambda: learned_in_checkpoint(checkpoints) >= kill_after, 300, "a few checkpoints"
+        lambda: producer.healthy() and learned_in_checkpoint(checkpoints) >= kill_after,
+        300,
+        "a few checkpoints",
     )
     time.sleep(0.37)  # land between checkpoints
     worker.proc.kill()
