@@ -10,6 +10,7 @@ counted as ``worker_exits_on_fault``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from helpers import all_committed, make_events, read_topic, wait_for
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from reliability.faults import (
     Run,
     Scale,
@@ -48,17 +50,20 @@ def producer(settings: Settings) -> KafkaProducer:
 def send(settings: Settings, events: list[InteractionEvent], rate: float | None = None) -> None:
     """Send ``events`` (at ``rate`` per second) and wait until the broker acknowledged each."""
     p = producer(settings)
-    started = time.monotonic()
-    futures = []
-    for k, e in enumerate(events):
-        if rate is not None and (wait := started + k / rate - time.monotonic()) > 0:
-            time.sleep(wait)
-        value = e.model_dump_json().encode()
-        futures.append(p.send(settings.topics.events, key=e.user_id.encode(), value=value))
-    p.flush()
-    for f in futures:
-        f.get(30)
-    p.close()
+    try:
+        started = time.monotonic()
+        futures = []
+        for k, e in enumerate(events):
+            if rate is not None and (wait := started + k / rate - time.monotonic()) > 0:
+                time.sleep(wait)
+            value = e.model_dump_json().encode()
+            futures.append(p.send(settings.topics.events, key=e.user_id.encode(), value=value))
+        p.flush()
+        for f in futures:
+            f.get(30)
+    finally:  # a send that failed leaves no producer behind, busy on the broker
+        with contextlib.suppress(KafkaTimeoutError):
+            p.close(5)
 
 
 class Sender(threading.Thread):
@@ -264,20 +269,24 @@ def test_every_hostile_record_is_dead_lettered_with_its_reason(
     p = KafkaProducer(
         **settings.kafka.client_kwargs(), acks="all", linger_ms=20, max_request_size=2**21
     )
-    futures = []
-    for what, item in plan:
-        if what == "valid":
-            record = (item.user_id.encode(), item.model_dump_json().encode(), [])
-        else:
-            record = hostile_record(*item)
-        future = p.send(settings.topics.events, key=record[0], value=record[1], headers=record[2])
-        futures.append((future, item[0].code if what == "hostile" else None))
-    p.flush()
-    for future, code in futures:
-        meta = future.get(60)
-        if code is not None:
-            expected_code[(meta.partition, meta.offset)] = code
-    p.close()
+    try:
+        futures = []
+        for what, item in plan:
+            if what == "valid":
+                record = (item.user_id.encode(), item.model_dump_json().encode(), [])
+            else:
+                record = hostile_record(*item)
+            future = p.send(
+                settings.topics.events, key=record[0], value=record[1], headers=record[2]
+            )
+            futures.append((future, item[0].code if what == "hostile" else None))
+        p.flush()
+        for future, code in futures:
+            meta = future.get(60)
+            if code is not None:
+                expected_code[(meta.partition, meta.offset)] = code
+    finally:
+        p.close()
 
     run = Run(settings, tmp_path, "run")
     wait_for(lambda: all_committed(settings), 900, "every record processed")
@@ -468,10 +477,6 @@ def test_a_delivery_waiting_for_a_stopped_broker_keeps_reporting_and_then_fails(
 ) -> None:
     """While acknowledgements are late the publisher calls back every WAIT_SLICE_S (the
     worker updates readiness there), and at its deadline it raises, sending nothing twice."""
-    import contextlib
-
-    from kafka.errors import KafkaTimeoutError
-
     from stream.clients import ensure_output_topics, make_admin, make_producer
     from stream.publisher import WAIT_SLICE_S, DeliveryError, Publisher
 
