@@ -42,6 +42,7 @@ __all__ = [
     "not_authorized",
     "partition_lag",
     "require_topic",
+    "subscribe",
 ]
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,29 @@ def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.
         if partitions or time.monotonic() >= deadline:
             return len(partitions or ())
         time.sleep(0.2)
+
+
+def subscribe(consumer: KafkaConsumer, topic: str, listener: Any, timeout_s: float = 5.0) -> bool:
+    """Subscribe ``consumer`` to ``topic``, then wait (at most ``timeout_s``) until its group
+    coordinator's metadata snapshot lists the topic's partitions. Returns whether it did.
+
+    kafka-python 3.0 refreshes that snapshot only when a metadata response arrives after the
+    subscription; a first join that comes before it assigns the partitions as leader against
+    an empty snapshot, sees the snapshot change a moment later and rejoins — every start read
+    its first records twice and checkpointed between the two assignments. The snapshot is
+    private state, read defensively: a client without it is not waited for."""
+    consumer.subscribe([topic], listener=listener)
+    coordinator = getattr(consumer, "_coordinator", None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snapshot = getattr(coordinator, "_metadata_snapshot", None)
+        if not isinstance(snapshot, dict):
+            return False
+        if snapshot.get(topic):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 class PartitionWatch:

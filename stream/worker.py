@@ -37,6 +37,7 @@ from stream.clients import (
     partition_lag,
     require_topic,
     start_offset,
+    subscribe,
     unread,
     wake_io_loop,
 )
@@ -207,7 +208,7 @@ class Worker:
             self._partitions = PartitionWatch(
                 s.topics.events, await_partitions(consumer, s.topics.events)
             )
-            consumer.subscribe([s.topics.events], listener=Rebalance(self, consumer))
+            subscribe(consumer, s.topics.events, Rebalance(self, consumer))
             self.health.model_loaded = True
             try:
                 self._consume(consumer)

@@ -144,6 +144,26 @@ def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Setti
         running.stop(30)
 
 
+def test_a_starting_worker_joins_once_and_reads_each_record_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The first join waits for the group's view of the topic: a join before it rebalances
+    at once, and everything read meanwhile is read again."""
+    settings = make_settings(batch={"max_events": 500, "max_wait_s": 0.3})
+    create_topic(settings, settings.topics.events)
+    events = make_events(300, n_users=20)
+    send_raw(settings, [event_record(e) for e in events])
+    learner = RiverMFLearner()
+    worker = Worker(settings, learner, WorkerMetrics(process=False))
+    running = WorkerThread(worker)
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the stream learned and committed")
+        assert worker.records_seen == len(events), "each record read once"
+        assert learner.ledger == EventLedger.expected(e.event_id for e in events)
+    finally:
+        running.stop(30)
+
+
 def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
     make_settings: Callable[..., Settings],
 ) -> None:
