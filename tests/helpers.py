@@ -12,7 +12,8 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,8 @@ from pydantic import SecretStr
 
 from schemas.events import InteractionEvent
 from schemas.settings import Settings
+from stream.clients import wake_io_loop
+from stream.stall import CallWatch
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -124,13 +127,28 @@ def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@contextmanager
+def watched(client: Any, what: str) -> Iterator[None]:
+    """Run a blocking call of a helper's Kafka ``client`` under the worker's own call watch:
+    kafka-python 3.0 waits for some calls (``partitions_for_topic`` among them) without a
+    bound, and a wait whose I/O loop was never woken held a test for minutes."""
+    watch = CallWatch(wake_io_loop(client), poke_after_s=2.0, dump_after_s=float("inf"))
+    watch.start()
+    try:
+        with watch.call(what):
+            yield
+    finally:
+        watch.stop()
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     # no auto-commit: a group-less consumer otherwise warns on every call, burying a failing
     # test's captured log (the worker's own lines) under one line per poll of a wait
     consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        with watched(consumer, "tests' end-offsets lookup"):
+            parts = consumer.partitions_for_topic(topic) or set()
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts], 30_000)
         return {tp.partition: o for tp, o in ends.items()}
     finally:
         consumer.close()
@@ -141,7 +159,8 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
     admin = KafkaAdminClient(**settings.kafka.client_kwargs())
     try:
         group = settings.consumer.group_id
-        offsets = admin.list_group_offsets({group: None})[group]
+        with watched(admin, "tests' committed-offsets lookup"):
+            offsets = admin.list_group_offsets({group: None})[group]
         return {
             tp.partition: om.offset
             for tp, om in offsets.items()
