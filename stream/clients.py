@@ -33,6 +33,7 @@ __all__ = [
     "at_high_watermark",
     "await_partitions",
     "broker_contact",
+    "close_producer",
     "committed_offsets",
     "ensure_output_topics",
     "group_instance_id",
@@ -166,6 +167,29 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         | overrides
     )
     return _connect(lambda: KafkaProducer(**kwargs), settings)
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer``, waiting at most ``timeout_s`` for what it still holds.
+
+    kafka-python's ``close`` flushes first and raises when the flush times out (the broker
+    unreachable at shutdown), leaving its sender thread running and, raised from a cleanup,
+    hiding the error the worker was stopping for. Records not delivered by then are dropped
+    — a worker's are never covered by a commit (acknowledgement comes before it) — and said
+    so in the log; the sender is then stopped (private, guarded)."""
+    try:
+        producer.close(timeout_s)
+    except KafkaTimeoutError:
+        log.warning(
+            "the producer still held undelivered records after %.0fs (is the broker up?);"
+            " closing it without them — no offset covering them was committed",
+            timeout_s,
+        )
+        sender = getattr(producer, "_sender", None)
+        with contextlib.suppress(Exception):
+            sender.force_close()  # type: ignore[union-attr]
+            sender.join(timeout_s)  # type: ignore[union-attr]
+        producer._closed = True  # its __del__ would try the failing flush again
 
 
 def group_instance_id(settings: Settings) -> str | None:

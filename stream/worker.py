@@ -29,6 +29,7 @@ from stream.clients import (
     at_high_watermark,
     await_partitions,
     broker_contact,
+    close_producer,
     describe_partition,
     ensure_output_topics,
     make_admin,
@@ -185,7 +186,7 @@ class Worker:
             require_topic(admin, s.topics.events)
             ensure_output_topics(admin, s)
             producer = make_producer(s)
-            stack.callback(producer.close, 10)
+            stack.callback(close_producer, producer, 10)
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
             self.apply = Applier(
                 self.learner,
