@@ -76,7 +76,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_MS = 5_000  # the offset lookups of a stall check
-COMMIT_RETRY_S = 1.0  # after a failed commit: the next try, with or without a new checkpoint
+# after a failed commit: the next try, with or without a new checkpoint, 1 s doubling to 30 s
+COMMIT_RETRY_S, COMMIT_RETRY_MAX_S = 1.0, 30.0
 
 
 class Worker:
@@ -165,6 +166,7 @@ class Worker:
         self.records_seen = 0
         self.events_learned = 0
         self._commit_retry_at = 0.0  # monotonic; a commit that failed is tried again from then
+        self._commit_backoff_s = COMMIT_RETRY_S
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -544,13 +546,15 @@ class Worker:
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
         if not self.durable.enabled:
-            self._commit(consumer)
-            return
-        if not self.durable.due(force):
-            # a caught-up worker saves nothing more, so offsets a failed commit left behind
-            # are committed here (cheap when there are none: a look at the book)
             if time.monotonic() >= self._commit_retry_at:
                 self._commit(consumer)
+            return
+        if not self.durable.due(force):
+            # a caught-up worker saves nothing more, so offsets a refused commit left behind
+            # are committed here (cheap when there are none: a look at the book), each try
+            # bounded so that a coordinator still away does not hold the loop
+            if time.monotonic() >= self._commit_retry_at:
+                self._commit(consumer, timeout_ms=LOOKUP_TIMEOUT_MS)
             return
         self._confirm()  # the state to save holds the batch in flight: its offsets go with it
         checkpoint = self.durable.save()
@@ -559,24 +563,29 @@ class Worker:
             with self.stages.time("deliver"):
                 publish_adapter(self.publisher, checkpoint, self.learner.version)
 
-    def _commit(self, consumer: KafkaConsumer) -> None:
+    def _commit(self, consumer: KafkaConsumer, timeout_ms: int | None = None) -> None:
+        """Commit the durable offsets ahead of the committed ones; a refusal is logged,
+        counted and tried again after a backoff (1 s doubling to 30 s). A late commit loses
+        nothing: a restart reads on from the checkpoint's offsets (without checkpoints, it
+        reads again what the last commit did not cover)."""
         todo = self.book.to_commit()
         if not todo:
             return
-        with self.stages.time("commit"):
+        with self.stages.time("commit"), self._calls.call("offset commit"):
             try:
-                consumer.commit(commit_map(todo))
+                consumer.commit(commit_map(todo), timeout_ms=timeout_ms)
             except KafkaError as exc:
-                # The checkpoint holds these offsets; a later commit or restart catches up.
                 self.metrics.commits.labels("error").inc()
-                self._commit_retry_at = time.monotonic() + COMMIT_RETRY_S
+                self._commit_retry_at = time.monotonic() + self._commit_backoff_s
                 log.warning(
-                    "offset commit failed (%s); the checkpoint holds the offsets, and the"
-                    " commit is tried again in %.0fs",
+                    "offset commit failed (%s); nothing is lost (at worst a restart reads some"
+                    " records again); tried again in %.0fs",
                     exc,
-                    COMMIT_RETRY_S,
+                    self._commit_backoff_s,
                 )
+                self._commit_backoff_s = min(2 * self._commit_backoff_s, COMMIT_RETRY_MAX_S)
                 return
+        self._commit_backoff_s = COMMIT_RETRY_S
         self.metrics.commits.labels("ok").inc()
         self.book.committed(todo)
 

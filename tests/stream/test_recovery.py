@@ -72,7 +72,7 @@ class PacedProducer:
                 for future in futures:
                     future.get(30)
             finally:
-                producer.close()
+                producer.close(10)
         except BaseException as exc:
             self.error = exc
 
