@@ -271,6 +271,12 @@ def subscribe(consumer: KafkaConsumer, topic: str, listener: Any, timeout_s: flo
         if snapshot.get(topic):
             return True
         if time.monotonic() >= deadline:
+            log.info(
+                "the group coordinator's metadata does not list %s after %.0fs; joining anyway"
+                " (the client may rebalance once more when it does)",
+                topic,
+                timeout_s,
+            )
             return False
         time.sleep(0.02)
 
