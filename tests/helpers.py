@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,14 +13,14 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import SecretStr
 
 from schemas.events import InteractionEvent
@@ -67,19 +68,60 @@ def producer_for(settings: Settings) -> KafkaProducer:
     return KafkaProducer(**settings.kafka.client_kwargs(), acks="all")
 
 
-def send_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    """Send (key, value) records to the events topic, in order, and wait for acks."""
+def send_raw(
+    settings: Settings,
+    records: Sequence[tuple[bytes | None, bytes | None]],
+    rate: float | None = None,
+) -> None:
+    """Send (key, value) records to the events topic, in order (at ``rate`` per second), and
+    wait until the broker acknowledged each."""
     producer = producer_for(settings)
     try:
-        futures = [
-            producer.send(settings.topics.events, key=k, value=v, partition=None)
-            for k, v in records
-        ]
+        started, futures = time.monotonic(), []
+        for k, (key, value) in enumerate(records):
+            if rate is not None and (wait := started + k / rate - time.monotonic()) > 0:
+                time.sleep(wait)
+            futures.append(producer.send(settings.topics.events, key=key, value=value))
         producer.flush()
         for f in futures:
             f.get(30)
-    finally:
-        producer.close()
+    finally:  # a send that failed leaves no producer behind, busy on the broker
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(5)
+
+
+class Sender(threading.Thread):
+    """:func:`send_raw` at ``rate`` in the background; :meth:`check` raises what stopped it,
+    so a wait on the worker fails at once instead of waiting for records never sent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        rate: float,
+    ) -> None:
+        super().__init__(name="test-sender", daemon=True)
+        self.args_ = (settings, records, rate)
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            send_raw(*self.args_)
+        except BaseException as exc:  # the test thread reports it
+            self.error = exc
+
+    def check(self) -> bool:
+        """True while sending goes well (a condition for waits: a failed send fails them)."""
+        if self.error is not None:
+            raise AssertionError(f"sending the events failed: {self.error!r}") from self.error
+        return True
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait until every record is sent and acknowledged."""
+        self.join(timeout_s)
+        assert not self.is_alive(), f"still sending after {timeout_s:.0f}s"
+        self.check()
 
 
 def event_record(event: InteractionEvent) -> tuple[bytes, bytes]:

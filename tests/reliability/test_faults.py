@@ -10,20 +10,25 @@ counted as ``worker_exits_on_fault``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import all_committed, make_events, read_topic, wait_for
+from helpers import (
+    Sender,
+    all_committed,
+    event_record,
+    make_events,
+    read_topic,
+    send_raw,
+    wait_for,
+)
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
 from reliability.faults import (
     Run,
     Scale,
@@ -43,49 +48,9 @@ from schemas.settings import Settings
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.reliability]
 
 
-def producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=20)
-
-
 def send(settings: Settings, events: list[InteractionEvent], rate: float | None = None) -> None:
     """Send ``events`` (at ``rate`` per second) and wait until the broker acknowledged each."""
-    p = producer(settings)
-    try:
-        started = time.monotonic()
-        futures = []
-        for k, e in enumerate(events):
-            if rate is not None and (wait := started + k / rate - time.monotonic()) > 0:
-                time.sleep(wait)
-            value = e.model_dump_json().encode()
-            futures.append(p.send(settings.topics.events, key=e.user_id.encode(), value=value))
-        p.flush()
-        for f in futures:
-            f.get(30)
-    finally:  # a send that failed leaves no producer behind, busy on the broker
-        with contextlib.suppress(KafkaTimeoutError):
-            p.close(5)
-
-
-class Sender(threading.Thread):
-    """:func:`send` in the background; :meth:`check` raises what stopped it."""
-
-    def __init__(self, settings: Settings, events: list[InteractionEvent], rate: float) -> None:
-        super().__init__(daemon=True)
-        self.args_ = (settings, events, rate)
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            send(*self.args_)
-        except BaseException as exc:  # the test thread reports it
-            self.error = exc
-
-    def check(self) -> bool:
-        """True while sending goes well (a condition for waits: a failed send fails them)."""
-        if self.error is not None:
-            raise AssertionError(f"sending the events failed: {self.error!r}") from self.error
-        return True
+    send_raw(settings, [event_record(e) for e in events], rate)
 
 
 def ledger_check(root: Path, events: list[InteractionEvent]) -> tuple[int, int]:
@@ -142,7 +107,7 @@ def test_kill_9_three_times_loses_nothing(
     create_events_topic(settings)
     events = make_events(scale.kill_events, n_users=300, n_items=500)
     rate = 2000.0 if scale.full else 500.0  # the kills land while events still arrive
-    producing = Sender(settings, events, rate=rate)
+    producing = Sender(settings, [event_record(e) for e in events], rate=rate)
     crashes, reapplied, resume, bound = 0, [], 0.0, scale.every_events + scale.batch
 
     # 1: before the worker has its partitions

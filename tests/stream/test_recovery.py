@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from helpers import (
     SHUTDOWN_BOUND_S,
+    Sender,
     WorkerProcess,
     all_committed,
     committed_offsets,
@@ -20,7 +20,6 @@ from helpers import (
     event_record,
     latest_by_key,
     make_events,
-    producer_for,
     read_topic,
     send_raw,
     write_config,
@@ -47,47 +46,6 @@ def learned_in_checkpoint(checkpoints: Path) -> int:
     return int(manifest["ledger"]["count"]) if manifest else 0
 
 
-class PacedProducer:
-    """Sends records at ``rate`` per second from a thread of its own; a send that fails
-    fails the test (at `healthy` or `join`) instead of leaving a worker with nothing to read."""
-
-    def __init__(self, settings: Settings, records: list[tuple[bytes, bytes]], rate: float):
-        self.settings, self.records, self.rate = settings, records, rate
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            producer = producer_for(self.settings)
-            try:
-                start = time.monotonic()
-                futures = []
-                for k, (key, value) in enumerate(self.records):
-                    delay = start + k / self.rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    futures.append(producer.send(self.settings.topics.events, key=key, value=value))
-                producer.flush()
-                for future in futures:
-                    future.get(30)
-            finally:
-                producer.close(10)
-        except BaseException as exc:
-            self.error = exc
-
-    def healthy(self) -> bool:
-        """True, or the producer's failure as the test's."""
-        if self.error is not None:
-            raise AssertionError(f"the test's producer failed: {self.error!r}") from self.error
-        return True
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the test's producer is still sending after {timeout}s"
-        self.healthy()
-
-
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -103,9 +61,9 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     # produce only once the worker owns the partition, so that the stop lands mid-stream
     # however long the worker took to start
     worker.wait_for(lambda: "assigned" in worker.tail(), 60, "the worker to be assigned")
-    producer = PacedProducer(settings, [event_record(e) for e in events], rate=200)
+    producer = Sender(settings, [event_record(e) for e in events], rate=200)
     worker.wait_for(
-        lambda: producer.healthy() and learned_in_checkpoint(checkpoints) > 0,
+        lambda: producer.check() and learned_in_checkpoint(checkpoints) > 0,
         60,
         "the worker to start learning",
     )
@@ -121,7 +79,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     assert 0 < manifest["ledger"]["count"] < len(events), "the stop must come mid-stream"
     assert {p: committed_offsets(settings).get(p, 0) for p in stopped_at} == stopped_at
 
-    producer.join(30)
+    producer.finish(30)
     worker = WorkerProcess(config, tmp_path / "run2.log")
     try:
         worker.wait_for(lambda: all_committed(settings), 120, "the restarted worker to catch up")
@@ -160,11 +118,11 @@ def test_kill_9_then_restart_loses_no_event(
     events = make_events(n_events, n_users=50)
     config = write_config(tmp_path / "worker.toml", settings)
     checkpoints = Path(str(settings.checkpoint.dir))
-    producer = PacedProducer(settings, [event_record(e) for e in events], rate=rate)
+    producer = Sender(settings, [event_record(e) for e in events], rate=rate)
 
     worker = WorkerProcess(config, tmp_path / "run1.log")
     worker.wait_for(
-        lambda: producer.healthy() and learned_in_checkpoint(checkpoints) >= kill_after,
+        lambda: producer.check() and learned_in_checkpoint(checkpoints) >= kill_after,
         300,
         "a few checkpoints",
     )
@@ -176,7 +134,7 @@ def test_kill_9_then_restart_loses_no_event(
     assert restored is not None
     assert restored["ledger"]["count"] < len(events), "the kill must come mid-stream"
 
-    producer.join(60)
+    producer.finish(60)
     worker = WorkerProcess(config, tmp_path / "run2.log")
     try:
         worker.wait_for(lambda: all_committed(settings), 240, "the restarted worker to catch up")
