@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from helpers import (
-    SHUTDOWN_BOUND_S,
     Sender,
     WorkerProcess,
     all_committed,
@@ -68,11 +67,8 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
         "the worker to start learning",
     )
     time.sleep(1.0)
-    started = time.monotonic()
-    code = worker.stop(signal.SIGTERM)
-    elapsed = time.monotonic() - started
+    code = worker.stop(signal.SIGTERM)  # raises when it has not stopped by SHUTDOWN_BOUND_S
     assert code == 0, worker.tail()
-    assert elapsed < SHUTDOWN_BOUND_S
     manifest = newest_manifest(checkpoints)
     assert manifest is not None
     stopped_at = {p: o for _, p, o in manifest["offsets"]}
