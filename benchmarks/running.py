@@ -21,7 +21,7 @@ from learners.base import Learner
 from schemas.events import InteractionEvent
 from schemas.settings import Settings
 from stream.app import App, ExitStatus, Running
-from stream.clients import ensure_output_topics, make_admin, make_producer
+from stream.clients import close_producer, ensure_output_topics, make_admin, make_producer
 from stream.metrics import WorkerMetrics
 from stream.observers import BatchSummary
 from stream.sender import Pacer, send_events
@@ -67,7 +67,7 @@ def send(
     try:
         send_events(producer, settings.topics.events, events, Pacer(rate=rate))
     finally:
-        producer.close(10)
+        close_producer(producer, 10)
     return len(events) / (time.perf_counter() - started)
 
 

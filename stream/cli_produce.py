@@ -43,7 +43,7 @@ def _send(
     rate: float | None,
     speedup: float | None,
 ) -> int:
-    from stream.clients import make_producer
+    from stream.clients import close_producer, make_producer
     from stream.sender import Pacer, send_events
 
     try:
@@ -54,7 +54,7 @@ def _send(
         pacer = Pacer(rate=rate, original=speedup is not None, speedup=speedup or 1.0)
         return send_events(producer, topic or settings.topics.events, events, pacer)
     finally:
-        producer.close(10)
+        close_producer(producer, 10)
 
 
 @produce_app.command("jsonl")

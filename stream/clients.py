@@ -169,21 +169,23 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     return _connect(lambda: KafkaProducer(**kwargs), settings)
 
 
-def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+def close_producer(producer: KafkaProducer, timeout_s: float, dropped: str = "") -> None:
     """Close ``producer``, waiting at most ``timeout_s`` for what it still holds.
 
     kafka-python's ``close`` flushes first and raises when the flush times out (the broker
     unreachable at shutdown), leaving its sender thread running and, raised from a cleanup,
-    hiding the error the worker was stopping for. Records not delivered by then are dropped
-    — a worker's are never covered by a commit (acknowledgement comes before it) — and said
-    so in the log; the sender is then stopped (private, guarded)."""
+    hiding the error the caller was stopping for. Records not delivered by then are dropped
+    and said so in the log, with ``dropped`` saying what that means to the caller (a
+    worker's records are never covered by a commit: acknowledgement comes before it); the
+    sender is then stopped (private, guarded)."""
     try:
         producer.close(timeout_s)
     except KafkaTimeoutError:
         log.warning(
             "the producer still held undelivered records after %.0fs (is the broker up?);"
-            " closing it without them — no offset covering them was committed",
+            " closing it without them%s",
             timeout_s,
+            f" — {dropped}" if dropped else "",
         )
         sender = getattr(producer, "_sender", None)
         with contextlib.suppress(Exception):

@@ -31,7 +31,13 @@ from rich.table import Table
 from learners.registry import build_learner
 from schemas.settings import Settings
 from stream.app import App, ExitStatus
-from stream.clients import StreamSetupError, ensure_output_topics, make_admin, make_producer
+from stream.clients import (
+    StreamSetupError,
+    close_producer,
+    ensure_output_topics,
+    make_admin,
+    make_producer,
+)
 from stream.history import RunHistory
 from stream.logs import setup_logging
 from stream.metrics import WorkerMetrics
@@ -223,7 +229,7 @@ class Demo:
                 producer, self.settings.topics.events, events, Pacer(rate=self.rate), on_sent=count
             )
         finally:
-            producer.close(10)
+            close_producer(producer, 10)
 
     @property
     def _stall_s(self) -> float:

@@ -188,7 +188,7 @@ class Worker:
             require_topic(admin, s.topics.events)
             ensure_output_topics(admin, s)
             producer = make_producer(s)
-            stack.callback(close_producer, producer, 10)
+            stack.callback(close_producer, producer, 10, "no offset covering them was committed")
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
             self.apply = Applier(
                 self.learner,
