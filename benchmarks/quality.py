@@ -186,17 +186,41 @@ def plot(runs: list[tuple[StreamRun, dict[str, Outcomes]]], path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks quality")
-    parser.add_argument("--movielens", type=Path, default=DEFAULT_MOVIELENS)
-    parser.add_argument("--synthetic-events", type=int, default=6000)
-    parser.add_argument("--movielens-events", type=int, default=None, help="default: all")
-    parser.add_argument("--full", action="store_true", help="40 000 synthetic events too")
-    parser.add_argument("--streams", default="synthetic,movielens")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--ease-every", type=int, default=5000)
+    parser.add_argument(
+        "--movielens",
+        type=Path,
+        default=DEFAULT_MOVIELENS,
+        help="a MovieLens folder (ratings.csv, movies.csv, tags.csv if any);"
+        " default: ../shared/datasets/ml-latest-small",
+    )
+    parser.add_argument(
+        "--synthetic-events", type=int, default=6000, help="length of the synthetic stream"
+    )
+    parser.add_argument(
+        "--movielens-events",
+        type=int,
+        default=None,
+        help="the first N events (ratings and tags) by time; default: all",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="40 000 synthetic events instead of 6000"
+    )
+    parser.add_argument(
+        "--streams", default="synthetic,movielens", help="comma-separated: synthetic, movielens"
+    )
+    parser.add_argument("--batch", type=int, default=64, help="events per mini-batch")
+    parser.add_argument(
+        "--ease-every", type=int, default=5000, help="events between EASE's closed-form refits"
+    )
     parser.add_argument(
         "--retrain-every", type=int, default=None, help="default: a quarter of each stream; 0: off"
     )
-    parser.add_argument("--retrain-window", type=int, default=20_000)
+    parser.add_argument(
+        "--retrain-window",
+        type=int,
+        default=20_000,
+        help="batch retraining learns the last N events from scratch",
+    )
     parser.add_argument(
         "--ablations",
         default="",
