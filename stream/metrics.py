@@ -128,6 +128,32 @@ class WorkerMetrics:
         if process:
             ProcessCollector(registry=r)
         p = "lorastream_"
+        self._declare_flow(r, p)
+        self._declare_output(r, p)
+        self._declare_kafka(r, p)
+        self._declare_learning(r, p)
+        self._declare_durability(r, p)
+        self.started = Gauge(
+            p + "start_timestamp_seconds", "Unix time the worker started", registry=r
+        )
+        self.started.set(time.time())
+        self._export_known_labels()
+
+    def _export_known_labels(self) -> None:
+        """Label values known up front are exported at 0 from the start, so that rate() and
+        increase() see the first dead letter or detection as a change."""
+        for code in RejectCode:
+            self.dead_letters.labels(code.value)
+        for stage in ("learn", "publish"):
+            self.batch_failures.labels(stage)
+        for result in ("ok", "error"):
+            self.checkpoints.labels(result)
+        for signal in SIGNALS:
+            self.drift_detections.labels(signal)
+            self.drift_last.labels(signal).set(0)
+
+    def _declare_flow(self, r: CollectorRegistry, p: str) -> None:
+        """Records and events through the worker, its batches and stages."""
         self.build_info = Info(
             p + "build", "Version, learner, model and device of this worker", registry=r
         )
@@ -154,6 +180,9 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        self.users_deleted = Counter(
+            p + "users_deleted_total", "Users forgotten on a delete_user record", registry=r
+        )
         self.batch_size = Histogram(
             p + "batch_size_events", "Records per mini-batch", buckets=BATCH_BUCKETS, registry=r
         )
@@ -169,6 +198,32 @@ class WorkerMetrics:
             buckets=STEP_BUCKETS,
             registry=r,
         )
+        self.stage_seconds = Counter(
+            p + "stage_seconds_total",
+            "Time the work thread spent per stage (poll, decode, learn, vectors, deliver...)",
+            ["stage"],
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            p + "batch_failures_total",
+            "Batches the learner or publisher failed on, by stage (the batch is then rolled"
+            " back and its records isolated)",
+            ["stage"],
+            registry=r,
+        )
+        self.rewinds = Counter(
+            p + "rewinds_total",
+            "Roll-backs to the newest checkpoint after a failed batch",
+            registry=r,
+        )
+        self.last_loop = Gauge(
+            p + "loop_heartbeat_timestamp_seconds",
+            "Unix time the consume loop last advanced",
+            registry=r,
+        )
+
+    def _declare_output(self, r: CollectorRegistry, p: str) -> None:
+        """Vectors: how fresh, how many, how far behind the model."""
         self.event_to_vector = BulkHistogram(
             p + "event_to_vector_latency_seconds",
             "From an event's Kafka record timestamp to its user's vector acknowledged by the"
@@ -203,6 +258,12 @@ class WorkerMetrics:
             ["percentile"],
             registry=r,
         )
+        self.publish_retries = Counter(
+            p + "publish_retries_total", "Batches whose output had to be re-sent", registry=r
+        )
+
+    def _declare_kafka(self, r: CollectorRegistry, p: str) -> None:
+        """The consumer's place in its partitions and its contact with the broker."""
         self.consumer_lag = Gauge(
             p + "consumer_lag_records",
             "High watermark minus position, per partition",
@@ -222,6 +283,20 @@ class WorkerMetrics:
             "Now minus the record timestamp of the newest processed event",
             registry=r,
         )
+        self.partitions_assigned = Gauge(
+            p + "partitions_assigned", "Partitions currently assigned to this worker", registry=r
+        )
+        self.broker_connected = Gauge(
+            p + "broker_connected",
+            "1 while the consumer is in contact with its group coordinator",
+            registry=r,
+        )
+        self.commits = Counter(
+            p + "offset_commits_total", "Offset commits, by result", ["result"], registry=r
+        )
+
+    def _declare_learning(self, r: CollectorRegistry, p: str) -> None:
+        """The learner: loss, quality, state sizes, drift adaptation, device memory."""
         self.loss = Gauge(p + "training_loss", "Loss of the latest learner update", registry=r)
         self.skipped_updates = Counter(
             p + "skipped_updates_total",
@@ -258,31 +333,6 @@ class WorkerMetrics:
             "Unix time of the latest learner update",
             registry=r,
         )
-        self.last_loop = Gauge(
-            p + "loop_heartbeat_timestamp_seconds",
-            "Unix time the consume loop last advanced",
-            registry=r,
-        )
-        self.checkpoint_duration = Histogram(
-            p + "checkpoint_duration_seconds",
-            "Time to write one checkpoint",
-            buckets=STEP_BUCKETS,
-            registry=r,
-        )
-        self.checkpoints = Counter(
-            p + "checkpoints_total", "Checkpoints attempted, by result", ["result"], registry=r
-        )
-        self.last_checkpoint = Gauge(
-            p + "checkpoint_last_success_timestamp_seconds",
-            "Unix time of the newest checkpoint written",
-            registry=r,
-        )
-        self.commits = Counter(
-            p + "offset_commits_total", "Offset commits, by result", ["result"], registry=r
-        )
-        self.publish_retries = Counter(
-            p + "publish_retries_total", "Batches whose output had to be re-sent", registry=r
-        )
         self.drift_detections = Counter(
             p + "drift_detections_total", "Drift detections, by signal", ["signal"], registry=r
         )
@@ -305,34 +355,27 @@ class WorkerMetrics:
             "1 while the drift policy has raised learning rate / replay",
             registry=r,
         )
-        self.partitions_assigned = Gauge(
-            p + "partitions_assigned", "Partitions currently assigned to this worker", registry=r
-        )
         self.gpu_memory = Gauge(
             p + "gpu_memory_bytes",
             "GPU memory held by the learner's process, by kind",
             ["kind"],
             registry=r,
         )
-        self.stage_seconds = Counter(
-            p + "stage_seconds_total",
-            "Time the work thread spent per stage (poll, decode, learn, vectors, deliver...)",
-            ["stage"],
+
+    def _declare_durability(self, r: CollectorRegistry, p: str) -> None:
+        """Checkpoints."""
+        self.checkpoint_duration = Histogram(
+            p + "checkpoint_duration_seconds",
+            "Time to write one checkpoint",
+            buckets=STEP_BUCKETS,
             registry=r,
         )
-        self.users_deleted = Counter(
-            p + "users_deleted_total", "Users forgotten on a delete_user record", registry=r
+        self.checkpoints = Counter(
+            p + "checkpoints_total", "Checkpoints attempted, by result", ["result"], registry=r
         )
-        self.batch_failures = Counter(
-            p + "batch_failures_total",
-            "Batches the learner or publisher failed on, by stage (the batch is then rolled"
-            " back and its records isolated)",
-            ["stage"],
-            registry=r,
-        )
-        self.rewinds = Counter(
-            p + "rewinds_total",
-            "Roll-backs to the newest checkpoint after a failed batch",
+        self.last_checkpoint = Gauge(
+            p + "checkpoint_last_success_timestamp_seconds",
+            "Unix time of the newest checkpoint written",
             registry=r,
         )
         self.checkpoints_quarantined = Counter(
@@ -340,26 +383,6 @@ class WorkerMetrics:
             "Damaged checkpoints moved aside on restore",
             registry=r,
         )
-        self.broker_connected = Gauge(
-            p + "broker_connected",
-            "1 while the consumer is in contact with its group coordinator",
-            registry=r,
-        )
-        self.started = Gauge(
-            p + "start_timestamp_seconds", "Unix time the worker started", registry=r
-        )
-        self.started.set(time.time())
-        # Label values known up front are exported at 0 from the start, so that rate() and
-        # increase() see the first dead letter or detection as a change.
-        for code in RejectCode:
-            self.dead_letters.labels(code.value)
-        for stage in ("learn", "publish"):
-            self.batch_failures.labels(stage)
-        for result in ("ok", "error"):
-            self.checkpoints.labels(result)
-        for signal in SIGNALS:
-            self.drift_detections.labels(signal)
-            self.drift_last.labels(signal).set(0)
 
     def set_state_sizes(self, sizes: Mapping[str, tuple[float, float]]) -> None:
         """``{state: (entries, capacity)}`` for every bounded state."""
