@@ -318,7 +318,9 @@ class RankWorker(Worker):
         """A tick without records anywhere left the model as it was: rank 0 announces the
         version every rank found complete before it, every rank catches its cached item
         encodings up with the model (alike: they are the state the next step reads, and the
-        re-encoding is split over the ranks), and every rank refreshes while idle."""
+        re-encoding is split over the ranks), and every rank refreshes while idle. A failed
+        catch-up ends the group (a single worker defers it): one rank's encodings would then
+        differ from the others', and the next step would part the ranks' models."""
         if tick.accepted or tick.stopping:
             return
         per_tick = self.settings.worker.catch_up_when_idle * self.settings.batch.max_wait_s
