@@ -286,8 +286,8 @@ class RankWorker(Worker):
             observer(everyone if observer is self.drift else summary)
         if tick.checkpoint or isolated:  # a later roll-back must not go back before isolation
             self._checkpoint(consumer, tick.offsets)
-        elif self.book.to_commit():  # a commit refused during a rebalance: durable, so again
-            self._commit(consumer)
+        else:  # a commit refused before (a rebalance, the coordinator away): durable, so again
+            self._retry_commit(consumer, tick.stopping)
         self._keep_vectors_current(tick)
         return tick.stopping
 

@@ -78,6 +78,9 @@ log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_MS = 5_000  # the offset lookups of a stall check
 # after a failed commit: the next try, with or without a new checkpoint, 1 s doubling to 30 s
 COMMIT_RETRY_S, COMMIT_RETRY_MAX_S = 1.0, 30.0
+# a retry that no checkpoint asked for waits this long at most: under the call watch's 5 s,
+# so that a coordinator still away is a warning of its own, not a stalled call too
+COMMIT_RETRY_TIMEOUT_MS = 4_000
 
 
 class Worker:
@@ -99,7 +102,8 @@ class Worker:
     5. durable offsets are committed.
 
     An offset is committed only when a checkpoint covers it — after a checkpoint,
-    on revocation, on close — and after a failure, never. A batch the learner or
+    on revocation, on close — and after a failure, never; a refused commit is tried
+    again after a backoff, checkpoint due or not. A batch the learner or
     the publisher fails on rolls the learner back to the newest checkpoint and
     re-reads from its offsets; the failed records are then applied in isolation
     and the ones that still fail are dead-lettered (``stream/poison.py``). On
@@ -188,7 +192,7 @@ class Worker:
             require_topic(admin, s.topics.events)
             ensure_output_topics(admin, s)
             producer = make_producer(s)
-            stack.callback(close_producer, producer, 10, "no offset covering them was committed")
+            stack.callback(close_producer, producer, 10, "no commit covered any vector among them")
             self.publisher = Publisher(producer, s.topics, s.kafka.client_id, self._broker_late)
             self.apply = Applier(
                 self.learner,
@@ -546,15 +550,13 @@ class Worker:
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
         if not self.durable.enabled:
-            if time.monotonic() >= self._commit_retry_at:
+            if force or time.monotonic() >= self._commit_retry_at:
                 self._commit(consumer)
             return
         if not self.durable.due(force):
-            # a caught-up worker saves nothing more, so offsets a refused commit left behind
-            # are committed here (cheap when there are none: a look at the book), each try
-            # bounded so that a coordinator still away does not hold the loop
-            if time.monotonic() >= self._commit_retry_at:
-                self._commit(consumer, timeout_ms=LOOKUP_TIMEOUT_MS)
+            # a caught-up worker saves nothing more: offsets a refused commit left behind are
+            # committed here (and on a stop, whatever the backoff says)
+            self._retry_commit(consumer, force)
             return
         self._confirm()  # the state to save holds the batch in flight: its offsets go with it
         checkpoint = self.durable.save()
@@ -562,6 +564,13 @@ class Worker:
         if self.settings.topics.adapters is not None:  # optional output, after the commit
             with self.stages.time("deliver"):
                 publish_adapter(self.publisher, checkpoint, self.learner.version)
+
+    def _retry_commit(self, consumer: KafkaConsumer, force: bool = False) -> None:
+        """Commit what a refused commit left behind, once its backoff is over (or ``force``:
+        a stop), each try bounded so that a coordinator still away does not hold the loop.
+        Cheap when nothing is left: a look at the book."""
+        if force or time.monotonic() >= self._commit_retry_at:
+            self._commit(consumer, timeout_ms=None if force else COMMIT_RETRY_TIMEOUT_MS)
 
     def _commit(self, consumer: KafkaConsumer, timeout_ms: int | None = None) -> None:
         """Commit the durable offsets ahead of the committed ones; a refusal is logged,

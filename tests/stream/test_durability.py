@@ -29,6 +29,7 @@ from helpers import (
 from kafka import KafkaConsumer
 from kafka.errors import KafkaTimeoutError
 
+import stream.worker as worker_module
 from learners.base import LearnReport, VectorBatch
 from learners.ledger import EventLedger
 from learners.river_mf import RiverMFLearner
@@ -248,6 +249,42 @@ def test_a_failed_commit_is_tried_again_while_the_stream_is_idle(
         assert (refusals or 0.0) >= 1.0, "the refusal is counted"
     finally:
         worker.stop()
+
+
+def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit of the last checkpoint is refused and the worker is stopped at once: nothing
+    is unsaved, so no checkpoint is due, and the backoff (a minute here) has not run out; the
+    stop still commits (the commit on revocation, refused too, cannot cover it)."""
+    events = make_events(100, n_users=10)
+    real_commit = KafkaConsumer.commit
+    refused: list[dict[int, int]] = []
+
+    def commit_refusing_the_first(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
+        wanted = {tp.partition: om.offset for tp, om in offsets.items()}
+        if not refused and wanted == {0: len(events)}:
+            refused.append(wanted)
+            raise KafkaTimeoutError("the coordinator did not answer")
+        return real_commit(self, offsets, **kwargs)
+
+    async def commit_async_refused(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
+        raise KafkaTimeoutError("the coordinator did not answer")
+
+    monkeypatch.setattr(KafkaConsumer, "commit", commit_refusing_the_first)
+    monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_refused)
+    monkeypatch.setattr(worker_module, "COMMIT_RETRY_S", 60.0)
+    settings = make_settings(
+        batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: bool(refused), 60, "the commit of the last checkpoint refused")
+    finally:
+        worker.stop()
+    assert committed_offsets(settings) == {0: len(events)}
 
 
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
