@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -145,10 +146,11 @@ def test_duplicate_event_ids_are_learned_once(make_settings: Callable[..., Setti
 
 
 def test_a_starting_worker_joins_once_and_reads_each_record_once(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first join waits for the group's view of the topic: a join before it rebalances
     at once, and everything read meanwhile is read again."""
+    caplog.set_level(logging.INFO, logger="stream.rebalance")
     settings = make_settings(batch={"max_events": 500, "max_wait_s": 0.3})
     create_topic(settings, settings.topics.events)
     events = make_events(300, n_users=20)
@@ -158,6 +160,8 @@ def test_a_starting_worker_joins_once_and_reads_each_record_once(
     running = WorkerThread(worker)
     try:
         wait_for(lambda: all_committed(settings), 60, "the stream learned and committed")
+        assignments = [r for r in caplog.records if r.getMessage().startswith("assigned ")]
+        assert len(assignments) == 1, [r.getMessage() for r in assignments]
         assert worker.records_seen == len(events), "each record read once"
         assert learner.ledger == EventLedger.expected(e.event_id for e in events)
     finally:
