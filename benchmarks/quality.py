@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
         help="the first N events (ratings and tags) by time; default: all",
     )
     parser.add_argument(
-        "--full", action="store_true", help="40 000 synthetic events instead of 6000"
+        "--full", action="store_true", help="40 000 synthetic events (overrides --synthetic-events)"
     )
     parser.add_argument(
         "--streams", default="synthetic,movielens", help="comma-separated: synthetic, movielens"

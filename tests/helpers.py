@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError
 from pydantic import SecretStr
 
 from schemas.events import InteractionEvent
 from schemas.settings import Settings
-from stream.clients import wake_io_loop
+from stream.clients import close_producer, wake_io_loop
 from stream.stall import CallWatch
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -86,8 +85,7 @@ def send_raw(
         for f in futures:
             f.get(30)
     finally:  # a send that failed leaves no producer behind, busy on the broker
-        with contextlib.suppress(KafkaTimeoutError):
-            producer.close(5)
+        close_producer(producer, 5)
 
 
 class Sender(threading.Thread):
@@ -137,7 +135,8 @@ def read_topic(
 ) -> list[Any]:
     """All records of ``topic`` from the beginning (until ``expect`` or ``idle_s`` of quiet)."""
     consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
-    parts = consumer.partitions_for_topic(topic) or set()
+    with watched(consumer, f"partitions of {topic}"):
+        parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -171,9 +170,11 @@ def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
 
 @contextmanager
 def watched(client: Any, what: str) -> Iterator[None]:
-    """Run a blocking call of a helper's Kafka ``client`` under the worker's own call watch:
-    kafka-python 3.0 waits for some calls (``partitions_for_topic`` among them) without a
-    bound, and a wait whose I/O loop was never woken held a test for minutes."""
+    """Run a blocking call of a helper's Kafka ``client`` under the worker's own call watch,
+    which wakes the client's I/O loop after 2 s inside it: kafka-python 3.0 waits for some
+    calls (``partitions_for_topic`` among them) without a bound, and a wait whose I/O loop
+    was never woken held a test for minutes. It does not bound the call: a broker that is
+    really gone still holds it."""
     watch = CallWatch(wake_io_loop(client), poke_after_s=2.0, dump_after_s=float("inf"))
     watch.start()
     try:
@@ -232,8 +233,7 @@ def wait_for(
             return
         time.sleep(interval_s)
     message = f"timed out after {timeout_s:.0f}s waiting for {what}"
-    states = [w.describe() for w in list(WorkerThread.running)]
-    raise AssertionError("\n\n".join([message, *states]))
+    raise AssertionError("\n\n".join([message, *WorkerThread.describe_all()]))
 
 
 SHUTDOWN_BOUND_S = 30.0
@@ -344,10 +344,16 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")[-12000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = SHUTDOWN_BOUND_S) -> int:
+        """Signal the worker and wait for its exit code; one that has not exited within
+        ``timeout`` is killed (no worker outlives its test) and the wait fails."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+            raise
         finally:
             self._log_file.close()
 
@@ -383,12 +389,14 @@ class WorkerThread:
     """A worker running in a thread of the test process; keeps what it raised."""
 
     running: ClassVar[weakref.WeakSet[WorkerThread]] = weakref.WeakSet()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="worker", daemon=True)
-        WorkerThread.running.add(self)
+        with WorkerThread._lock:
+            WorkerThread.running.add(self)
         self.thread.start()
 
     def _run(self) -> None:
@@ -397,7 +405,22 @@ class WorkerThread:
         except BaseException as exc:
             self.error = exc
         finally:
-            WorkerThread.running.discard(self)
+            with WorkerThread._lock:
+                WorkerThread.running.discard(self)
+
+    @classmethod
+    def describe_all(cls) -> list[str]:
+        """:meth:`describe` of every worker running in this process; one that cannot be
+        described says why (it may be stopping as it is asked)."""
+        with cls._lock:
+            running = list(cls.running)
+        states = []
+        for w in running:
+            try:
+                states.append(w.describe())
+            except Exception as exc:
+                states.append(f"worker: not described ({exc!r})")
+        return states
 
     def describe(self) -> str:
         """What the worker has done, each assigned partition as the client sees it, and where
