@@ -23,6 +23,7 @@ from kafka.errors import (
 )
 
 from schemas.settings import Settings
+from stream.stall import CallWatch
 
 __all__ = [
     "BrokerUnreachable",
@@ -241,14 +242,18 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     return _connect(lambda: KafkaConsumer(**kwargs), settings)
 
 
-def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> int:
+def await_partitions(
+    consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0, watch: CallWatch | None = None
+) -> int:
     """Block until ``consumer``'s metadata lists ``topic``'s partitions (a topic created a
     moment ago may not be in every broker's metadata yet; a group joined before it is would
     be assigned nothing until the next metadata refresh). Returns the partition count (0 when
-    the metadata still lists none after ``timeout_s``: the group is joined anyway)."""
+    the metadata still lists none after ``timeout_s``: the group is joined anyway). Each
+    lookup runs under ``watch``: kafka-python can wait for one without a bound."""
     deadline = time.monotonic() + timeout_s
     while True:
-        partitions = consumer.partitions_for_topic(topic)  # None while the topic is unknown
+        with watch.call("partition lookup") if watch else contextlib.nullcontext():
+            partitions = consumer.partitions_for_topic(topic)  # None while the topic is unknown
         if partitions or time.monotonic() >= deadline:
             return len(partitions or ())
         time.sleep(0.2)

@@ -212,9 +212,8 @@ class Worker:
             self._calls = CallWatch(wake_io_loop(consumer))
             self._calls.start()
             stack.callback(self._calls.stop)
-            self._partitions = PartitionWatch(
-                s.topics.events, await_partitions(consumer, s.topics.events)
-            )
+            known = await_partitions(consumer, s.topics.events, watch=self._calls)
+            self._partitions = PartitionWatch(s.topics.events, known)
             subscribe(consumer, s.topics.events, Rebalance(self, consumer))
             self.health.model_loaded = True
             try:

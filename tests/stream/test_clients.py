@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from helpers import create_topic, send_raw
 from kafka import OffsetAndMetadata, TopicPartition
 
 from schemas.settings import Settings
-from stream.clients import make_consumer, start_offset, unread
+from stream.clients import await_partitions, make_consumer, start_offset, unread
+from stream.stall import CallWatch
 
 pytestmark = pytest.mark.kafka
 
@@ -55,3 +57,27 @@ def test_unread_records_are_seen_even_by_a_client_that_stopped_fetching(
         assert unread(consumer, [tp], timeout_ms=10_000) == {tp}
     finally:
         consumer.close()
+
+
+def test_waiting_for_a_topics_partitions_runs_each_lookup_under_the_call_watch(
+    make_settings: Callable[..., Settings],
+) -> None:
+    calls: list[str] = []
+
+    class Recording(CallWatch):
+        @contextmanager
+        def call(self, what: str) -> Iterator[None]:
+            calls.append(what)
+            with super().call(what):
+                yield
+
+    settings = make_settings()
+    create_topic(settings, settings.topics.events, partitions=3)
+    consumer = make_consumer(settings)
+    watch = Recording(lambda: None)
+    try:
+        assert await_partitions(consumer, settings.topics.events, watch=watch) == 3
+    finally:
+        consumer.close()
+    assert calls, "the lookup ran under the watch"
+    assert set(calls) == {"partition lookup"}
