@@ -287,7 +287,7 @@ class RankWorker(Worker):
         if tick.checkpoint or isolated:  # a later roll-back must not go back before isolation
             self._checkpoint(consumer, tick.offsets)
         else:  # a commit refused before (a rebalance, the coordinator away): durable, so again
-            self._retry_commit(consumer, tick.stopping)
+            self._retry_commit(consumer)
         self._keep_vectors_current(tick)
         return tick.stopping
 

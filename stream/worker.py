@@ -549,13 +549,13 @@ class Worker:
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
         if not self.durable.enabled:
-            if force or time.monotonic() >= self._commit_retry_at:
+            if time.monotonic() >= self._commit_retry_at:
                 self._commit(consumer)
             return
         if not self.durable.due(force):
             # a caught-up worker saves nothing more: offsets a refused commit left behind are
-            # committed here (and on a stop, whatever the backoff says)
-            self._retry_commit(consumer, force)
+            # committed here
+            self._retry_commit(consumer)
             return
         self._confirm()  # the state to save holds the batch in flight: its offsets go with it
         checkpoint = self.durable.save()
@@ -564,12 +564,12 @@ class Worker:
             with self.stages.time("deliver"):
                 publish_adapter(self.publisher, checkpoint, self.learner.version)
 
-    def _retry_commit(self, consumer: KafkaConsumer, force: bool = False) -> None:
-        """Commit what a refused commit left behind, once its backoff is over (or ``force``:
-        a stop), each try bounded so that a coordinator still away does not hold the loop.
-        Cheap when nothing is left: a look at the book."""
-        if force or time.monotonic() >= self._commit_retry_at:
-            self._commit(consumer, timeout_ms=None if force else COMMIT_RETRY_TIMEOUT_MS)
+    def _retry_commit(self, consumer: KafkaConsumer) -> None:
+        """Commit what a refused commit left behind once its backoff is over, or at once when
+        stopping; each try bounded, so that a coordinator still away holds neither the loop
+        nor a stop past its watchdog. Cheap when nothing is left: a look at the book."""
+        if self.stopping or time.monotonic() >= self._commit_retry_at:
+            self._commit(consumer, timeout_ms=COMMIT_RETRY_TIMEOUT_MS)
 
     def _commit(self, consumer: KafkaConsumer, timeout_ms: int | None = None) -> None:
         """Commit the durable offsets ahead of the committed ones; a refusal is logged,
