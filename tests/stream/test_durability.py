@@ -214,24 +214,32 @@ def test_a_checkpoint_disk_that_fails_stops_the_worker_with_durable_offsets_only
     assert metrics.registry.get_sample_value("lorastream_checkpoints_total", {"result": "error"})
 
 
+def refuse_first_commit_of(
+    monkeypatch: pytest.MonkeyPatch, offsets: dict[int, int]
+) -> list[dict[int, int]]:
+    """The first commit of exactly ``offsets`` (partition → offset) raises what the client
+    raises once its own retries of a moving coordinator ran out; returns the refusals."""
+    real_commit = KafkaConsumer.commit
+    refused: list[dict[int, int]] = []
+
+    def commit_refusing_the_first(self: KafkaConsumer, wanted: Any, **kwargs: Any) -> Any:
+        asked = {tp.partition: om.offset for tp, om in wanted.items()}
+        if not refused and asked == offsets:
+            refused.append(asked)
+            raise KafkaTimeoutError("the coordinator did not answer")
+        return real_commit(self, wanted, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "commit", commit_refusing_the_first)
+    return refused
+
+
 def test_a_failed_commit_is_tried_again_while_the_stream_is_idle(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker refuses the commit of the last checkpoint (its coordinator moving, as under
     load); with nothing more to read no checkpoint is due again, yet its offsets are committed."""
     events = make_events(100, n_users=10)
-    real_commit = KafkaConsumer.commit
-    refused: list[dict[int, int]] = []
-
-    def commit_refusing_the_first(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
-        wanted = {tp.partition: om.offset for tp, om in offsets.items()}
-        if not refused and wanted == {0: len(events)}:
-            refused.append(wanted)
-            # what the client raises once its own retries of a moving coordinator ran out
-            raise KafkaTimeoutError("the coordinator did not answer")
-        return real_commit(self, offsets, **kwargs)
-
-    monkeypatch.setattr(KafkaConsumer, "commit", commit_refusing_the_first)
+    refused = refuse_first_commit_of(monkeypatch, {0: len(events)})
     settings = make_settings(
         batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
     )
@@ -258,20 +266,11 @@ def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
     is unsaved, so no checkpoint is due, and the backoff (a minute here) has not run out; the
     stop still commits (the commit on revocation, refused too, cannot cover it)."""
     events = make_events(100, n_users=10)
-    real_commit = KafkaConsumer.commit
-    refused: list[dict[int, int]] = []
-
-    def commit_refusing_the_first(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
-        wanted = {tp.partition: om.offset for tp, om in offsets.items()}
-        if not refused and wanted == {0: len(events)}:
-            refused.append(wanted)
-            raise KafkaTimeoutError("the coordinator did not answer")
-        return real_commit(self, offsets, **kwargs)
+    refused = refuse_first_commit_of(monkeypatch, {0: len(events)})
 
     async def commit_async_refused(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
         raise KafkaTimeoutError("the coordinator did not answer")
 
-    monkeypatch.setattr(KafkaConsumer, "commit", commit_refusing_the_first)
     monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_refused)
     monkeypatch.setattr(worker_module, "COMMIT_RETRY_S", 60.0)
     settings = make_settings(
