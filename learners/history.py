@@ -6,7 +6,10 @@ An LRU by user count: touching a user makes it the most recent; past
 so the learner can drop its other per-user state too). Per user, the last
 ``max_len`` interactions (what the user tower reads) and the last
 ``consumed_len`` items consumed, each flagged positive or not (what recommendations
-exclude, and what co-occurrence pairs a new positive with).
+exclude, and what co-occurrence pairs a new positive with). Consumed items are
+int64 handles the learner takes from its catalog (``learners/slots.py``), packed
+with their flag in one array per user: 8 bytes an item, where a string and a
+tuple cost about 120 — a thousand items for each of 100 000 users is 1 GB, not 12.
 
 >>> from datetime import datetime, UTC
 >>> h = UserHistory(max_users=2, max_len=3)
@@ -16,20 +19,30 @@ exclude, and what co-occurrence pairs a new positive with).
 ...                     EventMarker(f"e{i}", t + i))
 >>> evicted, sorted(h.users()), [x.item_id for x in h.recent("a")]
 (['b'], ['a', 'c'], ['item2', 'item0'])
+>>> h = UserHistory(max_users=2, max_len=3, consumed_len=2)
+>>> for handle in [7, 8, 9]:
+...     _ = h.add("a", None, EventMarker("e", t), Consumed.of(handle, positive=handle != 8))
+>>> h.consumed("a").handles.tolist(), h.positives("a").tolist()
+([8, 9], [9])
+>>> h.consumed_items  # held in memory: the oldest go once 16 past the bound
+3
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from schemas.events import InteractionEvent
     from schemas.vectors import SourcePosition
 
-__all__ = ["EventMarker", "Interaction", "UserHistory", "UserRecord", "marker_of"]
+__all__ = ["Consumed", "EventMarker", "Interaction", "UserHistory", "UserRecord", "marker_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +80,24 @@ def marker_of(event: InteractionEvent, position: SourcePosition | None) -> Event
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """Items a user consumed, oldest first: catalog handles and whether each was positive."""
+
+    handles: np.ndarray  # [n] int64
+    positive: np.ndarray  # [n] bool
+
+    @staticmethod
+    def of(handle: int, positive: bool) -> Consumed:
+        return Consumed(np.array([handle], np.int64), np.array([positive]))
+
+
 @dataclass(slots=True)
 class UserRecord:
     marker: EventMarker
     events_seen: int = 0
     recent: deque[Interaction] = field(default_factory=deque)
-    consumed: deque[tuple[str, bool]] = field(default_factory=deque)  # (item, positive)
+    consumed: array[int] = field(default_factory=lambda: array("q"))  # handle << 1 | positive
 
 
 class UserHistory:
@@ -82,10 +107,18 @@ class UserHistory:
         self.max_users = max_users
         self.max_len = max_len
         self.consumed_len = consumed_len
+        # a user's array trims its oldest items once this many past the bound: amortised
+        self._slack = max(16, consumed_len // 4)
         self._users: OrderedDict[str, UserRecord] = OrderedDict()
+        self.consumed_items = 0  # held in all users' arrays (slack included): the memory bound
 
     def __len__(self) -> int:
         return len(self._users)
+
+    @property
+    def capacity(self) -> int:
+        """The most consumed items all users' arrays can hold."""
+        return self.max_users * (self.consumed_len + self._slack) if self.consumed_len else 0
 
     def __contains__(self, user_id: object) -> bool:
         return user_id in self._users
@@ -101,23 +134,30 @@ class UserHistory:
         record = self._users.get(user_id)
         return list(reversed(record.recent)) if record is not None else []
 
-    def consumed(self, user_id: str) -> list[tuple[str, bool]]:
-        """(item, positive) the user consumed, oldest first."""
-        record = self._users.get(user_id)
-        return list(record.consumed) if record is not None else []
+    def consumed(self, user_id: str) -> Consumed:
+        """The last ``consumed_len`` items the user consumed, oldest first."""
+        codes = self._codes(user_id)
+        return Consumed(codes >> 1, (codes & 1).astype(bool))
 
-    def positives(self, user_id: str, k: int | None = None) -> list[str]:
-        """The user's last ``k`` positive items (all remembered by default), oldest first."""
+    def positives(self, user_id: str, k: int | None = None) -> np.ndarray:
+        """Handles of the user's last ``k`` positive items (all remembered by default),
+        oldest first."""
+        codes = self._codes(user_id)
+        handles: np.ndarray = codes[(codes & 1).astype(bool)] >> 1
+        return handles if k is None else handles[len(handles) - min(k, len(handles)) :]
+
+    def _codes(self, user_id: str) -> np.ndarray:
         record = self._users.get(user_id)
-        items = [i for i, positive in record.consumed if positive] if record else []
-        return items if k is None else items[-k:]
+        if record is None or not record.consumed:
+            return np.zeros(0, dtype=np.int64)
+        return np.frombuffer(record.consumed, dtype=np.int64)[-self.consumed_len :].copy()
 
     def add(
         self,
         user_id: str,
         interaction: Interaction | None,
         marker: EventMarker,
-        consumed: tuple[str, bool] | None = None,
+        consumed: Consumed | None = None,
     ) -> list[str]:
         """Record one event of ``user_id``; returns the users evicted to stay bounded.
 
@@ -126,11 +166,7 @@ class UserHistory:
         (the learner decides which are)."""
         record = self._users.get(user_id)
         if record is None:
-            record = UserRecord(
-                marker=marker,
-                recent=deque(maxlen=self.max_len),
-                consumed=deque(maxlen=self.consumed_len),
-            )
+            record = UserRecord(marker=marker, recent=deque(maxlen=self.max_len))
             self._users[user_id] = record
         else:
             self._users.move_to_end(user_id)
@@ -139,19 +175,32 @@ class UserHistory:
         if interaction is not None:
             record.recent.append(interaction)
         if consumed is not None and self.consumed_len:
-            record.consumed.append(consumed)
+            self._append(record, consumed.handles << 1 | consumed.positive)
         evicted = []
         while len(self._users) > self.max_users:
-            old, _ = self._users.popitem(last=False)
+            old, gone = self._users.popitem(last=False)
+            self.consumed_items -= len(gone.consumed)
             evicted.append(old)
         return evicted
 
+    def _append(self, record: UserRecord, codes: np.ndarray) -> None:
+        held = record.consumed
+        before = len(held)
+        held.frombytes(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+        if len(held) > self.consumed_len + self._slack:
+            del held[: len(held) - self.consumed_len]
+        self.consumed_items += len(held) - before
+
     def remove(self, user_id: str) -> bool:
         """Forget ``user_id`` entirely; True when it was known."""
-        return self._users.pop(user_id, None) is not None
+        record = self._users.pop(user_id, None)
+        if record is not None:
+            self.consumed_items -= len(record.consumed)
+        return record is not None
 
     def to_json(self) -> dict[str, Any]:
-        """Columnar JSON, in LRU order (least recent first)."""
+        """Columnar JSON, in LRU order (least recent first); consumed items are arrays
+        (:meth:`consumed_arrays`)."""
         users = []
         for user_id, r in self._users.items():
             m = r.marker
@@ -161,7 +210,6 @@ class UserHistory:
                     r.events_seen,
                     [m.event_id, m.timestamp, m.topic, m.partition, m.offset],
                     [[x.item_id, x.event_type, x.value, x.timestamp, x.snippet] for x in r.recent],
-                    [[i, int(p)] for i, p in r.consumed],
                 ]
             )
         return {
@@ -171,19 +219,45 @@ class UserHistory:
             "users": users,
         }
 
+    def consumed_arrays(self) -> dict[str, np.ndarray]:
+        """Every user's consumed items, in :meth:`to_json`'s user order: ``codes`` end to
+        end and ``lengths`` per user."""
+        records = list(self._users.values())
+        held = [np.frombuffer(r.consumed, dtype=np.int64)[-self.consumed_len :] for r in records]
+        return {
+            "codes": np.concatenate([np.zeros(0, np.int64), *held]),
+            "lengths": np.array([len(h) for h in held], dtype=np.int64),
+        }
+
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UserHistory:
+    def from_json(
+        cls,
+        data: dict[str, Any],
+        consumed: dict[str, np.ndarray] | None = None,
+        handles_of: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> UserHistory:
+        """The history :meth:`to_json` and :meth:`consumed_arrays` saved. A user row that
+        lists its consumed items by id (checkpoints from before handles) takes their
+        handles from ``handles_of`` (-1: an item no longer known, dropped)."""
         history = cls(
             max_users=int(data["max_users"]),
             max_len=int(data["max_len"]),
             consumed_len=int(data.get("consumed_len", 0)),
         )
-        for user_id, seen, marker, recent, *rest in data["users"]:
-            consumed = rest[0] if rest else []
-            history._users[user_id] = UserRecord(
+        lengths = consumed["lengths"].tolist() if consumed else [0] * len(data["users"])
+        ends = np.cumsum([0, *lengths])
+        for k, (user_id, seen, marker, recent, *by_id) in enumerate(data["users"]):
+            record = UserRecord(
                 marker=EventMarker(*marker),
                 events_seen=int(seen),
                 recent=deque((Interaction(*x) for x in recent), maxlen=history.max_len),
-                consumed=deque(((i, bool(p)) for i, p in consumed), maxlen=history.consumed_len),
             )
+            history._users[user_id] = record
+            if consumed:
+                history._append(record, consumed["codes"][ends[k] : ends[k + 1]])
+            elif by_id and by_id[0] and handles_of is not None:
+                handles = handles_of([i for i, _ in by_id[0]])
+                positive = np.array([bool(p) for _, p in by_id[0]])
+                kept = handles >= 0
+                history._append(record, handles[kept] << 1 | positive[kept])
         return history

@@ -108,6 +108,15 @@ class ItemTower:
     def slots(self, item_ids: Sequence[str]) -> np.ndarray:
         return self.catalog.index.slots_of(item_ids)
 
+    def handles(self, slots: np.ndarray) -> np.ndarray:
+        """Handles of live slots, for state that outlives an item's place in the catalog."""
+        return self.catalog.index.handles(slots)
+
+    def resolve(self, handles: np.ndarray) -> np.ndarray:
+        """Slots of handles whose item is still in the catalog, those of evicted ones dropped."""
+        slots = self.catalog.index.resolve(handles)
+        return slots[slots >= 0]
+
     def reps(self, slots: np.ndarray, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """[n] slots → [n, d] unit item vectors (from the cache unless ``pooled`` is given)."""
         index = torch.as_tensor(slots, device=self.device)

@@ -36,7 +36,7 @@ from learners.base import CatchUp, LearnReport, VectorBatch
 from learners.cooccurrence import Cooccurrence
 from learners.data_parallel import Shard
 from learners.feedback import Feedback, HistoryKind, classify
-from learners.history import Interaction, UserHistory, marker_of
+from learners.history import Consumed, Interaction, UserHistory, marker_of
 from learners.item_tower import ItemTower
 from learners.ledger import EventLedger
 from learners.objective import BatchExamples, Objective, StepOutput
@@ -141,6 +141,7 @@ class LLMLearner:
         c = self.config
         return {
             "users": (len(self.history), c.max_users),
+            "consumed_items": (self.history.consumed_items, self.history.capacity),
             "items": (len(self.items.catalog), c.max_items),
             "replay_examples": (len(self.replay), c.replay.capacity),
             "replay_bytes": (self.replay.bytes, c.replay.max_bytes),
@@ -241,8 +242,7 @@ class LLMLearner:
                 batch.reviews.append((event.review_text, float(rating)))
             slot = self.items.catalog.index.get(item)
             if fb.positive and slot is not None:
-                earlier = self.items.slots(self.history.positives(user))
-                counts.pairs.append((slot, earlier[earlier >= 0]))
+                counts.pairs.append((slot, self.items.resolve(self.history.positives(user))))
                 counts.slots.append(slot)
                 counts.weights.append(min(fb.weight, 1.0))
             impression = fb.kind is HistoryKind.IMPRESSION
@@ -251,7 +251,11 @@ class LLMLearner:
                 if impression
                 else Interaction(item, fb.kind.value, event.value, event.timestamp.timestamp())
             )
-            consumed = None if impression else (item, fb.positive)
+            consumed = (
+                None
+                if impression or slot is None  # every item of the batch has a slot
+                else Consumed(self.items.handles(np.array([slot])), np.array([fb.positive]))
+            )
             self.history.add(user, interaction, marker_of(event, position), consumed)
         return batch, counts
 
@@ -335,7 +339,7 @@ class LLMLearner:
             markers=[r.marker if r else None for r in records],
             events_seen=[r.events_seen if r else 0 for r in records],
             sparse=self._user_sparse(known, w),
-            consumed=[[i for i, _ in self.history.consumed(u)][::-1][:n] for u in known],
+            consumed=[self.consumed(u)[:n] for u in known],
         )
 
     def _user_sparse(
@@ -390,7 +394,8 @@ class LLMLearner:
 
     def consumed(self, user_id: str) -> list[str]:
         """The items the user consumed, newest first (what recommendations exclude)."""
-        return [i for i, _ in self.history.consumed(user_id)][::-1]
+        slots = self.items.resolve(self.history.consumed(user_id).handles)
+        return self.items.catalog.index.ids_of(slots[::-1])
 
     def known_users(self) -> list[str]:
         return list(self.history.users())

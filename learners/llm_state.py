@@ -118,6 +118,13 @@ def save(learner: Parts, directory: Path) -> None:
         },
         str(directory / "cooccurrence.safetensors"),
     )
+    save_file(
+        {
+            k: torch.as_tensor(np.ascontiguousarray(v))
+            for k, v in learner.history.consumed_arrays().items()
+        },
+        str(directory / "consumed.safetensors"),
+    )
     save_json(
         directory / "state.json",
         {
@@ -176,7 +183,7 @@ def load(learner: Parts, directory: Path) -> Restored:
     learner.selector.load_json(state["selector"])
     learner.scorer.t = float(state["t"])
     return Restored(
-        history=UserHistory.from_json(state["history"]),
+        history=_load_history(learner, directory, state["history"]),
         rng=rng_from_json(state["rng"]),
         replay=ReplayBuffer.from_json(learner.config.replay, state["replay"]),
         ledger=EventLedger.from_json(state["ledger"]),
@@ -184,6 +191,23 @@ def load(learner: Parts, directory: Path) -> Restored:
         updates=int(state["updates"]),
         skipped_updates=int(state["skipped"]),
     )
+
+
+def _load_history(learner: Parts, directory: Path, data: dict[str, Any]) -> UserHistory:
+    """The history beside the loaded catalog; a checkpoint from before consumed items were
+    handles lists them by id and takes the handles of those the catalog still holds."""
+    path = directory / "consumed.safetensors"
+    if not path.exists():
+        items = learner.items
+        return UserHistory.from_json(data, handles_of=lambda ids: _handles_of(items, ids))
+    consumed = {k: v.numpy() for k, v in load_file(str(path)).items()}
+    return UserHistory.from_json(data, consumed)
+
+
+def _handles_of(items: ItemTower, item_ids: list[str]) -> np.ndarray:
+    slots = items.slots(item_ids)
+    handles = items.handles(np.maximum(slots, 0))
+    return np.where(slots >= 0, handles, -1)
 
 
 def _evaluators(learner: Parts) -> dict[str, Prequential]:

@@ -44,8 +44,8 @@ class Scorer:
     def recent(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The user's recent positive slots, newest first, and their weights."""
         c = self.config
-        ids = self.history.positives(user_id, c.knn_recent)[::-1]
-        slots = self.items.slots(ids)
+        handles = self.history.positives(user_id, c.knn_recent)[::-1]
+        slots = self.items.catalog.index.resolve(handles)
         weights = c.knn_decay ** np.arange(len(slots), dtype=np.float64)
         known = slots >= 0
         return slots[known], weights[known]

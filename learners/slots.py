@@ -1,7 +1,11 @@
 """A bounded id → slot index with LRU eviction and uniform sampling of live ids.
 
 Learners keep per-item rows (vectors, counts) in arrays indexed by slot; when
-the index is full, the least recently used id gives up its slot.
+the index is full, the least recently used id gives up its slot. A *handle*
+names a slot as it is held now (the slot and a count of the ids it has held):
+state kept beside the index, such as the items a user consumed, stores handles,
+and a handle whose slot went to another id since resolves to -1 instead of to
+that id.
 
 >>> import numpy as np
 >>> idx = SlotIndex(capacity=2)
@@ -11,6 +15,10 @@ the index is full, the least recently used id gives up its slot.
 (1, 'b')
 >>> sorted(set(idx.ids_of(idx.sample(10, np.random.default_rng(0)))))
 ['a', 'c']
+>>> a = idx.handles(np.array([0])); idx.resolve(a).tolist()
+[0]
+>>> idx.remove("a"), idx.add("d"), idx.resolve(a).tolist()  # slot 0 now holds "d"
+(0, (0, None), [-1])
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import numpy as np
 
 __all__ = ["SlotIndex"]
 
+_SLOT_BITS = 32  # a handle is generation << 32 | slot, generation mod 2**30 (63 bits in all)
+_GENERATIONS = 1 << 30
+
 
 class SlotIndex:
     """Maps up to ``capacity`` ids to slots ``0..capacity-1``."""
@@ -32,6 +43,7 @@ class SlotIndex:
         self._slot: OrderedDict[str, int] = OrderedDict()  # LRU order: oldest first
         self._ids: list[str | None] = []
         self._free: list[int] = []
+        self._generation = np.zeros(0, dtype=np.int64)  # per slot: ids it has let go, mod 2**30
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -64,8 +76,13 @@ class SlotIndex:
         elif len(self._ids) < self.capacity:
             slot = len(self._ids)
             self._ids.append(None)
+            if slot == len(self._generation):
+                self._generation = np.concatenate(
+                    [self._generation, np.zeros(max(64, slot), dtype=np.int64)]
+                )
         else:
             evicted, slot = self._slot.popitem(last=False)
+            self._let_go(slot)
         self._ids[slot] = item_id
         self._slot[item_id] = slot
         return slot, evicted
@@ -75,7 +92,27 @@ class SlotIndex:
         if slot is not None:
             self._ids[slot] = None
             self._free.append(slot)
+            self._let_go(slot)
         return slot
+
+    def _let_go(self, slot: int) -> None:
+        """``slot``'s id is gone: handles taken before no longer resolve."""
+        self._generation[slot] = (self._generation[slot] + 1) % _GENERATIONS
+
+    def handles(self, slots: np.ndarray) -> np.ndarray:
+        """Handles of live ``slots``: int64 values that resolve to these slots for as long as
+        each keeps its id."""
+        slots = np.asarray(slots, dtype=np.int64)
+        return (self._generation[slots] << _SLOT_BITS) | slots  # type: ignore[no-any-return]
+
+    def resolve(self, handles: np.ndarray) -> np.ndarray:
+        """Slots of ``handles`` whose slot still holds the id it held when taken; -1 for the
+        others."""
+        handles = np.asarray(handles, dtype=np.int64)
+        slots = handles & ((1 << _SLOT_BITS) - 1)
+        held = slots < len(self._ids)
+        held[held] = self._generation[slots[held]] == handles[held] >> _SLOT_BITS
+        return np.where(held, slots, -1)
 
     def live_slots(self) -> np.ndarray:
         return np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
@@ -92,6 +129,7 @@ class SlotIndex:
             "capacity": self.capacity,
             "lru": [[k, v] for k, v in self._slot.items()],
             "size": len(self._ids),
+            "generation": self._generation[: len(self._ids)].tolist(),
         }
 
     @classmethod
@@ -102,6 +140,9 @@ class SlotIndex:
             index._slot[item_id] = int(slot)
             index._ids[int(slot)] = item_id
         index._free = [s for s, i in enumerate(index._ids) if i is None][::-1]
+        index._generation = np.zeros(max(64, len(index._ids)), dtype=np.int64)
+        generation = data.get("generation", [])  # absent from checkpoints before handles
+        index._generation[: len(generation)] = generation
         return index
 
     def touch_many(self, ids: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, int]]]:

@@ -109,8 +109,7 @@ class Tester:
             return nothing
         rows, columns = [], []
         for t, (e, true_column) in enumerate(zip(tests, column, strict=True)):
-            slots = self.scorer.items.slots([i for i, _ in self.history.consumed(e.user_id)])
-            slots = slots[slots >= 0]
+            slots = self.scorer.items.resolve(self.history.consumed(e.user_id).handles)
             cols = np.searchsorted(candidates, slots)
             found = cols < len(candidates)
             found[found] = candidates[cols[found]] == slots[found]

@@ -351,3 +351,54 @@ def test_a_checkpoint_moves_between_a_gpu_and_a_cpu_worker(
     assert back.dense_optimizer.param_groups[0]["fused"]
     assert back.updates == cpu.updates
     assert all(np.isfinite(learn(back, stream(64, seed=2), start=192)))
+
+
+def consumption(user: str, items: list[str], start: int) -> list[InteractionEvent]:
+    return [
+        InteractionEvent.model_validate(
+            {
+                "event_id": f"{user}-{start + k}",
+                "user_id": user,
+                "item_id": item,
+                "event_type": "click",
+                "timestamp": 1_700_000_000 + start + k,
+            }
+        )
+        for k, item in enumerate(items)
+    ]
+
+
+def test_an_evicted_item_leaves_consumed_items_and_its_slots_next_item_does_not_join() -> None:
+    learner = LLMLearner(LLMConfig(max_items=16))
+    first = [f"old-{k}" for k in range(4)]
+    learner.learn_many(consumption("a", first, 0), positions(0, 4))
+    assert learner.consumed("a") == first[::-1]
+    others = [f"new-{k}" for k in range(16)]  # take every slot, the four of "a"'s items too
+    learner.learn_many(consumption("b", others, 4), positions(4, 16))
+    assert learner.consumed("a") == []
+    learner.learn_many(consumption("a", ["old-0"], 20), positions(20, 1))
+    assert learner.consumed("a") == ["old-0"]
+
+
+def test_a_checkpoint_listing_consumed_items_by_id_loads_them(tmp_path: Path) -> None:
+    """Checkpoints written before consumed items were catalog handles list them by id."""
+    learner = LLMLearner(LLMConfig())
+    learn(learner, stream(320, users=8, items=60))
+    learner.save(tmp_path)
+    users = learner.known_users()
+    fresh = LLMLearner(LLMConfig())
+    fresh.load(tmp_path)
+    assert [fresh.consumed(u) for u in users] == [learner.consumed(u) for u in users]
+    state = json.loads((tmp_path / "state.json").read_text())
+    for row in state["history"]["users"]:
+        by_id = learner.consumed(row[0])[::-1]
+        positive = learner.history.consumed(row[0]).positive.tolist()
+        row.append([[i, int(p)] for i, p in zip(by_id, positive, strict=True)])
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    (tmp_path / "consumed.safetensors").unlink()
+    old = LLMLearner(LLMConfig())
+    old.load(tmp_path)
+    assert [old.consumed(u) for u in users] == [learner.consumed(u) for u in users]
+    assert all(learner.consumed(u) for u in users)
+    for u in users:
+        assert old.history.positives(u).tolist() == learner.history.positives(u).tolist()
