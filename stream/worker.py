@@ -573,12 +573,15 @@ class Worker:
 
     def _commit(self, consumer: KafkaConsumer, timeout_ms: int | None = None) -> None:
         """Commit the durable offsets ahead of the committed ones; a refusal is logged,
-        counted and tried again after a backoff (1 s doubling to 30 s). A late commit loses
-        nothing: a restart reads on from the checkpoint's offsets (without checkpoints, it
-        reads again what the last commit did not cover)."""
+        counted and tried again after a backoff (1 s doubling to 30 s). A stop's commits wait
+        at most ``COMMIT_RETRY_TIMEOUT_MS``. A late commit loses nothing: a restart reads on
+        from the checkpoint's offsets (without checkpoints, it reads again what the last commit
+        did not cover)."""
         todo = self.book.to_commit()
         if not todo:
             return
+        if self.stopping:  # the client's 30 s request timeout would outlast the watchdog
+            timeout_ms = COMMIT_RETRY_TIMEOUT_MS
         with self.stages.time("commit"), self._calls.call("offset commit"):
             try:
                 consumer.commit(commit_map(todo), timeout_ms=timeout_ms)

@@ -286,6 +286,40 @@ def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
     assert committed_offsets(settings) == {0: len(events)}
 
 
+def test_a_stops_checkpoint_commit_waits_no_longer_than_the_stop_allows(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop learns the open batch, checkpoints and commits: that commit is bounded well
+    inside the shutdown watchdog, or a coordinator away would end the process with exit 3."""
+    events = make_events(100, n_users=10)
+    real_commit = KafkaConsumer.commit
+    bounds: dict[int, int | None] = {}  # offset committed → the commit's timeout
+
+    def commit_recorded(self: KafkaConsumer, wanted: Any, **kwargs: Any) -> Any:
+        for om in wanted.values():
+            bounds[om.offset] = kwargs.get("timeout_ms")
+        return real_commit(self, wanted, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "commit", commit_recorded)
+    settings = make_settings(batch={"max_events": 500, "max_wait_s": 120.0})
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, metrics = start(settings, RiverMFLearner())
+    try:
+        wait_for(
+            lambda: (
+                metrics.registry.get_sample_value("lorastream_records_consumed_total")
+                == len(events)
+            ),
+            60,
+            "every record read into the open batch",
+        )
+    finally:
+        worker.stop()
+    assert committed_offsets(settings) == {0: len(events)}
+    assert bounds[len(events)] == worker_module.COMMIT_RETRY_TIMEOUT_MS
+
+
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
     make_settings: Callable[..., Settings],
 ) -> None:
