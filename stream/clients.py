@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -243,25 +244,37 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
 
 
 def await_partitions(
-    consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0, watch: CallWatch | None = None
+    consumer: KafkaConsumer,
+    topic: str,
+    timeout_s: float = 30.0,
+    watch: CallWatch | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Block until ``consumer``'s metadata lists ``topic``'s partitions (a topic created a
     moment ago may not be in every broker's metadata yet; a group joined before it is would
     be assigned nothing until the next metadata refresh). Returns the partition count (0 when
-    the metadata still lists none after ``timeout_s``: the group is joined anyway). Each
-    lookup runs under ``watch``: kafka-python can wait for one without a bound."""
+    the metadata still lists none after ``timeout_s`` or once ``stop`` is set: the group is
+    joined anyway). Each lookup runs under ``watch``: kafka-python can wait for one without
+    a bound."""
     deadline = time.monotonic() + timeout_s
+    stop = stop or threading.Event()
     while True:
         with watch.call("partition lookup") if watch else contextlib.nullcontext():
             partitions = consumer.partitions_for_topic(topic)  # None while the topic is unknown
-        if partitions or time.monotonic() >= deadline:
+        if partitions or time.monotonic() >= deadline or stop.wait(0.2):
             return len(partitions or ())
-        time.sleep(0.2)
 
 
-def subscribe(consumer: KafkaConsumer, topic: str, listener: Any, timeout_s: float = 5.0) -> bool:
-    """Subscribe ``consumer`` to ``topic``, then wait (at most ``timeout_s``) until its group
-    coordinator's metadata snapshot lists the topic's partitions. Returns whether it did.
+def subscribe(
+    consumer: KafkaConsumer,
+    topic: str,
+    listener: Any,
+    timeout_s: float = 5.0,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Subscribe ``consumer`` to ``topic``, then wait (at most ``timeout_s``, and no longer
+    once ``stop`` is set) until its group coordinator's metadata snapshot lists the topic's
+    partitions. Returns whether it did.
 
     kafka-python 3.0 refreshes that snapshot only when a metadata response arrives after the
     subscription; a first join that comes before it assigns the partitions as leader against
@@ -271,6 +284,7 @@ def subscribe(consumer: KafkaConsumer, topic: str, listener: Any, timeout_s: flo
     consumer.subscribe([topic], listener=listener)
     coordinator = getattr(consumer, "_coordinator", None)
     deadline = time.monotonic() + timeout_s
+    stop = stop or threading.Event()
     while True:
         snapshot = getattr(coordinator, "_metadata_snapshot", None)
         if not isinstance(snapshot, dict):
@@ -285,7 +299,8 @@ def subscribe(consumer: KafkaConsumer, topic: str, listener: Any, timeout_s: flo
                 timeout_s,
             )
             return False
-        time.sleep(0.02)
+        if stop.wait(0.02):
+            return False
 
 
 class PartitionWatch:

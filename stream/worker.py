@@ -212,9 +212,9 @@ class Worker:
             self._calls = CallWatch(wake_io_loop(consumer))
             self._calls.start()
             stack.callback(self._calls.stop)
-            known = await_partitions(consumer, s.topics.events, watch=self._calls)
+            known = await_partitions(consumer, s.topics.events, watch=self._calls, stop=self._stop)
             self._partitions = PartitionWatch(s.topics.events, known)
-            subscribe(consumer, s.topics.events, Rebalance(self, consumer))
+            subscribe(consumer, s.topics.events, Rebalance(self, consumer), stop=self._stop)
             self.health.model_loaded = True
             try:
                 self._consume(consumer)

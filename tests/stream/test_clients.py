@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -59,25 +60,46 @@ def test_unread_records_are_seen_even_by_a_client_that_stopped_fetching(
         consumer.close()
 
 
+class Recording(CallWatch):
+    """A call watch that lists the calls it watched."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self.calls: list[str] = []
+
+    @contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        self.calls.append(what)
+        with super().call(what):
+            yield
+
+
 def test_waiting_for_a_topics_partitions_runs_each_lookup_under_the_call_watch(
     make_settings: Callable[..., Settings],
 ) -> None:
-    calls: list[str] = []
-
-    class Recording(CallWatch):
-        @contextmanager
-        def call(self, what: str) -> Iterator[None]:
-            calls.append(what)
-            with super().call(what):
-                yield
-
     settings = make_settings()
     create_topic(settings, settings.topics.events, partitions=3)
     consumer = make_consumer(settings)
-    watch = Recording(lambda: None)
+    watch = Recording()
     try:
         assert await_partitions(consumer, settings.topics.events, watch=watch) == 3
     finally:
         consumer.close()
-    assert calls, "the lookup ran under the watch"
-    assert set(calls) == {"partition lookup"}
+    assert watch.calls, "the lookup ran under the watch"
+    assert set(watch.calls) == {"partition lookup"}
+
+
+def test_a_stop_ends_the_wait_for_a_topic_that_does_not_exist(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    stopped = threading.Event()
+    stopped.set()
+    consumer = make_consumer(settings)
+    watch = Recording()
+    try:
+        missing = settings.topics.events + "-never-created"
+        assert await_partitions(consumer, missing, watch=watch, stop=stopped) == 0
+    finally:
+        consumer.close()
+    assert watch.calls == ["partition lookup"], "the stop ends the wait after one lookup"
