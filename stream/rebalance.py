@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 
@@ -33,23 +33,35 @@ class Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     Nothing slow happens here. On revocation the partitions' pending records are
     released (their next owner reads them again from the committed offset) and
     their *durable* offsets — covered by a checkpoint — are committed; never the
-    processed ones, and nothing once the worker has failed. On assignment each
-    partition is positioned where this worker's learner state continues: its
-    processed offset, else the group's committed offset.
+    processed ones, and nothing once the worker has failed. That commit waits at
+    most ``commit_timeout_ms``: the client's own bound is its 30 s request timeout,
+    which would hold the group's rebalance, and a closing consumer (``close()``
+    revokes too) past the stop's watchdog. On assignment each partition is
+    positioned where this worker's learner state continues: its processed offset,
+    else the group's committed offset.
     """
 
-    def __init__(self, worker: Owner, consumer: KafkaConsumer) -> None:
+    def __init__(self, worker: Owner, consumer: KafkaConsumer, commit_timeout_ms: int) -> None:
         self._worker, self._consumer = worker, consumer
+        self._commit_timeout_ms = commit_timeout_ms
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         offsets = self._worker.book.release({_key(tp) for tp in revoked}, commit=True)
         self._worker.show_assignment()
         if offsets:
             try:
-                await self._consumer.commit_async(commit_map(offsets))
+                await self._bounded(self._consumer.commit_async(commit_map(offsets)))
                 self._worker.book.committed(offsets)
             except Exception as exc:  # the next owner re-reads; nothing is lost
                 log.warning("commit on revocation failed (%s); the next owner re-reads", exc)
+
+    async def _bounded(self, future: Any) -> Any:
+        """``future`` awaited for at most the commit timeout, with the client's own timer
+        (kafka-python 3.0's manager, private: read defensively, unbounded without it)."""
+        manager = getattr(self._consumer, "_manager", None)
+        if manager is None or not hasattr(manager, "wait_for"):
+            return await future
+        return await manager.wait_for(future, self._commit_timeout_ms)
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self._worker.book.release({_key(tp) for tp in lost}, commit=False)

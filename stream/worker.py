@@ -214,7 +214,12 @@ class Worker:
             stack.callback(self._calls.stop)
             known = await_partitions(consumer, s.topics.events, watch=self._calls, stop=self._stop)
             self._partitions = PartitionWatch(s.topics.events, known)
-            subscribe(consumer, s.topics.events, Rebalance(self, consumer), stop=self._stop)
+            subscribe(
+                consumer,
+                s.topics.events,
+                Rebalance(self, consumer, COMMIT_RETRY_TIMEOUT_MS),
+                stop=self._stop,
+            )
             self.health.model_loaded = True
             try:
                 self._consume(consumer)

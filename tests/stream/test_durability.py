@@ -28,6 +28,7 @@ from helpers import (
 )
 from kafka import KafkaConsumer
 from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
 
 import stream.worker as worker_module
 from learners.base import LearnReport, VectorBatch
@@ -214,17 +215,18 @@ def test_a_checkpoint_disk_that_fails_stops_the_worker_with_durable_offsets_only
     assert metrics.registry.get_sample_value("lorastream_checkpoints_total", {"result": "error"})
 
 
-def refuse_first_commit_of(
-    monkeypatch: pytest.MonkeyPatch, offsets: dict[int, int]
+def refuse_commits_of(
+    monkeypatch: pytest.MonkeyPatch, offsets: dict[int, int], times: int = 1
 ) -> list[dict[int, int]]:
-    """The first commit of exactly ``offsets`` (partition → offset) raises what the client
-    raises once its own retries of a moving coordinator ran out; returns the refusals."""
+    """The first ``times`` commits of exactly ``offsets`` (partition → offset) raise what the
+    client raises once its own retries of a moving coordinator ran out; returns the
+    refusals."""
     real_commit = KafkaConsumer.commit
     refused: list[dict[int, int]] = []
 
     def commit_refusing_the_first(self: KafkaConsumer, wanted: Any, **kwargs: Any) -> Any:
         asked = {tp.partition: om.offset for tp, om in wanted.items()}
-        if not refused and asked == offsets:
+        if len(refused) < times and asked == offsets:
             refused.append(asked)
             raise KafkaTimeoutError("the coordinator did not answer")
         return real_commit(self, wanted, **kwargs)
@@ -239,7 +241,7 @@ def test_a_failed_commit_is_tried_again_while_the_stream_is_idle(
     """The broker refuses the commit of the last checkpoint (its coordinator moving, as under
     load); with nothing more to read no checkpoint is due again, yet its offsets are committed."""
     events = make_events(100, n_users=10)
-    refused = refuse_first_commit_of(monkeypatch, {0: len(events)})
+    refused = refuse_commits_of(monkeypatch, {0: len(events)})
     settings = make_settings(
         batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
     )
@@ -266,7 +268,7 @@ def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
     is unsaved, so no checkpoint is due, and the backoff (a minute here) has not run out; the
     stop still commits (the commit on revocation, refused too, cannot cover it)."""
     events = make_events(100, n_users=10)
-    refused = refuse_first_commit_of(monkeypatch, {0: len(events)})
+    refused = refuse_commits_of(monkeypatch, {0: len(events)})
 
     async def commit_async_refused(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Any:
         raise KafkaTimeoutError("the coordinator did not answer")
@@ -318,6 +320,40 @@ def test_a_stops_checkpoint_commit_waits_no_longer_than_the_stop_allows(
         worker.stop()
     assert committed_offsets(settings) == {0: len(events)}
     assert bounds[len(events)] == worker_module.COMMIT_RETRY_TIMEOUT_MS
+
+
+def test_a_revocation_commit_the_coordinator_never_answers_does_not_hold_the_stop(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every commit of the last checkpoint is refused, the stop's too; ``close()`` revokes
+    the partitions and the listener commits once more, to a coordinator that never answers.
+    The listener gives up after its bound, so the stop ends without its watchdog."""
+    events = make_events(100, n_users=10)
+    refused = refuse_commits_of(monkeypatch, {0: len(events)}, times=10**6)
+    asked: list[Any] = []
+
+    def commit_async_unanswered(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Future:
+        asked.append(offsets)
+        return Future()  # never resolved
+
+    exits: list[str] = []
+    monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_unanswered)
+    monkeypatch.setattr(worker_module, "_hard_exit", lambda: exits.append("watchdog"))
+    settings = make_settings(
+        batch={"max_events": 500, "max_wait_s": 0.3},
+        checkpoint={"idle_s": 0.3},
+        worker={"shutdown_timeout_s": 300.0},
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: bool(refused), 60, "the commit of the last checkpoint refused")
+    finally:
+        worker.stop(timeout=60.0)
+    assert asked, "close() revoked the partitions and the listener committed"
+    assert exits == []
+    assert checkpoint_offsets(settings) == {0: len(events)}, "nothing is lost"
 
 
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
