@@ -150,7 +150,12 @@ class UserHistory:
         record = self._users.get(user_id)
         if record is None or not record.consumed:
             return np.zeros(0, dtype=np.int64)
-        return np.frombuffer(record.consumed, dtype=np.int64)[-self.consumed_len :].copy()
+        return self._kept(record).copy()
+
+    def _kept(self, record: UserRecord) -> np.ndarray:
+        """A view of the user's last ``consumed_len`` codes (the slack beyond is not read)."""
+        held = np.frombuffer(record.consumed, dtype=np.int64)
+        return held[max(0, len(held) - self.consumed_len) :]
 
     def add(
         self,
@@ -174,7 +179,7 @@ class UserHistory:
         record.events_seen += 1
         if interaction is not None:
             record.recent.append(interaction)
-        if consumed is not None and self.consumed_len:
+        if consumed is not None:
             self._append(record, consumed.handles << 1 | consumed.positive)
         evicted = []
         while len(self._users) > self.max_users:
@@ -184,6 +189,8 @@ class UserHistory:
         return evicted
 
     def _append(self, record: UserRecord, codes: np.ndarray) -> None:
+        if not self.consumed_len:
+            return
         held = record.consumed
         before = len(held)
         held.frombytes(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
@@ -223,7 +230,7 @@ class UserHistory:
         """Every user's consumed items, in :meth:`to_json`'s user order: ``codes`` end to
         end and ``lengths`` per user."""
         records = list(self._users.values())
-        held = [np.frombuffer(r.consumed, dtype=np.int64)[-self.consumed_len :] for r in records]
+        held = [self._kept(r) for r in records]
         return {
             "codes": np.concatenate([np.zeros(0, np.int64), *held]),
             "lengths": np.array([len(h) for h in held], dtype=np.int64),
@@ -245,6 +252,11 @@ class UserHistory:
             consumed_len=int(data.get("consumed_len", 0)),
         )
         lengths = consumed["lengths"].tolist() if consumed else [0] * len(data["users"])
+        if len(lengths) != len(data["users"]):
+            raise ValueError(
+                f"the consumed items list {len(lengths)} users where the history lists"
+                f" {len(data['users'])}: the checkpoint is damaged"
+            )
         ends = np.cumsum([0, *lengths])
         for k, (user_id, seen, marker, recent, *by_id) in enumerate(data["users"]):
             record = UserRecord(

@@ -139,14 +139,16 @@ class LLMLearner:
 
     def state_sizes(self) -> dict[str, tuple[float, float]]:
         c = self.config
-        return {
+        sizes: dict[str, tuple[float, float]] = {
             "users": (len(self.history), c.max_users),
-            "consumed_items": (self.history.consumed_items, self.history.capacity),
             "items": (len(self.items.catalog), c.max_items),
             "replay_examples": (len(self.replay), c.replay.capacity),
             "replay_bytes": (self.replay.bytes, c.replay.max_bytes),
             "cooccurrence_pairs": (self.cooccurrence.pairs, c.cooccurrence_max_pairs),
         }
+        if c.consumed_len:  # none kept, none bounded
+            sizes["consumed_items"] = (self.history.consumed_items, self.history.capacity)
+        return sizes
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
         """Scale the learning rates and the replay mix until called again (drift policy)."""

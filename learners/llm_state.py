@@ -205,9 +205,7 @@ def _load_history(learner: Parts, directory: Path, data: dict[str, Any]) -> User
 
 
 def _handles_of(items: ItemTower, item_ids: list[str]) -> np.ndarray:
-    slots = items.slots(item_ids)
-    handles = items.handles(np.maximum(slots, 0))
-    return np.where(slots >= 0, handles, -1)
+    return items.handles(items.slots(item_ids))  # an unknown id's slot -1 has handle -1
 
 
 def _evaluators(learner: Parts) -> dict[str, Prequential]:

@@ -2,7 +2,7 @@
 
 Learners keep per-item rows (vectors, counts) in arrays indexed by slot; when
 the index is full, the least recently used id gives up its slot. A *handle*
-names a slot as it is held now (the slot and a count of the ids it has held):
+names a slot as it is held now (the slot and how many ids it has let go):
 state kept beside the index, such as the items a user consumed, stores handles,
 and a handle whose slot went to another id since resolves to -1 instead of to
 that id.
@@ -100,10 +100,17 @@ class SlotIndex:
         self._generation[slot] = (self._generation[slot] + 1) % _GENERATIONS
 
     def handles(self, slots: np.ndarray) -> np.ndarray:
-        """Handles of live ``slots``: int64 values that resolve to these slots for as long as
-        each keeps its id."""
+        """Handles of ``slots``: int64 values that resolve to these slots for as long as each
+        keeps its id; -1 (never resolves) for a slot that holds no id."""
         slots = np.asarray(slots, dtype=np.int64)
-        return (self._generation[slots] << _SLOT_BITS) | slots  # type: ignore[no-any-return]
+        held = np.fromiter(
+            (0 <= s < len(self._ids) and self._ids[s] is not None for s in slots.tolist()),
+            dtype=bool,
+            count=len(slots),
+        )
+        handles = np.full(len(slots), -1, dtype=np.int64)
+        handles[held] = (self._generation[slots[held]] << _SLOT_BITS) | slots[held]
+        return handles
 
     def resolve(self, handles: np.ndarray) -> np.ndarray:
         """Slots of ``handles`` whose slot still holds the id it held when taken; -1 for the

@@ -172,6 +172,7 @@ def test_state_stays_bounded() -> None:
     assert sizes["items"][0] <= 50
     assert sizes["replay_examples"][0] <= 40
     assert sizes["replay_bytes"][0] <= 20_000
+    assert 0 < sizes["consumed_items"][0] <= sizes["consumed_items"][1]
     assert all(len(learner.history.recent(u)) <= 5 for u in learner.history.users())
 
 

@@ -31,6 +31,9 @@ def test_a_handle_resolves_while_its_id_holds_the_slot_and_never_after(
         else:
             index.remove(item)
             tenure.pop(item, None)
+        every = np.arange(capacity + 1)
+        held = np.array([s in set(index.live_slots().tolist()) for s in every.tolist()])
+        assert (index.handles(every)[~held] == -1).all(), "a slot without an id has no handle"
         for restored in (index, SlotIndex.from_json(index.to_json())):
             slots = restored.resolve(np.array([h for h, _, _ in taken], dtype=np.int64))
             for (_, item_id, stay), slot in zip(taken, slots.tolist(), strict=True):
