@@ -249,7 +249,9 @@ class Worker:
 
     def _close_consumer(self, consumer: KafkaConsumer) -> None:
         with self._watchdog():
-            consumer.close(autocommit=False)
+            # bounded like a stop's commits: leaving the group otherwise waits up to the
+            # client's 30 s request timeout, the watchdog's own
+            consumer.close(autocommit=False, timeout_ms=COMMIT_RETRY_TIMEOUT_MS)
 
     def _close_savepoints(self) -> None:
         if self._savepoints is not None:
