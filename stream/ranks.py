@@ -243,6 +243,8 @@ class RankWorker(Worker):
             tick = exchange(
                 self.shard, batch.accepted(), processed, due, self._stop.is_set(), current, before
             )
+        if tick.stopping:  # another rank's stop is this one's too: its commits are bounded alike
+            self.request_stop()
         if not self.durable.has_checkpoint:  # the fresh state: what a failed step goes back to
             self._checkpoint(consumer, tick.before)
         isolated = bool(self._suspects) and any(
