@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from helpers import create_topic, send_raw
 from kafka import OffsetAndMetadata, TopicPartition
 
 from schemas.settings import Settings
-from stream.clients import await_partitions, make_consumer, start_offset, unread
+from stream.clients import await_partitions, make_consumer, start_offset, subscribe, unread
 from stream.stall import CallWatch
 
 pytestmark = pytest.mark.kafka
@@ -103,3 +104,21 @@ def test_a_stop_ends_the_wait_for_a_topic_that_does_not_exist(
     finally:
         consumer.close()
     assert watch.calls == ["partition lookup"], "the stop ends the wait after one lookup"
+
+
+def test_a_stop_ends_the_wait_for_the_coordinators_view_of_the_topic(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings()
+    stopped = threading.Event()
+    stopped.set()
+    consumer = make_consumer(settings)
+    try:
+        snapshot = getattr(consumer._coordinator, "_metadata_snapshot", None)
+        assert isinstance(snapshot, dict), "the client keeps the snapshot subscribe waits for"
+        missing = settings.topics.events + "-never-created"
+        with caplog.at_level(logging.INFO, logger="stream.clients"):
+            assert not subscribe(consumer, missing, None, stop=stopped)
+    finally:
+        consumer.close()
+    assert "joining anyway" not in caplog.text, "the stop ended the wait, not its timeout"
