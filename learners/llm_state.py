@@ -2,8 +2,9 @@
 
 A checkpoint directory holds the adapter in PEFT's own format with
 ``learner_config.json`` beside it, tensors as safetensors (heads, optimiser moments,
-catalog, co-occurrence) and everything else as JSON — never a pickle. Saving changes
-nothing in the learner, so how often a worker checkpoints never changes what it learns.
+catalog, co-occurrence, users' consumed items) and everything else as JSON — never a
+pickle. Saving changes nothing in the learner, so how often a worker checkpoints never
+changes what it learns.
 """
 
 from __future__ import annotations
