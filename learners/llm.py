@@ -227,6 +227,8 @@ class LLMLearner:
         """Events in order → examples with the history each user had then; histories move on."""
         batch, counts = BatchExamples(), _Counts()
         t0 = self.scorer.t
+        slots = self.items.slots([e.item_id for e in events])  # registered: every one has a slot
+        handles = self.items.handles(slots).tolist()
         for k, (event, position) in enumerate(zip(events, positions, strict=True)):
             fb = self._feedback(event)
             user, item = event.user_id, event.item_id
@@ -242,8 +244,8 @@ class LLMLearner:
                 batch.hard_negatives.setdefault(user, []).append(item)
             if event.review_text and rating:
                 batch.reviews.append((event.review_text, float(rating)))
-            slot = self.items.catalog.index.get(item)
-            if fb.positive and slot is not None:
+            slot = int(slots[k])
+            if fb.positive and slot >= 0:
                 counts.pairs.append((slot, self.items.resolve(self.history.positives(user))))
                 counts.slots.append(slot)
                 counts.weights.append(min(fb.weight, 1.0))
@@ -253,11 +255,7 @@ class LLMLearner:
                 if impression
                 else Interaction(item, fb.kind.value, event.value, event.timestamp.timestamp())
             )
-            consumed = (
-                None
-                if impression or slot is None  # every item of the batch has a slot
-                else Consumed(self.items.handles(np.array([slot])), np.array([fb.positive]))
-            )
+            consumed = None if impression or slot < 0 else Consumed.of(handles[k], fb.positive)
             self.history.add(user, interaction, marker_of(event, position), consumed)
         return batch, counts
 
