@@ -235,6 +235,20 @@ def refuse_commits_of(
     return refused
 
 
+def stop_once_refused(
+    settings: Settings, events: list[InteractionEvent], refused: list[dict[int, int]]
+) -> None:
+    """One partition of ``events`` learned by a worker stopped as soon as a commit of them
+    was refused."""
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: bool(refused), 60, "the commit of the last checkpoint refused")
+    finally:
+        worker.stop(timeout=60.0)
+
+
 def test_a_failed_commit_is_tried_again_while_the_stream_is_idle(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,13 +292,7 @@ def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
     settings = make_settings(
         batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
     )
-    create_topic(settings, settings.topics.events, partitions=1)
-    send_raw(settings, [event_record(e) for e in events])
-    worker, _ = start(settings, RiverMFLearner())
-    try:
-        wait_for(lambda: bool(refused), 60, "the commit of the last checkpoint refused")
-    finally:
-        worker.stop()
+    stop_once_refused(settings, events, refused)
     assert committed_offsets(settings) == {0: len(events)}
 
 
@@ -345,13 +353,7 @@ def test_a_revocation_commit_the_coordinator_never_answers_does_not_hold_the_sto
         checkpoint={"idle_s": 0.3},
         worker={"shutdown_timeout_s": 10.0},  # under the client's own 30 s
     )
-    create_topic(settings, settings.topics.events, partitions=1)
-    send_raw(settings, [event_record(e) for e in events])
-    worker, _ = start(settings, RiverMFLearner())
-    try:
-        wait_for(lambda: bool(refused), 60, "the commit of the last checkpoint refused")
-    finally:
-        worker.stop(timeout=60.0)
+    stop_once_refused(settings, events, refused)
     assert asked, "close() revoked the partitions and the listener committed"
     assert exits == []
     assert checkpoint_offsets(settings) == {0: len(events)}, "nothing is lost"
