@@ -36,9 +36,12 @@ class Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     processed ones, and nothing once the worker has failed. That commit waits at
     most ``commit_timeout_ms``: the client's own bound is its 30 s request timeout,
     which would hold the group's rebalance, and a closing consumer (``close()``
-    revokes too) past the stop's watchdog. On assignment each partition is
-    positioned where this worker's learner state continues: its processed offset,
-    else the group's committed offset.
+    revokes too) past the stop's watchdog. It is never recorded as done: while the
+    coordinator is unknown kafka-python's future for it is the coordinator lookup's,
+    which succeeds before the commit is even sent, so a partition given back commits
+    its durable offsets again (a repeat the broker takes as is). On assignment each
+    partition is positioned where this worker's learner state continues: its
+    processed offset, else the group's committed offset.
     """
 
     def __init__(self, worker: Owner, consumer: KafkaConsumer, commit_timeout_ms: int) -> None:
@@ -51,7 +54,6 @@ class Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         if offsets:
             try:
                 await self._bounded(self._consumer.commit_async(commit_map(offsets)))
-                self._worker.book.committed(offsets)
             except Exception as exc:  # the next owner re-reads; nothing is lost
                 log.warning("commit on revocation failed (%s); the next owner re-reads", exc)
 

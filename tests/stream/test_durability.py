@@ -26,7 +26,7 @@ from helpers import (
     send_raw,
     wait_for,
 )
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
@@ -39,6 +39,7 @@ from schemas.events import InteractionEvent
 from schemas.settings import Settings
 from schemas.vectors import SourcePosition
 from stream.checkpoint import CheckpointStore, CheckpointWriteError
+from stream.clients import make_consumer
 from stream.metrics import WorkerMetrics
 from stream.poison import TooManyPoisonRecords
 from stream.worker import StateLost, Worker
@@ -357,6 +358,69 @@ def test_a_revocation_commit_the_coordinator_never_answers_does_not_hold_the_sto
     assert asked, "close() revoked the partitions and the listener committed"
     assert exits == []
     assert checkpoint_offsets(settings) == {0: len(events)}, "nothing is lost"
+
+
+class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.assignments = 0
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assignments += 1
+
+
+def join_and_leave(settings: Settings) -> None:
+    """A second, dynamic member joins the worker's group until it is given its (empty)
+    share, then leaves: two rebalances, each revoking the worker's partitions (the eager
+    protocol) and giving them back (a static member sorts first in the range assignor)."""
+    member = make_consumer(settings, group_instance_id=None, client_id="tests-joiner")
+    joined = Joined()
+    member.subscribe([settings.topics.events], listener=joined)
+    try:
+        wait_for(lambda: bool(member.poll(100)) or joined.assignments > 0, 60, "the join")
+    finally:
+        member.close(autocommit=False)
+
+
+def test_a_partition_given_back_commits_what_its_revocation_commit_did_not(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit of the last checkpoint is refused; then a rebalance revokes the partition
+    and the listener's commit "succeeds" without committing, as kafka-python's does while the
+    coordinator is unknown (its future is the coordinator lookup's). The partition comes
+    back: the worker commits its durable offsets, because that success claimed nothing."""
+    events = make_events(100, n_users=10)
+    refused: list[dict[int, int]] = []
+    revoked: list[Any] = []
+    real_commit = KafkaConsumer.commit
+
+    def commit_refused_until_revoked(self: KafkaConsumer, wanted: Any, **kwargs: Any) -> Any:
+        if not revoked:
+            refused.append({tp.partition: om.offset for tp, om in wanted.items()})
+            raise KafkaTimeoutError("the coordinator did not answer")
+        return real_commit(self, wanted, **kwargs)
+
+    def commit_async_lookup_only(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Future:
+        revoked.append(offsets)
+        return Future().success(None)
+
+    monkeypatch.setattr(KafkaConsumer, "commit", commit_refused_until_revoked)
+    monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_lookup_only)
+    settings = make_settings(
+        batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in events])
+    worker, _ = start(settings, RiverMFLearner())
+    try:
+        wait_for(lambda: {0: len(events)} in refused, 60, "the last checkpoint's commit refused")
+        join_and_leave(settings)
+        wait_for(lambda: bool(revoked), 60, "the partition revoked with its offsets to commit")
+        wait_for(lambda: all_committed(settings), 60, "the durable offsets committed")
+    finally:
+        worker.stop()
 
 
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
