@@ -47,6 +47,12 @@ class Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: Owner, consumer: KafkaConsumer, commit_timeout_ms: int) -> None:
         self._worker, self._consumer = worker, consumer
         self._commit_timeout_ms = commit_timeout_ms
+        if self._timer() is None:
+            log.warning(
+                "this kafka-python has no _manager.wait_for: a commit on revocation waits "
+                "out the client's request timeout, which can outlast the stop's watchdog "
+                "(kafka-python 3.0 has it)"
+            )
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         offsets = self._worker.book.release({_key(tp) for tp in revoked}, commit=True)
@@ -60,10 +66,13 @@ class Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     async def _bounded(self, future: Any) -> Any:
         """``future`` awaited for at most the commit timeout, with the client's own timer
         (kafka-python 3.0's manager, private: read defensively, unbounded without it)."""
-        manager = getattr(self._consumer, "_manager", None)
-        if manager is None or not hasattr(manager, "wait_for"):
+        wait_for = self._timer()
+        if wait_for is None:
             return await future
-        return await manager.wait_for(future, self._commit_timeout_ms)
+        return await wait_for(future, self._commit_timeout_ms)
+
+    def _timer(self) -> Any:
+        return getattr(getattr(self._consumer, "_manager", None), "wait_for", None)
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self._worker.book.release({_key(tp) for tp in lost}, commit=False)
