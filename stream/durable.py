@@ -166,7 +166,9 @@ class DurableState:
         self.metrics.last_checkpoint.set_to_current_time()
 
     def roll_back(self, failure: Exception, cause: BaseException | None) -> dict[PartitionKey, int]:
-        """Load the newest checkpoint; returns the offsets to read again from."""
+        """Load the newest intact checkpoint; returns the offsets to read again from.
+        Damaged newer ones are moved aside, and partitions only they covered are then read
+        from the start (``from_earliest``), as on a restart behind them."""
         assert self.store is not None
         self.rewinds += 1
         if self.rewinds > self.settings.worker.max_rewinds:
@@ -174,9 +176,13 @@ class DurableState:
                 f"{self.rewinds} batches failed since the last checkpoint (latest: {failure});"
                 " stopping without committing. Fix the cause, or raise worker.max_rewinds"
             ) from cause
-        checkpoint = self.store.restore(self.learner, self.settings.topics.events).checkpoint
+        restored = self.store.restore(self.learner, self.settings.topics.events)
+        checkpoint = restored.checkpoint
         if checkpoint is None:
             raise WorkerFailed("no intact checkpoint to roll back to") from cause
+        if restored.quarantined:  # rolled back past them: what only they covered is read again
+            self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
+            self.from_earliest = True
         self.recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
         self.schedule.rewound()
         self.metrics.rewinds.inc()

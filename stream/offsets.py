@@ -64,7 +64,9 @@ class OffsetBook:
         self._assigned: set[PartitionKey] = set()
         self._released: list[set[PartitionKey]] = []
         self._unplaced: set[PartitionKey] = set()  # assigned, no position known yet
-        self._starts: dict[PartitionKey, int] = {}  # placed since the newest checkpoint
+        # where this state began reading each partition it placed: a roll-back to a
+        # checkpoint older than the placement reads the partition again from there
+        self._placed: dict[PartitionKey, int] = {}
         self._in_flight: dict[PartitionKey, int] = {}  # learned and sent, not acknowledged
         self._frozen = False
 
@@ -87,7 +89,7 @@ class OffsetBook:
             self._unplaced.discard(key)
             if key not in self._processed:
                 self._processed[key] = offset
-                self._starts[key] = offset
+                self._placed[key] = offset
                 if not self._checkpoints:
                     self._durable[key] = offset
 
@@ -115,8 +117,6 @@ class OffsetBook:
         """A checkpoint holding ``offsets`` is on disk."""
         with self._lock:
             self._durable.update(offsets)
-            for key in offsets:
-                self._starts.pop(key, None)
 
     def to_commit(self) -> dict[PartitionKey, int]:
         """Durable offsets of assigned partitions that are ahead of the committed ones."""
@@ -128,13 +128,18 @@ class OffsetBook:
             self._committed.update(offsets)
 
     def rewind(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, int | None]:
-        """Back to a checkpoint after a failure: processed = durable = ``offsets``. Returns,
-        per assigned partition, where to read again (None: from the committed offset)."""
+        """Back to a checkpoint after a failure: processed = durable = ``offsets``, and
+        where this state placed the partitions ``offsets`` lacks. Returns, per assigned
+        partition, where to read again; None where this state has no position (it is
+        unplaced again: not yet placed, or read by a newer checkpoint than ``offsets``
+        whose start is not known here)."""
         with self._lock:
-            self._processed = {**self._starts, **offsets}
+            self._processed = {**self._placed, **offsets}
             self._durable = dict(offsets)
             self._in_flight.clear()
-            return {k: self._processed.get(k) for k in self._assigned}
+            at = {k: self._processed.get(k) for k in self._assigned}
+            self._unplaced |= {k for k, o in at.items() if o is None}
+            return at
 
     def freeze(self) -> None:
         """The worker failed: from now on nothing is committed, not even on close."""

@@ -486,6 +486,8 @@ class Worker:
         for (topic, partition), offset in self.book.rewind(offsets).items():
             if offset is not None:
                 consumer.seek(TopicPartition(topic, partition), offset)
+            elif self.durable.from_earliest:  # only a damaged newer checkpoint knew its start
+                consumer.seek_to_beginning(TopicPartition(topic, partition))
         self._suspects |= {position_of(d.record) for d in items}
 
     def _observe(self, summary: BatchSummary) -> None:

@@ -423,6 +423,52 @@ def test_a_partition_given_back_commits_what_its_revocation_commit_did_not(
         worker.stop()
 
 
+def test_a_roll_back_past_damaged_checkpoints_reads_what_only_they_covered_again(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A partition added to the topic is placed and learned; every checkpoint since is
+    damaged on disk, then a batch fails. The roll-back lands on a checkpoint that never read
+    the new partition: the worker reads it again from where this state began it, so every
+    valid event is learned exactly once."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3, "keep": 20}
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    first, second = make_events(100, n_users=10), make_events(100, n_users=10, seed=3)
+    poison = make_events(1, n_users=1, seed=5)[0].model_copy(update={"item_id": "item-poison"})
+    send_raw(settings, [event_record(e) for e in first])
+    learner = FaultyLearner(bad_items=["item-poison"])
+    worker, metrics = start(settings, learner)
+    root = Path(str(settings.checkpoint.dir))
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the first events committed")
+        older = set(root.glob("ckpt-*"))
+        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+        try:
+            admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
+        finally:
+            admin.close()
+        send_raw(settings, [event_record(e) for e in second])
+        wait_for(
+            lambda: 1 in committed_offsets(settings) and all_committed(settings),
+            120,  # the client's metadata is at most 30 s old
+            "the new partition's events committed",
+        )
+        for newer in set(root.glob("ckpt-*")) - older:
+            (newer / "manifest.json").write_text("{}")
+        send_raw(settings, [event_record(poison)])
+        wait_for(lambda: bool(letters(settings)), 60, "the poison record dead-lettered")
+        wait_for(lambda: all_committed(settings), 60, "everything committed again")
+        good = [e.event_id for e in [*first, *second]]
+        assert learner.ledger == EventLedger.expected(good), "every valid event learned once"
+        assert metrics.registry.get_sample_value("lorastream_checkpoints_quarantined_total")
+    finally:
+        worker.stop()
+
+
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
     make_settings: Callable[..., Settings],
 ) -> None:
