@@ -557,8 +557,8 @@ class Worker:
 
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
-        if not self.durable.enabled:
-            if time.monotonic() >= self._commit_retry_at:
+        if not self.durable.enabled:  # processed offsets are durable: commit, backoff allowing
+            if self.stopping or time.monotonic() >= self._commit_retry_at:
                 self._commit(consumer)
             return
         if not self.durable.due(force):

@@ -236,6 +236,11 @@ def refuse_commits_of(
     return refused
 
 
+def commit_async_refused(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Future:
+    """``commit_async`` as a coordinator that is away answers it."""
+    return Future().failure(KafkaTimeoutError("the coordinator did not answer"))
+
+
 def stop_once_refused(
     settings: Settings, events: list[InteractionEvent], refused: list[dict[int, int]]
 ) -> None:
@@ -284,15 +289,25 @@ def test_a_stop_commits_what_a_refused_commit_left_behind_whatever_the_backoff(
     stop still commits (the commit on revocation, refused too, cannot cover it)."""
     events = make_events(100, n_users=10)
     refused = refuse_commits_of(monkeypatch, {0: len(events)})
-
-    def commit_async_refused(self: KafkaConsumer, offsets: Any, **kwargs: Any) -> Future:
-        return Future().failure(KafkaTimeoutError("the coordinator did not answer"))
-
     monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_refused)
     monkeypatch.setattr(worker_module, "COMMIT_RETRY_S", 60.0)
     settings = make_settings(
         batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3}
     )
+    stop_once_refused(settings, events, refused)
+    assert committed_offsets(settings) == {0: len(events)}
+
+
+def test_without_checkpoints_a_stop_commits_what_a_refused_commit_left_behind(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same without a checkpoint directory, where processed offsets are the durable
+    ones: the stop commits them at once, not after the backoff."""
+    events = make_events(100, n_users=10)
+    refused = refuse_commits_of(monkeypatch, {0: len(events)})
+    monkeypatch.setattr(KafkaConsumer, "commit_async", commit_async_refused)
+    monkeypatch.setattr(worker_module, "COMMIT_RETRY_S", 60.0)
+    settings = make_settings(batch={"max_events": 500, "max_wait_s": 0.3}, checkpoint={"dir": None})
     stop_once_refused(settings, events, refused)
     assert committed_offsets(settings) == {0: len(events)}
 
