@@ -558,7 +558,7 @@ class Worker:
     def _maybe_checkpoint(self, consumer: KafkaConsumer, force: bool = False) -> None:
         """Steps 4-5, when due; then the checkpoint's adapter, where one is published."""
         if not self.durable.enabled:  # processed offsets are durable: commit, backoff allowing
-            if self.stopping or time.monotonic() >= self._commit_retry_at:
+            if self._commit_due():
                 self._commit(consumer)
             return
         if not self.durable.due(force):
@@ -577,8 +577,12 @@ class Worker:
         """Commit what a refused commit left behind once its backoff is over, or at once when
         stopping; each try bounded, so that a coordinator still away holds neither the loop
         nor a stop past its watchdog. Cheap when nothing is left: a look at the book."""
-        if self.stopping or time.monotonic() >= self._commit_retry_at:
+        if self._commit_due():
             self._commit(consumer, timeout_ms=COMMIT_RETRY_TIMEOUT_MS)
+
+    def _commit_due(self) -> bool:
+        """A refused commit's backoff is over, or a stop ends it."""
+        return self.stopping or time.monotonic() >= self._commit_retry_at
 
     def _commit(self, consumer: KafkaConsumer, timeout_ms: int | None = None) -> None:
         """Commit the durable offsets ahead of the committed ones; a refusal is logged,

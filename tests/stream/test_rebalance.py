@@ -23,7 +23,7 @@ class Owner:
         pass
 
 
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+def listener_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
@@ -40,8 +40,8 @@ def test_the_pinned_client_has_the_timer_the_revocation_commit_is_bounded_by(
     try:
         with caplog.at_level(logging.WARNING, logger="stream.rebalance"):
             Rebalance(Owner(), consumer, commit_timeout_ms=4000)
-            assert warnings(caplog) == []
+            assert listener_warnings(caplog) == []
             Rebalance(Owner(), object(), commit_timeout_ms=4000)  # type: ignore[arg-type]
-            assert any("no _manager.wait_for" in w for w in warnings(caplog))
+            assert any("no _manager.wait_for" in w for w in listener_warnings(caplog))
     finally:
         consumer.close(autocommit=False)
