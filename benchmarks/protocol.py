@@ -2,10 +2,17 @@
 
 All contenders see the same events in the same order, in mini-batches. Before a batch is
 learned, each positive event in it is a test: every contender ranks the *whole catalog
-seen so far* (plus the test's item, which may be new) for the test's user, and the true
-item's rank gives HR@10 and NDCG@10 (ties broken fairly: a constant scorer gets chance).
+known so far* for the test's user — every item seen before the batch and every item of the
+batch itself, which the contenders observed — and the true item's rank gives HR@10 and
+NDCG@10 (ties broken fairly: a constant scorer gets chance). The batch's new items are all
+candidates, not only those that are tests: were they not, an item first seen in this
+batch would be a candidate only if it were a test's truth, and a contender favouring new
+items would be told the answer.
 Items the user already interacted with are excluded where ``exclude_seen`` (MovieLens:
-people rarely rate a movie twice). Each test's top 10 also counts towards the contender's
+people rarely rate a movie twice), as recommendations exclude them — and there a positive on
+such an item (a tag on a movie rated before) is no test: it could never be recommended, and
+ranked against unseen items only it is found by whoever scores the user's own past items
+highly. Each test's top 10 also counts towards the contender's
 exposure: catalog coverage@10 and the Gini coefficient of how often items are shown.
 Rating events test rating predictions (MAE/RMSE) of contenders that make them.
 """
@@ -83,6 +90,10 @@ class _Seen:
     user_count: Counter[str] = field(default_factory=Counter)
     item_count: Counter[str] = field(default_factory=Counter)
 
+    def interacted(self, event: InteractionEvent) -> bool:
+        """Whether the event's user interacted with its item before its batch."""
+        return event.item_id in self.user_items.get(event.user_id, ())
+
     def learn(self, events: Sequence[InteractionEvent]) -> None:
         for e in events:
             self.catalog.setdefault(e.item_id)
@@ -100,11 +111,15 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(run.events), batch):
         chunk = run.events[start : start + batch]
-        tests = [(start + k, e) for k, e in enumerate(chunk) if is_positive(e)]
+        tests = [
+            (start + k, e)
+            for k, e in enumerate(chunk)
+            if is_positive(e) and not (run.exclude_seen and seen.interacted(e))
+        ]
         for c in contenders:
             c.observe(chunk)
         if tests:
-            _test(run, contenders, results, tests, seen)
+            _test(run, contenders, results, tests, chunk, seen)
         _test_ratings(contenders, results, chunk)
         for c in contenders:
             c.learn(chunk)
@@ -130,9 +145,10 @@ def _test(
     contenders: Sequence[Contender],
     results: dict[str, Outcomes],
     tests: list[tuple[int, InteractionEvent]],
+    chunk: Sequence[InteractionEvent],
     seen: _Seen,
 ) -> None:
-    candidates = list(dict.fromkeys([*seen.catalog, *(e.item_id for _, e in tests)]))
+    candidates = list(dict.fromkeys([*seen.catalog, *(e.item_id for e in chunk)]))
     column = {item: k for k, item in enumerate(candidates)}
     users = list(dict.fromkeys(e.user_id for _, e in tests))
     row = {u: k for k, u in enumerate(users)}
@@ -146,10 +162,9 @@ def _test(
         for at, event in tests:
             s = np.nan_to_num(scores[row[event.user_id]], nan=-np.inf)
             true = column[event.item_id]
-            if run.exclude_seen:
+            if run.exclude_seen:  # the truth is never among them: it is no test then
                 s = s.copy()
                 s[excluded[event.user_id]] = -np.inf
-                s[true] = np.nan_to_num(scores[row[event.user_id], true], nan=-np.inf)
             _record_one(out, s, true, names)
             out.at.append(at)
             out.user.append(event.user_id)

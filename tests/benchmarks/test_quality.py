@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,30 @@ class Constant:
         pass
 
 
+class Newest:
+    """Scores the items it first observed in the current batch above all others."""
+
+    name = "newest"
+    learn_seconds = 0.0
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._new: set[str] = set()
+
+    def observe(self, events: Sequence[InteractionEvent]) -> None:
+        self._new = {e.item_id for e in events} - self._known
+        self._known |= self._new
+
+    def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        return np.array([[float(i in self._new) for i in items] for u in users])
+
+    def ratings(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray | None:
+        return None
+
+    def learn(self, events: Sequence[InteractionEvent]) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def run() -> StreamRun:
     return synthetic_run(1200)
@@ -75,6 +100,56 @@ def test_an_oracle_hits_nearly_always_and_a_constant_scores_chance(run: StreamRu
     hits = np.asarray(results["constant"].hit)
     assert 0 < hits.mean() < 0.1  # 10 / catalog size, far from a hit
     assert len(results["oracle"].hit) == sum(is_positive(e) for e in run.events)
+
+
+def test_every_item_of_the_batch_is_a_candidate_so_new_items_do_not_give_tests_away() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def event(user: str, item: str, kind: str) -> InteractionEvent:
+        return InteractionEvent(
+            event_id=f"{user}-{item}-{kind}",
+            user_id=user,
+            item_id=item,
+            event_type=kind,
+            timestamp=t,
+        )
+
+    first = [event("a", f"old-{k}", "click") for k in range(32)]
+    # one new item clicked (the test), 30 new items only shown
+    second = [event("b", "new-x", "click")] + [
+        event("b", f"new-{k}", "impression") for k in range(30)
+    ]
+    run = StreamRun("hand", first + second + [event("b", "old-0", "impression")], False)
+    results = evaluate(run, [Newest(), Constant()], batch=32, progress_every=0)
+    newest = dict(zip(results["newest"].at, results["newest"].hit, strict=True))
+    # new-x ties with the 30 items shown beside it: 10 of 31 places, not a sure hit
+    assert newest[32] == pytest.approx(10 / 31)
+    # and a constant ranks it among all 63 items known by then
+    constant = dict(zip(results["constant"].at, results["constant"].hit, strict=True))
+    assert constant[32] == pytest.approx(10 / 63)
+
+
+def test_where_seen_items_are_excluded_a_positive_on_one_is_no_test() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def event(user: str, item: str, kind: str, value: float | None = None) -> InteractionEvent:
+        return InteractionEvent(
+            event_id=f"{user}-{item}-{kind}",
+            user_id=user,
+            item_id=item,
+            event_type=kind,
+            value=value,
+            review_text="a tag" if kind == "review" else None,
+            timestamp=t,
+        )
+
+    rated = [event("a", f"m-{k}", "rating", 4.0) for k in range(20)]
+    # a tag on a movie rated before, and a rating of a movie not seen before
+    later = [event("a", "m-3", "review"), event("a", "m-new", "rating", 5.0)]
+    for exclude_seen, tested in ((True, [*range(20), 21]), (False, [*range(22)])):
+        run = StreamRun("hand", rated + later, exclude_seen)
+        results = evaluate(run, [Constant()], batch=20, progress_every=0)
+        assert results["constant"].at == tested
 
 
 def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
