@@ -2,10 +2,13 @@
 
 The true item is ranked against the whole catalog while it holds at most
 ``eval_full_catalog`` items (else against ``eval_candidates`` sampled ones), with the
-user's consumed items excluded as recommendations exclude them. Every candidate mix of
-:class:`~learners.scoring.MixSelector` is scored on the same tests (that is how the
-learner chooses its mix); the current mix's outcome feeds the rolling metrics, also
-decomposed into the popularity prior alone and the personal part alone.
+user's consumed items excluded as recommendations exclude them — and then a positive on an
+item the user already consumed (a review of a movie rated before) is no test: it could
+never be recommended, and ranked against unconsumed items only it would reward whatever
+scores the user's own past highest (kNN, by an item's likeness to itself). Every
+candidate mix of :class:`~learners.scoring.MixSelector` is scored on the same tests (that
+is how the learner chooses its mix); the current mix's outcome feeds the rolling metrics,
+also decomposed into the popularity prior alone and the personal part alone.
 """
 
 from __future__ import annotations
@@ -67,8 +70,12 @@ class Tester:
         items = self.scorer.items
         catalog = items.catalog
         true = items.slots([e.item_id for e in tests])
-        keep = true >= 0
+        mine = {u: self._consumed(u) for u in dict.fromkeys(e.user_id for e in tests)}
+        consumed = [mine[e.user_id] for e in tests]
+        repeat = np.array([t in c for t, c in zip(true, consumed, strict=True)], dtype=bool)
+        keep = (true >= 0) & ~repeat
         tests, true = [e for e, k in zip(tests, keep, strict=True) if k], true[keep]
+        consumed = [c for c, k in zip(consumed, keep, strict=True) if k]
         if not tests or len(catalog) < 2:
             return TestOutcome(np.zeros(0), 0, False)
         candidates, full = self._candidates(true)
@@ -76,7 +83,7 @@ class Tester:
         parts = self.scorer.parts(users, candidates, self.selector.towers_weights)
         row = np.array([users.index(e.user_id) for e in tests])
         column = np.searchsorted(candidates, true)
-        excluded = self._excluded(tests, candidates, column)
+        excluded = self._excluded(consumed, candidates)
         hits = np.stack(
             [self._hits(parts.mixed(m), row, column, excluded) for m in self.selector.mixes], 1
         )  # [T, M]
@@ -100,25 +107,22 @@ class Tester:
         sampled = catalog.index.sample(c.eval_candidates, self.rng)
         return np.unique(np.concatenate([sampled, true])), False
 
-    def _excluded(
-        self, tests: Sequence[InteractionEvent], candidates: np.ndarray, column: np.ndarray
-    ) -> Excluded:
-        """The (test, candidate column) pairs its user consumed (its own truth excepted)."""
-        nothing = Excluded(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    def _consumed(self, user_id: str) -> np.ndarray:
+        """The slots a test of this user leaves out (none unless ``exclude_consumed``)."""
         if not self.config.exclude_consumed:
-            return nothing
-        rows, columns = [], []
-        for t, (e, true_column) in enumerate(zip(tests, column, strict=True)):
-            slots = self.scorer.items.resolve(self.history.consumed(e.user_id).handles)
+            return np.zeros(0, np.int64)
+        return self.scorer.items.resolve(self.history.consumed(user_id).handles)
+
+    @staticmethod
+    def _excluded(consumed: Sequence[np.ndarray], candidates: np.ndarray) -> Excluded:
+        """The (test, candidate column) pairs whose candidate the test's user consumed."""
+        rows, columns = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for t, slots in enumerate(consumed):
             cols = np.searchsorted(candidates, slots)
             found = cols < len(candidates)
             found[found] = candidates[cols[found]] == slots[found]
-            cols = cols[found]
-            cols = cols[cols != true_column]
-            rows.append(np.full(len(cols), t))
-            columns.append(cols)
-        if not rows:
-            return nothing
+            rows.append(np.full(int(found.sum()), t))
+            columns.append(cols[found])
         return Excluded(np.concatenate(rows), np.concatenate(columns))
 
     @staticmethod

@@ -403,3 +403,15 @@ def test_a_checkpoint_listing_consumed_items_by_id_loads_them(tmp_path: Path) ->
     assert all(learner.consumed(u) for u in users)
     for u in users:
         assert old.history.positives(u).tolist() == learner.history.positives(u).tolist()
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_a_positive_on_a_consumed_item_is_no_test_where_consumed_items_are_left_out(
+    exclude: bool,
+) -> None:
+    learner = LLMLearner(LLMConfig(exclude_consumed=exclude))
+    learner.learn_many(consumption("a", ["x", "y", "z"], 0), positions(0, 3))
+    before = learner.tester.overall.tests
+    # "a" clicks "x" again (never recommended to them again) and "w" for the first time
+    learner.learn_many(consumption("a", ["x", "w"], 3), positions(3, 2))
+    assert learner.tester.overall.tests - before == (1 if exclude else 2)
