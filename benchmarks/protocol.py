@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks.baselines import is_positive
 from benchmarks.harness import Row
 from learners.prequential import rank_of_true
-from schemas.events import InteractionEvent
+from schemas.events import EventType, InteractionEvent
 
 __all__ = ["Contender", "Outcomes", "StreamRun", "evaluate", "gini", "rows_for"]
 
@@ -97,7 +97,8 @@ class _Seen:
     def learn(self, events: Sequence[InteractionEvent]) -> None:
         for e in events:
             self.catalog.setdefault(e.item_id)
-            self.user_items.setdefault(e.user_id, set()).add(e.item_id)
+            if e.event_type is not EventType.IMPRESSION:  # shown is not consumed
+                self.user_items.setdefault(e.user_id, set()).add(e.item_id)
             self.user_count[e.user_id] += 1
             self.item_count[e.item_id] += 1
 

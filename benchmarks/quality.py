@@ -257,7 +257,8 @@ def main(argv: list[str]) -> int:
             if args.retrain_every == 0
             else f"every {args.retrain_every or 'quarter'}, last {args.retrain_window}",
             **({"ablations": args.ablations} if args.ablations else {}),
-            "protocol": "prequential, full catalog, seen items excluded on MovieLens, ties fair",
+            "protocol": "prequential, full catalog with every item of the batch, on MovieLens"
+            " seen items excluded and positives on them no test, ties fair",
         },
         rows,
         notes,

@@ -192,15 +192,17 @@ def check_tests_each_event_before_learning_it(make: Callable[[], Learner]) -> No
     """Prequential: a batch's positive events are ranked by the state as it was before the
     batch, so their test errors are the same whether the batch then teaches (learning
     rates as set) or not (learning rates scaled to 0)."""
-    events = small_stream(128)
-    # clicks on known items the user has not consumed: recommendations leave those out, so
-    # a positive on one is no test
+    items = 12
+    events = small_stream(128, items=items)
+    # clicks on known items the user has not consumed (a positive on a consumed one is no
+    # test where recommendations leave consumed items out): user u's items are 2u … 2u+3,
+    # half the catalog away lie another user's
     clicks = [
         e.model_copy(
             update={
                 "event_type": EventType.CLICK,
                 "value": None,
-                "item_id": f"item-{(int(e.item_id.split('-')[1]) + 6) % 12}",
+                "item_id": f"item-{(int(e.item_id.split('-')[1]) + items // 2) % items}",
                 "item": None,
             }
         )

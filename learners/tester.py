@@ -5,7 +5,9 @@ The true item is ranked against the whole catalog while it holds at most
 user's consumed items excluded as recommendations exclude them — and then a positive on an
 item the user already consumed (a review of a movie rated before) is no test: it could
 never be recommended, and ranked against unconsumed items only it would reward whatever
-scores the user's own past highest (kNN, by an item's likeness to itself). Every
+scores the user's own past highest (kNN, by an item's likeness to itself). Consumed items
+are the user's last ``consumed_len``, what recommendations exclude; the benchmark's
+protocol, which keeps every interaction, excludes a few more for its heaviest users. Every
 candidate mix of :class:`~learners.scoring.MixSelector` is scored on the same tests (that
 is how the learner chooses its mix); the current mix's outcome feeds the rolling metrics,
 also decomposed into the popularity prior alone and the personal part alone.

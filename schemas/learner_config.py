@@ -205,7 +205,8 @@ class LLMConfig(BaseModel):
     exclude_consumed: bool = Field(
         default=True,
         description="prequential tests leave the user's consumed items out of the ranking, as"
-        " recommendations do; off for streams where people consume the same item again",
+        " recommendations do, and a positive on a consumed item is no test; off for streams"
+        " where people consume the same item again",
     )
     knn_recent: int = Field(default=50, ge=1, description="recent positives kNN reads")
     knn_decay: float = Field(default=0.9, gt=0, le=1, description="weight per older positive")

@@ -294,7 +294,8 @@ DESCRIPTIONS = {
     " are (percentiles), and how many are older than the model (a count; the worker"
     " re-encodes them while idle, then publishes every vector again).",
     "Prequential HR@10 / NDCG@10, and by part": (
-        "Every new positive's item is ranked before it is learned. ranked_against says what"
+        "Every new positive's item is ranked before it is learned (where consumed items are"
+        " left out, as by default, a positive on one is no test). ranked_against says what"
         " against: 'catalog' is every item the learner knows (the honest, full-catalog"
         " figure, as the benchmarks report it); 'N sampled' is N random items plus the"
         " true one, which reads several times higher and is comparable only with itself."

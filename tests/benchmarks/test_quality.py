@@ -146,10 +146,15 @@ def test_where_seen_items_are_excluded_a_positive_on_one_is_no_test() -> None:
     rated = [event("a", f"m-{k}", "rating", 4.0) for k in range(20)]
     # a tag on a movie rated before, and a rating of a movie not seen before
     later = [event("a", "m-3", "review"), event("a", "m-new", "rating", 5.0)]
-    for exclude_seen, tested in ((True, [*range(20), 21]), (False, [*range(22)])):
+    for exclude_seen, tested, hit in (
+        (True, [*range(20), 21], 1.0),
+        (False, [*range(22)], 10 / 21),
+    ):
         run = StreamRun("hand", rated + later, exclude_seen)
         results = evaluate(run, [Constant()], batch=20, progress_every=0)
         assert results["constant"].at == tested
+        # m-new among the 20 movies rated before, or alone once they are left out
+        assert results["constant"].hit[-1] == pytest.approx(hit)
 
 
 def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
