@@ -79,11 +79,10 @@ class ItemTower:
                 cat.vectors[torch.as_tensor(part, device=self.device)] = pooled
                 cat.version[part] = version
 
-    def refresh(self, version: int, limit: int | None = None) -> int:
-        """Re-encode up to ``limit`` (default ``cache_refresh_per_step``) of the stalest
-        cached items with the adapter of ``version``; returns how many."""
-        n = self.config.cache_refresh_per_step if limit is None else limit
-        stale = self.catalog.stale(version, n)
+    def refresh(self, version: int, limit: int) -> int:
+        """Re-encode up to ``limit`` of the stalest cached items with the adapter of
+        ``version``; returns how many."""
+        stale = self.catalog.stale(version, limit)
         if len(stale):
             self.encode(stale, version)
         return len(stale)

@@ -22,6 +22,7 @@ exactly as the learner does.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,10 @@ class LLMLearner:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
         if not step.skipped:  # encodings change only with an update (or in catch_up)
             self._updates += 1
-            self.items.refresh(self._updates)  # with the adapter the step left
+            # with the adapter the step left; a budget per event, not per step, so that a
+            # small batch (light load, closed early) is not a fixed cost of re-encoding
+            refresh = math.ceil(self.config.cache_refresh_per_event * len(events))
+            self.items.refresh(self._updates, refresh)
         self._ledger.record(e.event_id for e in events)
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]
@@ -317,7 +321,7 @@ class LLMLearner:
     def catch_up(self, budget: int) -> CatchUp:
         """Re-encode up to ``budget`` of the stalest cached item encodings with the current
         adapter: item vectors, and the users composed from them, are then built from one
-        model. Steps re-encode only ``cache_refresh_per_step``; this is for idle time."""
+        model. Steps re-encode ``cache_refresh_per_event`` per event; this is for idle time."""
         redone = self.items.refresh(self._updates, budget) if budget > 0 else 0
         return CatchUp(redone, self.items.behind(self._updates))
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -178,21 +179,33 @@ def test_state_stays_bounded() -> None:
 
 def test_item_encoding_age_is_reported_and_the_cache_refresh_bounds_it() -> None:
     """Item vectors are built from cached encodings: an item not seen again keeps the one
-    made under an older adapter unless the per-step refresh re-encodes it."""
+    made under an older adapter unless the refresh after each step re-encodes it."""
     events = stream(320, users=40, items=200)
     ages = {}
-    for per_step in (0, 512):
-        learner = LLMLearner(LLMConfig(cache_refresh_per_step=per_step))
+    for per_event in (0.0, 8.0):  # 8 per event: 512 a step, more than the catalog
+        learner = LLMLearner(LLMConfig(cache_refresh_per_event=per_event))
         for k in range(0, len(events), 64):
             report = learner.learn_many(events[k : k + 64], positions(k, 64))
-        ages[per_step] = report.metrics["item_encoding_age_p99"]
-    assert ages[512] == 0 < 3 <= ages[0]
+        ages[per_event] = report.metrics["item_encoding_age_p99"]
+    assert ages[8.0] == 0 < 3 <= ages[0.0]
+
+
+def test_the_cache_refresh_after_a_step_is_budgeted_per_event() -> None:
+    """A small batch re-encodes few stale items: light load pays no fixed refresh cost."""
+    events = stream(320, users=40, items=200)
+    learner = LLMLearner(LLMConfig(cache_refresh_per_event=1.0))
+    learn(learner, events[:256])
+    assert learner.catch_up(0).behind > 10  # more stale items than a small step re-encodes
+    items = learner.items
+    with mock.patch.object(items, "refresh", wraps=items.refresh) as refresh:
+        learner.learn_many(events[256:266], positions(256, 10))
+    refresh.assert_called_once_with(learner.updates, 10)
 
 
 def test_catching_up_encodes_every_item_with_the_current_adapter() -> None:
     """After ``catch_up`` every cached encoding is what the current adapter makes of the
     item's text, so item vectors (and users composed from them) are of one model."""
-    learner = LLMLearner(LLMConfig(cache_refresh_per_step=0))
+    learner = LLMLearner(LLMConfig(cache_refresh_per_event=0))
     learn(learner, stream(320, users=40, items=200))
     cat = learner.items.catalog
     live = cat.live_slots()
