@@ -12,6 +12,7 @@ is not an attempt failure and propagates as itself.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -135,9 +136,11 @@ class Applier:
         topics: TopicSettings,
         stage_timer: Any,
         announces: bool = True,
+        full_batch: int = 1,
     ) -> None:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
+        self.full_batch = full_batch  # events of a full batch: the refresh budgets are its
         self.announces = announces  # announce complete versions alone (ranks: together)
         self.refresher = Refresher()
         self._seeded = False  # the refresher has seen what the learner knew at the start
@@ -181,6 +184,7 @@ class Applier:
                 [u for u in publish if u in my_users],
                 [u for u in tombstones if u in my_users],
                 items_out,
+                share=min(1.0, len(mine) / self.full_batch),
             )
         self.recent.remember([a.event.event_id for a in todo])
         return applied
@@ -211,12 +215,18 @@ class Applier:
         )
         return report
 
-    def _send(self, users: list[str], tombstones: list[str], items: list[str]) -> dict[str, int]:
-        """The batch's users and items, plus the stalest others within the budgets."""
+    def _send(
+        self, users: list[str], tombstones: list[str], items: list[str], share: float
+    ) -> dict[str, int]:
+        """The batch's users and items, plus the stalest others within the budgets — a
+        ``share`` of them for a batch that closed before it was full, so that the vectors
+        re-published follow the events learned, not the number of batches."""
         t = self.topics
+        n_users = math.ceil(t.user_refresh_per_batch * share)
+        n_items = math.ceil(t.item_refresh_per_batch * share)
         return self._publish(
-            users + self._stale("user", users, t.user_refresh_per_batch),
-            items + self._stale("item", items, t.item_refresh_per_batch) if items else [],
+            users + self._stale("user", users, n_users),
+            items + self._stale("item", items, n_items) if items else [],
             tombstones,
         )
 

@@ -201,6 +201,7 @@ class Worker:
                 s.topics,
                 self.stages,
                 announces=self.announces_alone,
+                full_batch=s.batch.max_events,
             )
             self.idle_work = IdleWork(
                 s, self.apply, self.health, self.metrics, self.stages, self._report_state

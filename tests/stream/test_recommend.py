@@ -35,7 +35,8 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
         learner={"kind": "llm"},
         batch={"max_events": 64, "max_wait_s": 0.3},
         checkpoint={"idle_s": 0.5},
-        topics={"vector_encoding": encoding},
+        # a batch of one event re-publishes 64 stale items (its share of a full batch's)
+        topics={"vector_encoding": encoding, "item_refresh_per_batch": 64 * 64},
     )
     create_topic(settings, settings.topics.events)
     stream = SyntheticStream(SyntheticConfig(n_users=10, n_items=60, seed=3))
@@ -49,7 +50,7 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
         send_raw(settings, [event_record(e) for e in others])
         wait_for(lambda: all_committed(settings), 180, "the stream to be learned")
         # user-1's events come last, alone: its vector and every item's (60 items, fewer
-        # than item_refresh_per_batch) are then published from the same, final update
+        # than a batch re-publishes) are then published from the same, final update
         send_raw(settings, [event_record(e) for e in last])
         wait_for(lambda: all_committed(settings), 180, "user-1's events to be learned")
     finally:

@@ -189,6 +189,36 @@ def test_a_caught_up_batch_closes_without_waiting_out_max_wait(
         running.stop(30)
 
 
+def test_a_batch_closed_early_republishes_its_share_of_stale_vectors(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Besides its own, a full batch re-publishes ``*_refresh_per_batch`` stale vectors; a
+    batch of 4 where 64 make it full, 4 of 64: re-publishing follows the events learned."""
+    settings = make_settings(
+        batch={"max_events": 64, "max_wait_s": 0.2},
+        checkpoint={"idle_s": 0.3},
+        topics={"item_refresh_per_batch": 64, "user_refresh_per_batch": 64, "refresh_when_idle": 0},
+    )
+    create_topic(settings, settings.topics.events)
+    events = make_events(128, n_users=20, n_items=60)
+    late = [e.model_copy(update={"user_id": "user-0", "item_id": "item-0"}) for e in events[:4]]
+    late = [e.model_copy(update={"event_id": f"late-{k}"}) for k, e in enumerate(late)]
+    worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False))
+    running = WorkerThread(worker)
+    topics = (settings.topics.user_vectors, settings.topics.item_vectors)
+    try:
+        send_raw(settings, [event_record(e) for e in events])
+        wait_for(lambda: all_committed(settings), 120, "the first 128 events committed")
+        before = [end_offsets(settings, t) for t in topics]
+        send_raw(settings, [event_record(e) for e in late])
+        wait_for(lambda: all_committed(settings), 120, "the 4 late events committed")
+        after = [end_offsets(settings, t) for t in topics]
+    finally:
+        running.stop(30)
+    users, items = (sum(a.values()) - sum(b.values()) for a, b in zip(after, before, strict=True))
+    assert (users, items) == (1 + 4, 1 + 4)  # its own user and item, and 4 stale of each
+
+
 @pytest.mark.parametrize("kind", ["river-mf", "llm"])
 def test_a_version_is_announced_once_every_published_vector_is_of_it(
     make_settings: Callable[..., Settings], kind: str
