@@ -180,4 +180,4 @@ class BatchRetrained(_Timed):
         self.live.heads.load_state_dict(fresh.heads.state_dict())
         catalog = self.live.items.catalog
         catalog.version[:] = -1  # every cached item vector is stale now: re-encode gradually
-        self.live.catch_up(self.batch)  # a step's worth now, the rest as steps go on
+        self.live.catch_up(self.config.cache_refresh_per_step)  # the rest as steps go on

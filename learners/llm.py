@@ -177,10 +177,7 @@ class LLMLearner:
             self.replay.add_many(e for e in batch.examples if e.weight > 0)
         if not step.skipped:  # encodings change only with an update (or in catch_up)
             self._updates += 1
-            # with the adapter the step left; a budget per event, not per step, so that a
-            # small batch (light load, closed early) is not a fixed cost of re-encoding
-            refresh = math.ceil(self.config.cache_refresh_per_event * len(events))
-            self.items.refresh(self._updates, refresh)
+            self.items.refresh(self._updates, self._refresh_budget(len(events)))
         self._ledger.record(e.event_id for e in events)
         if self.config.proximal_weight and self._updates % self.config.proximal_every == 0:
             self.anchor = [p.detach().clone() for p in self.adapter]
@@ -274,6 +271,14 @@ class LLMLearner:
 
     # -- one optimisation step -------------------------------------------------------------
 
+    def _refresh_budget(self, events: int) -> int:
+        """Stale cached items a step over ``events`` re-encodes with the adapter it left:
+        ``cache_refresh_per_step``, or fewer for a small batch (light load, closed early),
+        which would otherwise pay a full batch's re-encoding."""
+        c = self.config
+        per_event = math.ceil(round(c.cache_refresh_per_event * events, 6))
+        return min(c.cache_refresh_per_step, per_event)
+
     def _replayed(self, n_new: int) -> list[Example]:
         c = self.config.replay
         if not c.enabled or n_new == 0:
@@ -321,7 +326,7 @@ class LLMLearner:
     def catch_up(self, budget: int) -> CatchUp:
         """Re-encode up to ``budget`` of the stalest cached item encodings with the current
         adapter: item vectors, and the users composed from them, are then built from one
-        model. Steps re-encode ``cache_refresh_per_event`` per event; this is for idle time."""
+        model. Steps re-encode only ``cache_refresh_per_step``; this is for idle time."""
         redone = self.items.refresh(self._updates, budget) if budget > 0 else 0
         return CatchUp(redone, self.items.behind(self._updates))
 

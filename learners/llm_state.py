@@ -149,7 +149,9 @@ def save(learner: Parts, directory: Path) -> None:
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
     saved = LLMConfig.model_validate(state["config"])
-    placement = {"device"}  # where it runs is this machine's choice: checkpoints move
+    # where it runs is this machine's choice (checkpoints move), and how much of the item
+    # cache a step re-encodes is a budget, not state
+    placement = {"device", "cache_refresh_per_step", "cache_refresh_per_event"}
     was, now = saved.model_dump(exclude=placement), learner.config.model_dump(exclude=placement)
     if was != now:
         differ = ", ".join(

@@ -261,11 +261,14 @@ class LLMConfig(BaseModel):
     # state bounds and evaluation
     max_users: int = Field(default=100_000, ge=1)
     max_items: int = Field(default=100_000, ge=16)
+    cache_refresh_per_step: int = Field(
+        default=64, ge=0, description="stale cached item vectors re-encoded per update, at most"
+    )
     cache_refresh_per_event: float = Field(
         default=1.0,
         ge=0,
-        description="stale cached item vectors re-encoded per event an update learns (a step"
-        " of 64 events re-encodes 64)",
+        description="and at most this many per event the update learns: a small batch (light"
+        " load, closed early) re-encodes few",
     )
     eval_candidates: int = Field(
         default=100,

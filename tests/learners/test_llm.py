@@ -182,24 +182,28 @@ def test_item_encoding_age_is_reported_and_the_cache_refresh_bounds_it() -> None
     made under an older adapter unless the refresh after each step re-encodes it."""
     events = stream(320, users=40, items=200)
     ages = {}
-    for per_event in (0.0, 8.0):  # 8 per event: 512 a step, more than the catalog
-        learner = LLMLearner(LLMConfig(cache_refresh_per_event=per_event))
+    for per_step in (0, 512):  # 512: more than the catalog
+        config = LLMConfig(cache_refresh_per_step=per_step, cache_refresh_per_event=8.0)
+        learner = LLMLearner(config)
         for k in range(0, len(events), 64):
             report = learner.learn_many(events[k : k + 64], positions(k, 64))
-        ages[per_event] = report.metrics["item_encoding_age_p99"]
-    assert ages[8.0] == 0 < 3 <= ages[0.0]
+        ages[per_step] = report.metrics["item_encoding_age_p99"]
+    assert ages[512] == 0 < 3 <= ages[0]
 
 
-def test_the_cache_refresh_after_a_step_is_budgeted_per_event() -> None:
-    """A small batch re-encodes few stale items: light load pays no fixed refresh cost."""
+@pytest.mark.parametrize(("per_event", "n", "redone"), [(1.0, 10, 10), (0.5, 10, 5), (2.0, 50, 64)])
+def test_a_small_step_re_encodes_its_share_of_stale_items(
+    per_event: float, n: int, redone: int
+) -> None:
+    """A step re-encodes ``cache_refresh_per_event`` stale cached items per event it learns,
+    at most ``cache_refresh_per_step`` (64): light load pays no full batch's re-encoding."""
     events = stream(320, users=40, items=200)
-    learner = LLMLearner(LLMConfig(cache_refresh_per_event=1.0))
+    learner = LLMLearner(LLMConfig(cache_refresh_per_event=per_event))
     learn(learner, events[:256])
-    assert learner.catch_up(0).behind > 10  # more stale items than a small step re-encodes
     items = learner.items
     with mock.patch.object(items, "refresh", wraps=items.refresh) as refresh:
-        learner.learn_many(events[256:266], positions(256, 10))
-    refresh.assert_called_once_with(learner.updates, 10)
+        learner.learn_many(events[256 : 256 + n], positions(256, n))
+    refresh.assert_called_once_with(learner.updates, redone)
 
 
 def test_catching_up_encodes_every_item_with_the_current_adapter() -> None:
