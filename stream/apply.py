@@ -12,7 +12,6 @@ is not an attempt failure and propagates as itself.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -135,12 +134,12 @@ class Applier:
         recent: RecentEvents,
         topics: TopicSettings,
         stage_timer: Any,
+        full_batch: int,
         announces: bool = True,
-        full_batch: int = 1,
     ) -> None:
         self.learner, self.publisher, self.recent = learner, publisher, recent
         self.topics, self.stages = topics, stage_timer
-        self.full_batch = full_batch  # events of a full batch: the refresh budgets are its
+        self.full_batch = full_batch  # records of a full batch: the refresh budgets are its
         self.announces = announces  # announce complete versions alone (ranks: together)
         self.refresher = Refresher()
         self._seeded = False  # the refresher has seen what the learner knew at the start
@@ -184,7 +183,7 @@ class Applier:
                 [u for u in publish if u in my_users],
                 [u for u in tombstones if u in my_users],
                 items_out,
-                share=min(1.0, len(mine) / self.full_batch),
+                learned=len(todo),
             )
         self.recent.remember([a.event.event_id for a in todo])
         return applied
@@ -216,19 +215,24 @@ class Applier:
         return report
 
     def _send(
-        self, users: list[str], tombstones: list[str], items: list[str], share: float
+        self, users: list[str], tombstones: list[str], items: list[str], learned: int
     ) -> dict[str, int]:
-        """The batch's users and items, plus the stalest others within the budgets — a
-        ``share`` of them for a batch that closed before it was full, so that the vectors
-        re-published follow the events learned, not the number of batches."""
+        """The batch's users and items, plus the stalest others within the budgets — the
+        share of them that ``learned`` records are of a full batch, so that re-publishing
+        follows the records learned, not the number of batches (ranks: the global batch's
+        records, whichever rank read them, since every rank's vectors age with the model)."""
         t = self.topics
-        n_users = math.ceil(t.user_refresh_per_batch * share)
-        n_items = math.ceil(t.item_refresh_per_batch * share)
+        n_users = self._share(t.user_refresh_per_batch, learned)
+        n_items = self._share(t.item_refresh_per_batch, learned)
         return self._publish(
             users + self._stale("user", users, n_users),
             items + self._stale("item", items, n_items) if items else [],
             tombstones,
         )
+
+    def _share(self, budget: int, learned: int) -> int:
+        """``budget`` × learned / full batch, rounded up, at most ``budget``."""
+        return min(budget, -(-budget * learned // self.full_batch))
 
     def refresh(self, budget: int, timeout_s: float) -> dict[str, int]:
         """Publish up to ``budget`` stale users and items (while the stream is idle) and wait

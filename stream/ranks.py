@@ -183,6 +183,11 @@ class RankWorker(Worker):
 
     announces_alone = False  # a version is complete only when it is on every rank
 
+    @property
+    def full_batch(self) -> int:
+        """Every rank's full batch: the global batch each rank learns."""
+        return self.settings.batch.max_events * self.shard.world
+
     def __init__(self, settings: Settings, learner: Learner, shard: Shard, **kwargs: Any) -> None:
         super().__init__(settings, learner, **kwargs)
         self.shard = shard

@@ -118,6 +118,11 @@ class Worker:
     #: whether this worker alone can tell that a vector version is complete (ranks cannot)
     announces_alone = True
 
+    @property
+    def full_batch(self) -> int:
+        """Records of a full batch, as learned: the per-batch refresh budgets are its."""
+        return self.settings.batch.max_events
+
     def __init__(
         self,
         settings: Settings,
@@ -200,8 +205,8 @@ class Worker:
                 self._recent,
                 s.topics,
                 self.stages,
+                full_batch=self.full_batch,
                 announces=self.announces_alone,
-                full_batch=s.batch.max_events,
             )
             self.idle_work = IdleWork(
                 s, self.apply, self.health, self.metrics, self.stages, self._report_state
