@@ -200,7 +200,10 @@ class LLMConfig(BaseModel):
         " with, and what recommendations exclude",
     )
     publish_consumed: int = Field(
-        default=500, ge=0, description="the newest consumed items published with a user vector"
+        default=1000,
+        ge=0,
+        description="the newest consumed items published with a user vector; below"
+        " consumed_len, an index leaves out fewer than the learner's own ranking does",
     )
     exclude_consumed: bool = Field(
         default=True,

@@ -386,6 +386,22 @@ def consumption(user: str, items: list[str], start: int) -> list[InteractionEven
     ]
 
 
+def test_a_user_vector_carries_every_consumed_item_the_learner_leaves_out() -> None:
+    """By default the published consumed items are the learner's whole list: an index that
+    leaves them out ranks a long-standing user as the learner does (with 500 of 1000 it
+    recommended what the user had consumed long before)."""
+    config = LLMConfig(consumed_len=40, publish_consumed=40)
+    defaults = LLMConfig()
+    assert defaults.publish_consumed >= defaults.consumed_len
+    learner = LLMLearner(config)
+    items = [f"film-{k}" for k in range(60)]
+    for k in range(0, 60, 20):
+        learner.learn_many(consumption("a", items[k : k + 20], k), positions(k, 20))
+    published = learner.user_vectors(["a"]).consumed
+    assert published is not None
+    assert published[0] == learner.consumed("a") == items[20:][::-1]
+
+
 def test_an_evicted_item_leaves_consumed_items_and_its_slots_next_item_does_not_join() -> None:
     learner = LLMLearner(LLMConfig(max_items=16))
     first = [f"old-{k}" for k in range(4)]
