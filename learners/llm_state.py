@@ -151,8 +151,8 @@ def load(learner: Parts, directory: Path) -> Restored:
     saved = LLMConfig.model_validate(state["config"])
     # where it runs is this machine's choice (checkpoints move), and how much of the item
     # cache a step re-encodes is a budget, not state
-    placement = {"device", "cache_refresh_per_step", "cache_refresh_per_event"}
-    was, now = saved.model_dump(exclude=placement), learner.config.model_dump(exclude=placement)
+    not_state = {"device", "cache_refresh_per_step", "cache_refresh_per_event"}
+    was, now = saved.model_dump(exclude=not_state), learner.config.model_dump(exclude=not_state)
     if was != now:
         differ = ", ".join(
             f"{k}={was[k]!r} (now {now.get(k)!r})" for k in was if was[k] != now.get(k)

@@ -153,13 +153,13 @@ class TopicSettings(BaseModel):
         ge=0,
         description="items re-published per full batch besides the batch's own: those"
         " published under the oldest model update, so item vectors converge to the model's"
-        " (a batch closed early re-publishes its share)",
+        " (a batch under batch.max_events re-publishes its share)",
     )
     user_refresh_per_batch: int = Field(
         default=64,
         ge=0,
         description="users re-published per full batch besides the batch's own, oldest"
-        " first (a batch closed early re-publishes its share)",
+        " first (a batch under batch.max_events re-publishes its share)",
     )
     refresh_when_idle: int = Field(
         default=512,

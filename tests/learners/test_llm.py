@@ -209,7 +209,7 @@ def test_a_small_step_re_encodes_its_share_of_stale_items(
 def test_catching_up_encodes_every_item_with_the_current_adapter() -> None:
     """After ``catch_up`` every cached encoding is what the current adapter makes of the
     item's text, so item vectors (and users composed from them) are of one model."""
-    learner = LLMLearner(LLMConfig(cache_refresh_per_event=0))
+    learner = LLMLearner(LLMConfig(cache_refresh_per_step=0))
     learn(learner, stream(320, users=40, items=200))
     cat = learner.items.catalog
     live = cat.live_slots()

@@ -102,7 +102,7 @@ def test_two_ranks_learn_every_event_once_into_one_checkpoint(
     settings = ranks_settings(  # no per-step cache refresh: the idle ticks must catch up
         make_settings,
         tmp_path,
-        llm={"cache_refresh_per_event": 0},
+        llm={"cache_refresh_per_step": 0},
         topics={"vector_versions": f"{prefix}.vector-versions"},
     )
     events = make_events(240, n_users=24, n_items=40)

@@ -246,7 +246,7 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         checkpoint={"idle_s": 0.3},
         topics={"vector_versions": f"{prefix}.vector-versions"},
         # no per-step cache refresh: every item the last steps did not train is behind
-        learner={"kind": kind, "llm": {"cache_refresh_per_event": 0}},
+        learner={"kind": kind, "llm": {"cache_refresh_per_step": 0}},
     )
     assert settings.topics.vector_versions is not None
     create_topic(settings, settings.topics.events)
