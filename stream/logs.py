@@ -5,7 +5,8 @@ pseudonymisation key) wherever they appear — in messages, arguments and traceb
 ``verbose`` turns on lorastream's own debug lines; the Kafka client's protocol
 logging (which prints its configuration and raw record bytes) stays at WARNING unless
 ``debug_kafka`` asks for it, and is rate-limited: a broker that refuses connections
-logs once per ``_REPEAT_S``, not ten times a second.
+logs once per ``_REPEAT_S``, not ten times a second. A network error the client logs
+with its traceback (a broker restarting resets every connection) is folded into one line.
 
 >>> import io
 >>> stream = io.StringIO()
@@ -84,6 +85,21 @@ class _Repeats(logging.Filter):
         return True
 
 
+class _NetworkErrorsOnOneLine(logging.Filter):
+    """Folds a network error the Kafka client logs with its traceback into its message.
+
+    The client's own stack says nothing an operator can act on, and a traceback in a
+    worker's log reads as a crash; ``debug_kafka`` keeps it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name.startswith("kafka") and isinstance(exc, OSError):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 def setup_logging(
     fmt: str = "text",
     verbose: bool = False,
@@ -100,6 +116,7 @@ def setup_logging(
     handler.setFormatter(RedactingFormatter(inner, secrets))
     if not debug_kafka:
         handler.addFilter(_Repeats())
+        handler.addFilter(_NetworkErrorsOnOneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

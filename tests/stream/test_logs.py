@@ -51,3 +51,27 @@ def test_the_kafka_clients_debug_configuration_line_is_redacted_and_opt_in() -> 
     loud = client_log(debug_kafka=True)
     assert "sasl_plain_password" in loud
     assert SECRET not in loud
+
+
+def test_a_network_error_the_kafka_client_logs_is_one_line_and_the_workers_own_keep_traces() -> (
+    None
+):
+    out = io.StringIO()
+    setup_logging("text", stream=out)
+    for name in ("kafka.net.transport", "lorastream.test"):
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            logging.getLogger(name).exception("Error receiving %s", "network data")
+    client, own = out.getvalue().split("lorastream.test")
+    assert "Traceback" not in client
+    assert "Error receiving network data: ConnectionResetError: [Errno 104]" in client
+    assert "Traceback" in own, "lorastream's own errors keep their stack"
+
+    out = io.StringIO()
+    setup_logging("text", debug_kafka=True, stream=out)
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        logging.getLogger("kafka.net.transport").exception("Error receiving network data")
+    assert "Traceback" in out.getvalue(), "debug_kafka shows the client's stack"
