@@ -158,8 +158,12 @@ class Run:
         return self.process.stop(signal.SIGTERM)
 
     def crashed(self, code: int | None, expected: set[int]) -> bool:
-        """A death nobody asked for: an unexpected exit status or a traceback."""
-        return code not in expected or "Traceback" in self.log
+        """A death nobody asked for: an unexpected exit status or a traceback. Its log is
+        printed, so a failing test shows it."""
+        died = code not in expected or "Traceback" in self.log
+        if died:
+            print(f"{self.process.log.name} exited {code}; its log ends:\n{self.process.tail()}")
+        return died
 
 
 def newest_manifest(root: Path) -> dict[str, Any] | None:

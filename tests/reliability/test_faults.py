@@ -210,7 +210,7 @@ def test_a_broker_outage_fails_readiness_and_loses_nothing(
         worker_crashes=crashes,
     )
     assert lost == 0
-    assert crashes == 0, f"exit {code}:\n{run.process.tail()}"
+    assert crashes == 0
 
 
 # -- hostile records -------------------------------------------------------------------------
