@@ -183,6 +183,7 @@ class DurableState:
         if restored.quarantined:  # rolled back past them: what only they covered is read again
             self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
             self.from_earliest = True
+        self.restored = checkpoint.sequence
         self.recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
         self.schedule.rewound()
         self.metrics.rewinds.inc()

@@ -18,7 +18,8 @@ gradients). Per tick, every ``batch.max_wait_s`` on every rank (:meth:`RankWorke
 5. each rank commits the offsets of its partitions.
 
 A learner that fails on a record fails on every rank alike (same records, same state): every
-rank rolls back to the newest checkpoint (the first tick writes the fresh state as one),
+rank rolls back to the newest checkpoint (the first tick writes the fresh state as one; rank 0
+restores first, as on start, since only it may move a damaged checkpoint aside),
 re-reads, and applies the ticks holding the failed records in isolation, bisecting to the
 poison records, which their ranks dead-letter — as a single worker does. A rank that fails
 otherwise — its output refused, a kill -9, a lost peer — fails every rank at its next
@@ -46,9 +47,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch.distributed as dist
 from kafka import KafkaConsumer
@@ -72,6 +73,7 @@ from stream.worker import Worker, position_of
 
 __all__ = ["RankWorker", "Tick", "exchange", "join_group"]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _DOCS = TypeAdapter(list[StreamRecord])  # the events topic's own record type
@@ -193,20 +195,31 @@ class RankWorker(Worker):
         self.shard = shard
 
     def _restore(self, admin: Any) -> None:
-        """Rank 0 restores first (it alone may move a damaged checkpoint aside); then the
-        others; all must hold the same checkpoint and the same model."""
+        self._restore_rank_0_first(lambda: self.durable.start(admin))
+
+    def _roll_back(self, failure: AttemptFailed) -> dict[PartitionKey, int]:
+        return self._restore_rank_0_first(lambda: self.durable.roll_back(failure, failure.cause))
+
+    def _restore_rank_0_first(self, restore: Callable[[], T]) -> T:
+        """``restore`` on rank 0, then on the others: rank 0 alone may move a damaged
+        checkpoint aside (two ranks renaming one directory would race), and the others then
+        find only what it left. All must hold the same checkpoint and the same model; what
+        rank 0 moved aside, the others never saw, so every rank reads partitions from the
+        start where any rank must."""
         if self.shard.rank == 0:
-            self.durable.start(admin)
+            out = restore()
         dist.barrier()
         if self.shard.rank != 0:
-            self.durable.start(admin)
+            out = restore()
         mine = json.dumps([self.durable.restored, self.durable.from_earliest]).encode()
-        restored = {bytes(p) for p in self.shard.gather_bytes(mine)}
-        if len(restored) != 1 or not self.shard.in_step():
+        states = [json.loads(p) for p in self.shard.gather_bytes(mine)]
+        if len({restored for restored, _ in states}) != 1 or not self.shard.in_step():
             raise WorkerFailed(
-                f"the ranks restored different states ({sorted(restored)}): is"
+                f"the ranks restored different checkpoints ({[r for r, _ in states]}): is"
                 f" {self.settings.checkpoint.dir} one directory every rank sees alike?"
             )
+        self.durable.from_earliest = any(earliest for _, earliest in states)
+        return out
 
     def _consume(self, consumer: KafkaConsumer) -> None:
         """Poll until the tick, then step with every rank; until some rank stops."""

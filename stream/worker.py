@@ -486,7 +486,7 @@ class Worker:
             len(items),
             failure,
         )
-        offsets = self.durable.roll_back(failure, failure.cause)
+        offsets = self._roll_back(failure)
         self.apply.rolled_back()
         self._batcher.clear()
         for (topic, partition), offset in self.book.rewind(offsets).items():
@@ -495,6 +495,10 @@ class Worker:
             elif self.durable.from_earliest:  # only a damaged newer checkpoint knew its start
                 consumer.seek_to_beginning(TopicPartition(topic, partition))
         self._suspects |= {position_of(d.record) for d in items}
+
+    def _roll_back(self, failure: AttemptFailed) -> dict[PartitionKey, int]:
+        """The newest intact checkpoint loaded; the offsets to read again from."""
+        return self.durable.roll_back(failure, failure.cause)
 
     def _observe(self, summary: BatchSummary) -> None:
         self._report_state()

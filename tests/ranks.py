@@ -60,23 +60,33 @@ def learned_tensors(learner: LLMLearner) -> dict[str, torch.Tensor]:
 
 
 class PoisonedLearner(LLMLearner):
-    """The LLM learner with a bug one item triggers: a batch holding it raises."""
+    """The LLM learner with a bug one item triggers: a batch holding it raises. With
+    ``damage``, rank 0 first damages the newest of two or more checkpoints there, once, so
+    the roll-back that follows must move it aside."""
 
-    def __init__(self, config: LLMConfig, shard: Shard, poison: str) -> None:
+    def __init__(
+        self, config: LLMConfig, shard: Shard, poison: str, damage: Path | None = None
+    ) -> None:
         super().__init__(config, shard)
-        self.poison = poison
+        self.poison, self.damage, self.shard = poison, damage, shard
 
     def learn_many(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
     ) -> LearnReport:
         if any(e.item_id == self.poison for e in events):
+            if self.damage is not None and self.shard.rank == 0:
+                checkpoints = sorted(self.damage.glob("ckpt-*"))
+                if len(checkpoints) >= 2:
+                    (checkpoints[-1] / "manifest.json").write_text("{")
+                self.damage = None
             raise ValueError(f"cannot learn item {self.poison}")
         return super().learn_many(events, positions)
 
 
-def run_poisoned_rank(config: str, poison: str) -> int:
-    """One rank of ``lorastream run`` whose learner fails on ``poison``: a process started
-    with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set."""
+def run_poisoned_rank(config: str, poison: str, damage: str = "") -> int:
+    """One rank of ``lorastream run`` whose learner fails on ``poison`` (and damages the
+    newest checkpoint first with ``damage="yes"``): a process started with ``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set."""
     import logging
 
     from schemas.settings import Settings
@@ -85,5 +95,6 @@ def run_poisoned_rank(config: str, poison: str) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.load(Path(config), environ={})
-    learner = PoisonedLearner(settings.learner.llm, join_group(settings), poison)
+    damaged = settings.checkpoint.dir if damage == "yes" else None
+    learner = PoisonedLearner(settings.learner.llm, join_group(settings), poison, damaged)
     return int(App(settings, learner=learner).run())

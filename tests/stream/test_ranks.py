@@ -174,9 +174,13 @@ def test_a_killed_rank_brings_the_group_back_with_every_event_once(
     check_every_event_once(settings, first + second + third)
 
 
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "newest-checkpoint-damaged"])
 def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_lettered(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, damaged: bool
 ) -> None:
+    """Damaged: rank 0 damages the newest checkpoint just before the failure, so the
+    roll-back moves it aside — once, by one rank — and every rank resumes from the one
+    before it."""
     import os
     import socket
     import subprocess
@@ -186,8 +190,9 @@ def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_letter
 
     settings = ranks_settings(make_settings, tmp_path)
     events = make_events(160, n_users=24, n_items=40)
-    events[100] = poison = events[100].model_copy(update={"item_id": "item-poison"})
-    send_raw(settings, [event_record(e) for e in events])
+    events[130] = poison = events[130].model_copy(update={"item_id": "item-poison"})
+    first, second = events[:100], events[100:]  # a checkpoint beyond the first one between
+    send_raw(settings, [event_record(e) for e in first])
     config = write_config(tmp_path / "w.toml", settings)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,7 +208,7 @@ def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_letter
         log = (tmp_path / f"rank{rank}.log").open("wb")
         ranks.append(
             subprocess.Popen(
-                [sys.executable, "-c", code, str(config), "item-poison"],
+                [sys.executable, "-c", code, str(config), "item-poison", "yes" * damaged],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -214,6 +219,8 @@ def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_letter
         return "".join((tmp_path / f"rank{r}.log").read_text() for r in range(2))
 
     try:
+        wait_for(lambda: all_committed(settings), 240, "the first events committed")
+        send_raw(settings, [event_record(e) for e in second])
         wait_for(lambda: all_committed(settings), 240, "every offset committed")
         assert all(r.poll() is None for r in ranks), logs()[-6000:]
         records = read_topic(settings, settings.topics.dead_letters, idle_s=2.0, expect=1)
@@ -233,6 +240,9 @@ def test_a_record_the_learner_fails_on_is_isolated_by_every_rank_and_dead_letter
         codes = [r.wait(60) for r in ranks]
     assert codes == [0, 0], logs()[-6000:]
     assert logs().count("rolling back to the newest checkpoint") == 2  # every rank, once
+    assert settings.checkpoint.dir is not None
+    moved = list(settings.checkpoint.dir.glob("quarantine-*"))
+    assert len(moved) == damaged, moved
     check_every_event_once(settings, [e for e in events if e is not poison])
 
 
