@@ -368,8 +368,9 @@ class DistributedSettings(BaseModel):
         gt=0,
         description="how long a rank waits for the others at a step before the group fails"
         " (and its launcher restarts it from the newest checkpoint); above"
-        " worker.delivery_timeout_s plus a checkpoint's write, since a rank waits while a"
-        " peer delivers or rank 0 writes (a rank that dies is noticed at once)",
+        " worker.delivery_timeout_s plus a checkpoint's write or restore, since a rank waits"
+        " while a peer delivers, rank 0 writes a checkpoint, or rank 0 restores one first"
+        " (on start and on a roll-back); a rank that dies is noticed at once",
     )
 
 

@@ -117,11 +117,15 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Restored:
-    """What :meth:`CheckpointStore.restore` found: the checkpoint loaded (None: none intact)
-    and the damaged ones it moved aside."""
+    """What :meth:`CheckpointStore.restore` found: the checkpoint loaded (None: none intact),
+    the damaged ones it moved aside, and whether any damaged checkpoint, moved aside now or
+    earlier, is newer than the one loaded. Until a newer checkpoint is written, offsets only
+    the damaged ones covered (and committed) are unknown to the state: a worker restarted
+    after moving one aside is as far behind it as the worker that moved it."""
 
     checkpoint: Checkpoint | None
     quarantined: list[Path] = field(default_factory=list)
+    behind_damaged: bool = False
 
 
 def _sha256(path: Path) -> str:
@@ -205,12 +209,16 @@ class CheckpointStore:
 
     def _next_sequence(self) -> int:
         """After every checkpoint ever written here, quarantined ones included."""
-        used = [n for n, _ in self._sequences()]
+        used = [n for n, _ in self._sequences()] + self._quarantined_sequences()
+        return max(used, default=0) + 1
+
+    def _quarantined_sequences(self) -> list[int]:
+        found = []
         for path in self.quarantined():
             digits = path.name[len(_QUARANTINE_PREFIX + _PREFIX) :].split("-", 1)[0]
             if digits.isdigit():
-                used.append(int(digits))
-        return max(used, default=0) + 1
+                found.append(int(digits))
+        return found
 
     def quarantined(self) -> list[Path]:
         return sorted(self.root.glob(_QUARANTINE_PREFIX + "*"))
@@ -342,8 +350,9 @@ class CheckpointStore:
                 learner.ledger.count,
                 time.perf_counter() - started,
             )
-            return Restored(checkpoint, quarantined)
-        return Restored(None, quarantined)
+            behind = any(n > checkpoint.sequence for n in self._quarantined_sequences())
+            return Restored(checkpoint, quarantined, behind)
+        return Restored(None, quarantined, bool(self._quarantined_sequences()))
 
     @staticmethod
     def _check_fits(checkpoint: Checkpoint, learner: Learner, events_topic: str | None) -> None:

@@ -69,7 +69,7 @@ class DurableState:
         # partitions a restored older checkpoint never read may have been committed by
         # newer, damaged ones: those are read from the start
         self.from_earliest = False
-        self.restored: int | None = None  # sequence of the checkpoint resumed from
+        self.restored: int | None = None  # sequence of the checkpoint last restored
         self.rewinds = 0  # roll-backs since the last checkpoint
 
     @property
@@ -85,7 +85,7 @@ class DurableState:
             return
         restored = self.store.restore(self.learner, self.settings.topics.events)
         self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
-        self.from_earliest = bool(restored.quarantined)
+        self.from_earliest = restored.behind_damaged
         checkpoint = restored.checkpoint
         if checkpoint is None:
             self._refuse_lost_state(admin, restored.quarantined)
@@ -160,6 +160,7 @@ class DurableState:
 
     def saved_elsewhere(self, offsets: Mapping[PartitionKey, int]) -> None:
         """Another rank wrote this state with ``offsets`` (ranks: ``stream/ranks.py``)."""
+        self.rewinds = 0
         self.book.made_durable(offsets)
         self.schedule.saved(time.monotonic())
         self.has_checkpoint = True
@@ -180,8 +181,8 @@ class DurableState:
         checkpoint = restored.checkpoint
         if checkpoint is None:
             raise WorkerFailed("no intact checkpoint to roll back to") from cause
-        if restored.quarantined:  # rolled back past them: what only they covered is read again
-            self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
+        self.metrics.checkpoints_quarantined.inc(len(restored.quarantined))
+        if restored.behind_damaged:  # what only damaged ones covered is read again
             self.from_earliest = True
         self.restored = checkpoint.sequence
         self.recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])

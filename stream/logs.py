@@ -86,15 +86,19 @@ class _Repeats(logging.Filter):
 
 
 class _NetworkErrorsOnOneLine(logging.Filter):
-    """Folds a network error the Kafka client logs with its traceback into its message.
+    """Folds a socket error the Kafka client's transport logs with its traceback into its
+    message.
 
     The client's own stack says nothing an operator can act on, and a traceback in a
-    worker's log reads as a crash; ``debug_kafka`` keeps it.
+    worker's log reads as a crash; ``debug_kafka`` keeps it. Only the transport's socket
+    errors: the client's other tracebacks (its I/O loop crashing, an error in a callback,
+    lorastream's rebalance callbacks among them) keep their stacks. It runs after
+    ``_Repeats``, which keys on the message template this replaces.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if record.name.startswith("kafka") and isinstance(exc, OSError):
+        if record.name == "kafka.net.transport" and isinstance(exc, OSError):
             record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
             record.args, record.exc_info, record.exc_text = None, None, None
         return True

@@ -213,10 +213,15 @@ class RankWorker(Worker):
             out = restore()
         mine = json.dumps([self.durable.restored, self.durable.from_earliest]).encode()
         states = [json.loads(p) for p in self.shard.gather_bytes(mine)]
-        if len({restored for restored, _ in states}) != 1 or not self.shard.in_step():
+        if len({restored for restored, _ in states}) != 1:
             raise WorkerFailed(
                 f"the ranks restored different checkpoints ({[r for r, _ in states]}): is"
                 f" {self.settings.checkpoint.dir} one directory every rank sees alike?"
+            )
+        if not self.shard.in_step():
+            raise WorkerFailed(
+                "the ranks restored the same checkpoint into different models: every rank"
+                " must run the same learner settings and model files"
             )
         self.durable.from_earliest = any(earliest for _, earliest in states)
         return out

@@ -239,7 +239,8 @@ class Worker:
 
     @property
     def restored(self) -> int | None:
-        """Sequence of the checkpoint this worker resumed from (None: it started fresh)."""
+        """Sequence of the checkpoint this worker last restored, on start or on a roll-back
+        (None: none, it started fresh)."""
         return self.durable.restored
 
     @contextmanager

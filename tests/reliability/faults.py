@@ -160,9 +160,12 @@ class Run:
     def crashed(self, code: int | None, expected: set[int]) -> bool:
         """A death nobody asked for: an unexpected exit status or a traceback. Its log is
         printed, so a failing test shows it."""
-        died = code not in expected or "Traceback" in self.log
+        log = self.log
+        died = code not in expected or "Traceback" in log
         if died:
             print(f"{self.process.log.name} exited {code}; its log ends:\n{self.process.tail()}")
+            if (at := log.find("Traceback")) >= 0:
+                print(f"its first traceback:\n{log[max(0, at - 500) : at + 3000]}")
         return died
 
 

@@ -101,6 +101,25 @@ def test_a_damaged_newest_checkpoint_is_quarantined_and_the_previous_restored(
     assert "ckpt-000000000002" not in names(tmp_path)
 
 
+def test_a_restore_behind_a_damaged_checkpoint_says_so_until_a_newer_one_is_written(
+    tmp_path: Path,
+) -> None:
+    """A worker that moved a damaged checkpoint aside and died before writing a newer one
+    restores behind it again: the offsets only the damaged one covered are still unknown."""
+    store = CheckpointStore(tmp_path, keep=3)
+    save(store, learner_with(10), 10)
+    save(store, learner_with(20), 20)
+    (tmp_path / "ckpt-000000000002" / "manifest.json").write_text("{")
+    first = store.restore(RiverMFLearner())
+    assert len(first.quarantined) == 1
+    assert first.behind_damaged
+    restart = CheckpointStore(tmp_path, keep=3).restore(RiverMFLearner())
+    assert restart.quarantined == [], "moved aside before"
+    assert restart.behind_damaged
+    save(store, learner_with(30), 30)
+    assert not store.restore(RiverMFLearner()).behind_damaged
+
+
 def test_quarantined_checkpoints_are_never_pruned(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path, keep=1)
     save(store, learner_with(10), 10)

@@ -262,3 +262,53 @@ def test_the_launcher_does_not_restart_ranks_that_bad_settings_stop(tmp_path: Pa
     result = cli("run", "--world-size", "2", "--learner", "river-mf", "--metrics-port", "0", "-v")
     assert result.returncode == 2, result.stderr
     assert "restarting the group" not in result.stderr
+
+
+class _TwoRanksSaid:
+    """A shard whose gather hands back what two ranks said (the test's process is rank 0)."""
+
+    rank = 0
+
+    def __init__(self, said: list[list[Any]]) -> None:
+        self.said = said
+
+    def gather_bytes(self, payload: bytes) -> list[bytes]:
+        return [json.dumps(s).encode() for s in self.said]
+
+    def in_step(self) -> bool:
+        return True
+
+
+def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> None:
+    """Rank 0 alone moves a damaged checkpoint aside, so only it knows that partitions only
+    that checkpoint covered are to be read from their start: every rank then does."""
+    import socket
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from stream.durable import WorkerFailed
+    from stream.ranks import RankWorker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        for said, earliest in (
+            ([[3, True], [3, False]], True),
+            ([[3, False], [3, True]], True),  # as rank 1 sees it, rank 0 having moved one aside
+            ([[3, False], [3, False]], False),
+        ):
+            rank = SimpleNamespace(
+                shard=_TwoRanksSaid(said),
+                durable=SimpleNamespace(restored=3, from_earliest=said[0][1]),
+                settings=SimpleNamespace(checkpoint=SimpleNamespace(dir=tmp_path)),
+            )
+            assert RankWorker._restore_rank_0_first(rank, lambda: "restored") == "restored"  # type: ignore[arg-type]
+            assert rank.durable.from_earliest is earliest
+        rank.shard = _TwoRanksSaid([[3, False], [2, False]])
+        with pytest.raises(WorkerFailed, match="different checkpoints"):
+            RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
+    finally:
+        dist.destroy_process_group()

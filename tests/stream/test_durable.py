@@ -1,0 +1,48 @@
+"""The worker's state on disk: how many roll-backs it allows, whoever wrote the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from learners.river_mf import RiverMFLearner
+from schemas.settings import Settings
+from stream.apply import AttemptFailed
+from stream.dedupe import RecentEvents
+from stream.durable import DurableState, WorkerFailed
+from stream.metrics import WorkerMetrics
+from stream.offsets import OffsetBook
+from stream.stages import StageClock
+
+
+def durable_state(tmp_path: Path, max_rewinds: int) -> DurableState:
+    settings = Settings.load(
+        environ={}, checkpoint={"dir": str(tmp_path)}, worker={"max_rewinds": max_rewinds}
+    )
+    metrics = WorkerMetrics(process=False)
+    return DurableState(
+        settings,
+        RiverMFLearner(),
+        RecentEvents(100),
+        OffsetBook(checkpoints=True),
+        metrics,
+        StageClock(metrics.stage_seconds),
+    )
+
+
+def test_a_checkpoint_another_rank_wrote_resets_the_roll_back_count(tmp_path: Path) -> None:
+    durable = durable_state(tmp_path, max_rewinds=1)
+    failure = AttemptFailed("learn", ValueError("a poison record"))
+    durable.save({("t", 0): 0})
+    assert durable.roll_back(failure, None) == {("t", 0): 0}
+    with pytest.raises(WorkerFailed, match=r"raise worker\.max_rewinds"):
+        durable.roll_back(failure, None)  # a second failure with no checkpoint between
+
+    durable.save({("t", 0): 3})
+    assert durable.roll_back(failure, None) == {("t", 0): 3}
+    assert durable.store is not None
+    arrays = {"recent_event_hashes": durable.recent.to_array()}
+    durable.store.save(durable.learner, {("t", 0): 5}, arrays, {})  # rank 0, for the group
+    durable.saved_elsewhere({("t", 0): 5})
+    assert durable.roll_back(failure, None) == {("t", 0): 5}
