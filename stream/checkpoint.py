@@ -121,7 +121,8 @@ class Restored:
     the damaged ones it moved aside, and whether any damaged checkpoint, moved aside now or
     earlier, is newer than the one loaded. Until a newer checkpoint is written, offsets only
     the damaged ones covered (and committed) are unknown to the state: a worker restarted
-    after moving one aside is as far behind it as the worker that moved it."""
+    after moving one aside is as far behind it as the worker that moved it. With none
+    loaded it is False: a fresh learner, where allowed, starts at the group's offsets."""
 
     checkpoint: Checkpoint | None
     quarantined: list[Path] = field(default_factory=list)
@@ -352,7 +353,7 @@ class CheckpointStore:
             )
             behind = any(n > checkpoint.sequence for n in self._quarantined_sequences())
             return Restored(checkpoint, quarantined, behind)
-        return Restored(None, quarantined, bool(self._quarantined_sequences()))
+        return Restored(None, quarantined)  # a fresh learner starts where the group is
 
     @staticmethod
     def _check_fits(checkpoint: Checkpoint, learner: Learner, events_topic: str | None) -> None:
