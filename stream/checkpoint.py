@@ -217,7 +217,7 @@ class CheckpointStore:
         found = []
         for path in self.quarantined():
             digits = path.name[len(_QUARANTINE_PREFIX + _PREFIX) :].split("-", 1)[0]
-            if digits.isdigit():
+            if digits.isdecimal() and digits.isascii():
                 found.append(int(digits))
         return found
 

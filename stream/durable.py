@@ -88,7 +88,7 @@ class DurableState:
         self.from_earliest = restored.behind_damaged
         checkpoint = restored.checkpoint
         if checkpoint is None:
-            self._refuse_lost_state(admin, restored.quarantined)
+            self._refuse_lost_state(admin, self.store.quarantined())
             log.info("no checkpoint in %s: starting from a fresh learner", self.store.root)
             return
         self.has_checkpoint = True
@@ -103,6 +103,8 @@ class DurableState:
         )
 
     def _refuse_lost_state(self, admin: Any, quarantined: list[Path]) -> None:
+        """``quarantined``: every checkpoint ever moved aside here, by this start or an
+        earlier one (a restart after a refusal finds nothing new to move)."""
         s = self.settings
         committed = committed_offsets(admin, s.consumer.group_id, s.topics.events)
         consumed_before = bool(quarantined) or any(committed.values())
@@ -168,8 +170,9 @@ class DurableState:
 
     def roll_back(self, failure: Exception, cause: BaseException | None) -> dict[PartitionKey, int]:
         """Load the newest intact checkpoint; returns the offsets to read again from.
-        Damaged newer ones are moved aside, and partitions only they covered are then read
-        from the start (``from_earliest``), as on a restart behind them."""
+        Damaged newer ones are moved aside, and where any checkpoint moved aside, now or
+        earlier, is newer than the one loaded, partitions only they covered are read from
+        the start (``from_earliest``), as on a restart behind them."""
         assert self.store is not None
         self.rewinds += 1
         if self.rewinds > self.settings.worker.max_rewinds:

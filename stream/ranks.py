@@ -203,9 +203,9 @@ class RankWorker(Worker):
     def _restore_rank_0_first(self, restore: Callable[[], T]) -> T:
         """``restore`` on rank 0, then on the others: rank 0 alone may move a damaged
         checkpoint aside (two ranks renaming one directory would race), and the others then
-        find only what it left. All must hold the same checkpoint and the same model; what
-        rank 0 moved aside, the others never saw, so every rank reads partitions from the
-        start where any rank must."""
+        find only what it left. All must hold the same checkpoint and the same model, and
+        every rank reads partitions from the start where any rank must (each sees what rank
+        0 moved aside; this holds the ranks to one answer should they not)."""
         if self.shard.rank == 0:
             out = restore()
         dist.barrier()

@@ -318,18 +318,20 @@ class Worker:
         self.metrics.records_consumed.inc(len(decoded))
         return True
 
-    def _place(self, consumer: KafkaConsumer, polled: Mapping[Any, list[Any]]) -> None:
+    def _place(self, consumer: KafkaConsumer, polled: dict[Any, list[Any]]) -> None:
         """Give newly assigned partitions a position in this state: the first record polled,
-        or where the consumer will read (its committed offset or reset policy — the earliest
-        offset when the state was restored from behind a damaged newer checkpoint)."""
+        or where the consumer will read (its committed offset or reset policy). When the
+        state was restored from behind a damaged newer checkpoint, which may have committed
+        offsets this state never learned, the partition's earliest offset instead: records
+        already polled from it are dropped, to be read again from there."""
         for key in self.book.unplaced():
             tp = TopicPartition(*key)
-            records = polled.get(tp)
-            if records:
+            if self.durable.from_earliest:
+                polled.pop(tp, None)
+                consumer.seek_to_beginning(tp)
+            elif records := polled.get(tp):
                 self.book.place(key, records[0].offset)
                 continue
-            if self.durable.from_earliest:
-                consumer.seek_to_beginning(tp)
             position = consumer.position(tp, timeout_ms=LOOKUP_TIMEOUT_MS)
             if position is not None:  # None: no answer from the broker yet; the next poll asks
                 self.book.place(key, position)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,17 @@ def test_a_restore_behind_a_damaged_checkpoint_says_so_until_a_newer_one_is_writ
     store = CheckpointStore(tmp_path, keep=3)
     save(store, learner_with(10), 10)
     save(store, learner_with(20), 20)
-    (tmp_path / "ckpt-000000000002" / "manifest.json").write_text("{")
+    newest = tmp_path / "ckpt-000000000002"
+    shutil.copytree(newest, tmp_path.parent / "backup")
+    (newest / "manifest.json").write_text("{")
     first = store.restore(RiverMFLearner())
     assert len(first.quarantined) == 1
     assert first.behind_damaged
     restart = CheckpointStore(tmp_path, keep=3).restore(RiverMFLearner())
     assert restart.quarantined == [], "moved aside before"
     assert restart.behind_damaged
+    shutil.copytree(tmp_path.parent / "backup", newest)  # an operator puts it back
+    assert not store.restore(RiverMFLearner()).behind_damaged
     save(store, learner_with(30), 30)
     assert not store.restore(RiverMFLearner()).behind_damaged
 

@@ -484,6 +484,55 @@ def test_a_roll_back_past_damaged_checkpoints_reads_what_only_they_covered_again
         worker.stop()
 
 
+def test_a_restart_behind_damaged_checkpoints_reads_what_only_they_covered_again(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """As the roll-back above, on a restart: the newest checkpoints, the only ones that read
+    a partition added to the topic, are damaged while the worker is down, and more records
+    arrive. The restored state never read that partition, whose committed offset the
+    damaged ones moved on: it is read from its start, not from that offset."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    settings = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3, "keep": 20}
+    )
+    create_topic(settings, settings.topics.events, partitions=1)
+    first, second = make_events(100, n_users=10), make_events(100, n_users=10, seed=3)
+    third = make_events(100, n_users=10, seed=4)
+    send_raw(settings, [event_record(e) for e in first])
+    worker, _ = start(settings, RiverMFLearner())
+    root = Path(str(settings.checkpoint.dir))
+    try:
+        wait_for(lambda: all_committed(settings), 60, "the first events committed")
+        older = set(root.glob("ckpt-*"))
+        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+        try:
+            admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
+        finally:
+            admin.close()
+        send_raw(settings, [event_record(e) for e in second])
+        wait_for(
+            lambda: 1 in committed_offsets(settings) and all_committed(settings),
+            120,  # the client's metadata is at most 30 s old
+            "the new partition's events committed",
+        )
+    finally:
+        worker.stop()
+    for newer in set(root.glob("ckpt-*")) - older:
+        (newer / "manifest.json").write_text("{}")
+    send_raw(settings, [event_record(e) for e in third])  # past the committed offsets
+    learner = RiverMFLearner()
+    worker, metrics = start(settings, learner)
+    try:
+        wait_for(lambda: all_committed(settings), 60, "everything committed again")
+        good = [e.event_id for e in [*first, *second, *third]]
+        assert learner.ledger == EventLedger.expected(good), "every event learned once"
+        assert metrics.registry.get_sample_value("lorastream_checkpoints_quarantined_total")
+    finally:
+        worker.stop()
+
+
 def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allowed(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -503,6 +552,14 @@ def test_a_worker_whose_checkpoints_are_all_damaged_refuses_to_start_unless_allo
     assert isinstance(error, StateLost)
     assert "--allow-fresh-start" in str(error)
     assert len(list(root.glob("quarantine-ckpt-*"))) >= 1, "damaged checkpoints are kept aside"
+    # started again, by a group with no committed offsets: what was moved aside still counts
+    elsewhere = make_settings(
+        batch={"max_events": 50, "max_wait_s": 0.3},
+        checkpoint={"dir": str(root)},
+        consumer={"group_id": settings.consumer.group_id + "-other"},
+    )
+    refused, _ = start(elsewhere, RiverMFLearner())
+    assert isinstance(refused.wait_failed(), StateLost)
 
     allowed = make_settings(
         batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"allow_fresh_start": True}

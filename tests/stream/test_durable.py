@@ -46,3 +46,19 @@ def test_a_checkpoint_another_rank_wrote_resets_the_roll_back_count(tmp_path: Pa
     durable.store.save(durable.learner, {("t", 0): 5}, arrays, {})  # rank 0, for the group
     durable.saved_elsewhere({("t", 0): 5})
     assert durable.roll_back(failure, None) == {("t", 0): 5}
+
+
+def test_a_restart_behind_a_checkpoint_moved_aside_earlier_still_reads_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """A worker moved the newest checkpoint aside and died before writing another: the next
+    start restores the same older one, with nothing left to move, and is as far behind."""
+    durable = durable_state(tmp_path, max_rewinds=1)
+    durable.save({("t", 0): 3})
+    durable.save({("t", 0): 5})
+    (tmp_path / "ckpt-000000000002" / "manifest.json").write_text("{")
+    for _ in range(2):
+        again = durable_state(tmp_path, max_rewinds=1)
+        again.start(admin=None)  # a checkpoint is restored: the group is not asked
+        assert again.restored == 1
+        assert again.from_earliest

@@ -269,19 +269,20 @@ class _TwoRanksSaid:
 
     rank = 0
 
-    def __init__(self, said: list[list[Any]]) -> None:
-        self.said = said
+    def __init__(self, said: list[list[Any]], in_step: bool = True) -> None:
+        self.said, self._in_step = said, in_step
 
     def gather_bytes(self, payload: bytes) -> list[bytes]:
         return [json.dumps(s).encode() for s in self.said]
 
     def in_step(self) -> bool:
-        return True
+        return self._in_step
 
 
 def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> None:
-    """Rank 0 alone moves a damaged checkpoint aside, so only it knows that partitions only
-    that checkpoint covered are to be read from their start: every rank then does."""
+    """Where any rank is to read partitions from their start (restored behind a damaged
+    checkpoint), every rank does; ranks that restored different checkpoints, or one
+    checkpoint into different models, stop."""
     import socket
     from types import SimpleNamespace
 
@@ -297,7 +298,7 @@ def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> 
     try:
         for said, earliest in (
             ([[3, True], [3, False]], True),
-            ([[3, False], [3, True]], True),  # as rank 1 sees it, rank 0 having moved one aside
+            ([[3, False], [3, True]], True),
             ([[3, False], [3, False]], False),
         ):
             rank = SimpleNamespace(
@@ -309,6 +310,9 @@ def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> 
             assert rank.durable.from_earliest is earliest
         rank.shard = _TwoRanksSaid([[3, False], [2, False]])
         with pytest.raises(WorkerFailed, match="different checkpoints"):
+            RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
+        rank.shard = _TwoRanksSaid([[3, False], [3, False]], in_step=False)
+        with pytest.raises(WorkerFailed, match="into different models"):
             RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
     finally:
         dist.destroy_process_group()

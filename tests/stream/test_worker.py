@@ -423,3 +423,33 @@ def test_an_idle_partition_is_never_called_stalled(
     finally:
         running.stop(30)
     assert not [r for r in caplog.records if "returned no record" in r.getMessage()]
+
+
+def test_behind_a_damaged_checkpoint_a_partition_is_placed_at_its_start_not_where_polled(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Restored behind a damaged checkpoint, a partition the state has no position in may
+    have been committed past what the state learned: even when a poll already returned its
+    records from there, it begins at its earliest offset, and those records are read again."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    settings = make_settings()
+    create_topic(settings, settings.topics.events, partitions=1)
+    send_raw(settings, [event_record(e) for e in make_events(20, n_users=4)])
+    tp = TopicPartition(settings.topics.events, 0)
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, 12)  # where a damaged checkpoint's commit would start it
+        polled: dict[Any, list[Any]] = {}
+        wait_for(lambda: bool(polled.update(consumer.poll(timeout_ms=500)) or polled), 30, "a poll")
+        assert polled[tp][0].offset == 12
+        worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False))
+        worker.book.assign([(tp.topic, tp.partition)])
+        worker.durable.from_earliest = True
+        worker._place(consumer, polled)
+        assert worker.book.processed() == {(tp.topic, tp.partition): 0}
+        assert tp not in polled, "the records polled from offset 12 are dropped"
+        assert consumer.poll(timeout_ms=5000)[tp][0].offset == 0
+    finally:
+        consumer.close()
