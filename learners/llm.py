@@ -326,7 +326,7 @@ class LLMLearner:
     def catch_up(self, budget: int) -> CatchUp:
         """Re-encode up to ``budget`` of the stalest cached item encodings with the current
         adapter: item vectors, and the users composed from them, are then built from one
-        model. Steps re-encode only ``cache_refresh_per_step``; this is for idle time."""
+        model. A step re-encodes only its budget (``_refresh_budget``); this is for idle time."""
         redone = self.items.refresh(self._updates, budget) if budget > 0 else 0
         return CatchUp(redone, self.items.behind(self._updates))
 

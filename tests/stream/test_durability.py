@@ -438,6 +438,33 @@ def test_a_partition_given_back_commits_what_its_revocation_commit_did_not(
         worker.stop()
 
 
+def learn_on_an_added_partition(settings: Settings, events: list[InteractionEvent]) -> set[Path]:
+    """The checkpoints so far; then a second partition is added to the events topic and
+    ``events`` are sent and committed by the running worker (the client's metadata is at
+    most 30 s old), so only newer checkpoints read that partition."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    older = set(Path(str(settings.checkpoint.dir)).glob("ckpt-*"))
+    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
+    finally:
+        admin.close()
+    send_raw(settings, [event_record(e) for e in events])
+    wait_for(
+        lambda: 1 in committed_offsets(settings) and all_committed(settings),
+        120,
+        "the new partition's events committed",
+    )
+    return older
+
+
+def damage_every_checkpoint_but(older: set[Path], root: Path) -> None:
+    for newer in set(root.glob("ckpt-*")) - older:
+        (newer / "manifest.json").write_text("{}")
+
+
 def test_a_roll_back_past_damaged_checkpoints_reads_what_only_they_covered_again(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -445,9 +472,6 @@ def test_a_roll_back_past_damaged_checkpoints_reads_what_only_they_covered_again
     damaged on disk, then a batch fails. The roll-back lands on a checkpoint that never read
     the new partition: the worker reads it again from where this state began it, so every
     valid event is learned exactly once."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewPartitions
-
     settings = make_settings(
         batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3, "keep": 20}
     )
@@ -460,20 +484,8 @@ def test_a_roll_back_past_damaged_checkpoints_reads_what_only_they_covered_again
     root = Path(str(settings.checkpoint.dir))
     try:
         wait_for(lambda: all_committed(settings), 60, "the first events committed")
-        older = set(root.glob("ckpt-*"))
-        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
-        try:
-            admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
-        finally:
-            admin.close()
-        send_raw(settings, [event_record(e) for e in second])
-        wait_for(
-            lambda: 1 in committed_offsets(settings) and all_committed(settings),
-            120,  # the client's metadata is at most 30 s old
-            "the new partition's events committed",
-        )
-        for newer in set(root.glob("ckpt-*")) - older:
-            (newer / "manifest.json").write_text("{}")
+        older = learn_on_an_added_partition(settings, second)
+        damage_every_checkpoint_but(older, root)
         send_raw(settings, [event_record(poison)])
         wait_for(lambda: bool(letters(settings)), 60, "the poison record dead-lettered")
         wait_for(lambda: all_committed(settings), 60, "everything committed again")
@@ -491,9 +503,6 @@ def test_a_restart_behind_damaged_checkpoints_reads_what_only_they_covered_again
     a partition added to the topic, are damaged while the worker is down, and more records
     arrive. The restored state never read that partition, whose committed offset the
     damaged ones moved on: it is read from its start, not from that offset."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewPartitions
-
     settings = make_settings(
         batch={"max_events": 50, "max_wait_s": 0.3}, checkpoint={"idle_s": 0.3, "keep": 20}
     )
@@ -505,22 +514,10 @@ def test_a_restart_behind_damaged_checkpoints_reads_what_only_they_covered_again
     root = Path(str(settings.checkpoint.dir))
     try:
         wait_for(lambda: all_committed(settings), 60, "the first events committed")
-        older = set(root.glob("ckpt-*"))
-        admin = KafkaAdminClient(**settings.kafka.client_kwargs())
-        try:
-            admin.create_partitions({settings.topics.events: NewPartitions(total_count=2)})
-        finally:
-            admin.close()
-        send_raw(settings, [event_record(e) for e in second])
-        wait_for(
-            lambda: 1 in committed_offsets(settings) and all_committed(settings),
-            120,  # the client's metadata is at most 30 s old
-            "the new partition's events committed",
-        )
+        older = learn_on_an_added_partition(settings, second)
     finally:
         worker.stop()
-    for newer in set(root.glob("ckpt-*")) - older:
-        (newer / "manifest.json").write_text("{}")
+    damage_every_checkpoint_but(older, root)
     send_raw(settings, [event_record(e) for e in third])  # past the committed offsets
     learner = RiverMFLearner()
     worker, metrics = start(settings, learner)

@@ -206,26 +206,22 @@ def test_a_batch_closed_early_republishes_its_share_of_stale_vectors(
     worker = Worker(settings, RiverMFLearner(), WorkerMetrics(process=False))
     running = WorkerThread(worker)
     topics = (settings.topics.user_vectors, settings.topics.item_vectors)
+
+    def batches() -> float:
+        value = worker.metrics.registry.get_sample_value("lorastream_batch_size_events_count")
+        return value or 0.0
+
     try:
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 120, "the first 128 events committed")
-        batches = worker.metrics.registry.get_sample_value
-        before = (
-            [end_offsets(settings, t) for t in topics],
-            batches("lorastream_batch_size_events_count"),
-        )
+        before, batches_before = [end_offsets(settings, t) for t in topics], batches()
         send_raw(settings, [event_record(e) for e in late])
         wait_for(lambda: all_committed(settings), 120, "the 4 late events committed")
-        after = (
-            [end_offsets(settings, t) for t in topics],
-            batches("lorastream_batch_size_events_count"),
-        )
+        after, batches_after = [end_offsets(settings, t) for t in topics], batches()
     finally:
         running.stop(30)
-    users, items = (
-        sum(a.values()) - sum(b.values()) for a, b in zip(after[0], before[0], strict=True)
-    )
-    n = int((after[1] or 0) - (before[1] or 0))  # one batch, unless a poll split the four
+    users, items = (sum(a.values()) - sum(b.values()) for a, b in zip(after, before, strict=True))
+    n = int(batches_after - batches_before)  # one batch, unless a poll split the four
     # each batch: its own user and item, and its share of 64 stale ones (k of 4 events: k)
     assert (users, items) == (n + 4, n + 4)
 
