@@ -160,6 +160,14 @@ def read_topic(
     return records
 
 
+def announced_versions(settings: Settings) -> list[str]:
+    """The model versions announced complete on ``topics.vector_versions``, oldest first."""
+    from schemas.vectors import VectorVersion
+
+    records = read_topic(settings, str(settings.topics.vector_versions), idle_s=1.0)
+    return [VectorVersion.model_validate_json(r.value).model_version for r in records]
+
+
 def latest_by_key(records: list[Any]) -> dict[str, dict[str, Any]]:
     """The newest JSON value per record key (what a compacted topic converges to)."""
     out: dict[str, dict[str, Any]] = {}

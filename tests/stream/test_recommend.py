@@ -9,6 +9,7 @@ import pytest
 from helpers import (
     WorkerThread,
     all_committed,
+    announced_versions,
     cli,
     create_topic,
     env_for,
@@ -31,12 +32,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
     make_settings: Callable[..., Settings], tmp_path: Path, encoding: str
 ) -> None:
+    prefix = make_settings().topics.events.removesuffix(".events")
     settings = make_settings(
         learner={"kind": "llm"},
         batch={"max_events": 64, "max_wait_s": 0.3},
         checkpoint={"idle_s": 0.5},
-        # a batch of one event re-publishes 64 stale items (its share of a full batch's)
-        topics={"vector_encoding": encoding, "item_refresh_per_batch": 64 * 64},
+        topics={"vector_encoding": encoding, "vector_versions": f"{prefix}.vector-versions"},
     )
     create_topic(settings, settings.topics.events)
     stream = SyntheticStream(SyntheticConfig(n_users=10, n_items=60, seed=3))
@@ -49,10 +50,15 @@ def test_recommendations_come_from_the_published_vectors_and_the_checkpoint(
     try:
         send_raw(settings, [event_record(e) for e in others])
         wait_for(lambda: all_committed(settings), 180, "the stream to be learned")
-        # user-1's events come last, alone: its vector and every item's (60 items, fewer
-        # than a batch re-publishes) are then published from the same, final update
         send_raw(settings, [event_record(e) for e in last])
         wait_for(lambda: all_committed(settings), 180, "user-1's events to be learned")
+        # what a reader waits for: every vector on the topics is of the final model (the
+        # idle catch-up re-encodes the items and the catalog goes out again before that)
+        wait_for(
+            lambda: learner.version in announced_versions(settings),
+            90,
+            "the final version announced",
+        )
     finally:
         running.stop(60)
 

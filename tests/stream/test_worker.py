@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     WorkerThread,
     all_committed,
+    announced_versions,
     committed_offsets,
     create_topic,
     end_offsets,
@@ -234,7 +235,6 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
     learner, built from item encodings of that model: caught up while idle, the catalog
     re-published (its vectors on the topic are the learner's own)."""
     from schemas.vector_wire import decode_vector
-    from schemas.vectors import VectorVersion
 
     prefix = make_settings().topics.events.removesuffix(".events")
     settings = make_settings(
@@ -254,12 +254,8 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         send_raw(settings, [event_record(e) for e in events])
         wait_for(lambda: all_committed(settings), 180, "all records committed")
 
-        def announced() -> list[VectorVersion]:
-            records = read_topic(settings, str(settings.topics.vector_versions), idle_s=1.0)
-            return [VectorVersion.model_validate_json(r.value) for r in records]
-
         wait_for(
-            lambda: any(v.model_version == learner.version for v in announced()),
+            lambda: learner.version in announced_versions(settings),
             90,
             "the final version announced",
         )
