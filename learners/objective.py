@@ -19,6 +19,7 @@ Shapes: ``E`` examples, ``N`` columns, ``d`` the vector size, ``h`` the hidden s
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ from learners.towers import Heads, bucket_of
 from learners.user_tower import UserTower
 from schemas.learner_config import LLMConfig
 
-__all__ = ["BatchExamples", "Objective", "StepOutput"]
+__all__ = ["BatchExamples", "Objective", "StepOutput", "not_negatives"]
 
 log = logging.getLogger(__name__)
 
@@ -133,46 +134,31 @@ class Objective:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The weighted mean sampled-softmax loss, and each row's [E] cross-entropy."""
         c = self.config
-        E, N = len(positives), len(columns.slots)
         users = self.users.reps([e.user_id for e in positives], [e.history for e in positives])
-        logits = users @ columns.reps.T / c.temperature + self.scorer.prior(columns.slots)
+        logits = users @ columns.reps.T / c.temperature + self.scorer.prior(columns.slots)  # [E, N]
         target_slots = self.items.slots([e.item_id for e in positives])
-        in_batch = columns.slots[: columns.in_batch]
-        target = torch.as_tensor(
-            [int(np.flatnonzero(in_batch == s)[0]) for s in target_slots], device=self.device
-        )
+        same = target_slots[:, None] == columns.slots[None, :]  # [E, N] columns of the row's item
+        # the row's target: its item's first column, an in-batch one (every positive's is)
+        target = torch.as_tensor(same[:, : columns.in_batch].argmax(1), device=self.device)
         if c.logq_correction:
-            logits = logits - self._log_q(columns, target_slots, E)
-        logits = logits.masked_fill(self._mask(positives, columns.slots, target_slots), -1e9)
+            logits = logits - self._log_q(columns, same)
+        mask = not_negatives([e.user_id for e in positives], same)
+        logits = logits.masked_fill(torch.as_tensor(mask, device=self.device), -1e9)
         weights = torch.as_tensor([e.weight for e in positives], device=self.device)
         ce = F.cross_entropy(logits, target, reduction="none")  # [E]
-        del N
         return (ce * weights).sum() / weights.sum(), ce
 
-    def _log_q(self, columns: _Columns, targets: np.ndarray, E: int) -> torch.Tensor:
-        """log of how often each column is expected among the negatives (logQ correction)."""
+    def _log_q(self, columns: _Columns, same: np.ndarray) -> torch.Tensor:
+        """log of how often each column is expected among the negatives (logQ correction);
+        ``same`` [E, N]: where a column holds a row's item."""
+        E = len(same)
         live = max(1, len(self.items.catalog))
         n_sampled = len(columns.slots) - columns.in_batch
-        in_batch = np.array([(targets == s).sum() for s in columns.slots], dtype=np.float64)
+        in_batch = same.sum(0, dtype=np.float64)  # [N] rows whose item each column holds
         q = (in_batch + n_sampled / live) / (E + n_sampled)
         return torch.as_tensor(
             np.log(np.maximum(q, 1e-12)), dtype=torch.float32, device=self.device
         )
-
-    def _mask(
-        self, positives: list[Example], col_slots: np.ndarray, targets: np.ndarray
-    ) -> torch.Tensor:
-        """[E, N] True where a column must not count as a negative for that row: the same
-        user's other positives, and sampled copies of the row's own item."""
-        by_user: dict[str, set[int]] = {}
-        for e, s in zip(positives, targets, strict=True):
-            by_user.setdefault(e.user_id, set()).add(int(s))
-        mask = np.zeros((len(positives), len(col_slots)), dtype=bool)
-        first = {int(s): k for k, s in reversed(list(enumerate(col_slots)))}
-        for row, (e, s) in enumerate(zip(positives, targets, strict=True)):
-            mask[row] = np.isin(col_slots, list(by_user[e.user_id]))
-            mask[row, first[int(s)]] = False  # the target column itself
-        return torch.as_tensor(mask, device=self.device)
 
     def _rating(self, rated: list[Example]) -> torch.Tensor:
         if not rated:
@@ -197,3 +183,22 @@ class Objective:
         sentiment = self.heads.review(backbone.encode(tokens)).squeeze(-1)
         target = torch.as_tensor([r for _, r in reviews], dtype=torch.float32, device=self.device)
         return F.mse_loss(self.heads.rating_mean.detach() + sentiment, target)
+
+
+def not_negatives(user_ids: Sequence[str], same: np.ndarray) -> np.ndarray:
+    """[E, N] True where a column must not count as a negative for row ``e``: every column
+    holding a positive of row ``e``'s user in this batch (``same`` [E, N]: where a column
+    holds a row's item, sampled copies included), but the row's own target column (its
+    item's first).
+
+    >>> same = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=bool)
+    >>> not_negatives(["a", "a", "b"], same).astype(int).tolist()
+    [[0, 1, 0, 1], [1, 0, 0, 1], [0, 0, 0, 0]]
+    """
+    codes: dict[str, int] = {}
+    user = np.array([codes.setdefault(u, len(codes)) for u in user_ids], dtype=np.int64)  # [E]
+    rows_of = np.zeros((len(codes), len(user_ids)), dtype=np.float32)  # [U, E]
+    rows_of[user, np.arange(len(user_ids))] = 1.0
+    mask = (rows_of @ same.astype(np.float32) > 0)[user]  # [E, N] any of the user's items
+    mask[np.arange(len(user_ids)), same.argmax(1)] = False
+    return mask

@@ -66,14 +66,17 @@ class UserTower:
     def _tensors(self, histories: Sequence[History]) -> tuple[np.ndarray, torch.Tensor]:
         """Histories → [E, L] slots (0 for padding) and [E, L] kind codes."""
         L = self.config.history_len
+        lengths = np.array([min(len(h), L) for h in histories], dtype=np.int64)  # [E]
+        entries = [entry for h in histories for entry in h[:L]]
+        found = self.items.catalog.index.slots_of([item_id for item_id, _ in entries])
+        kinds = np.fromiter((code for _, code in entries), dtype=np.int64, count=len(entries))
+        known = found >= 0  # an item evicted since is padding
+        rows = np.repeat(np.arange(len(histories)), lengths)
+        cols = np.arange(len(entries)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         slots = np.zeros((len(histories), L), dtype=np.int64)
         codes = np.zeros((len(histories), L), dtype=np.int64)
-        index = self.items.catalog.index
-        for row, history in enumerate(histories):
-            for col, (item_id, code) in enumerate(history[:L]):
-                slot = index.get(item_id)
-                if slot is not None:
-                    slots[row, col], codes[row, col] = slot, code
+        slots[rows[known], cols[known]] = found[known]
+        codes[rows[known], cols[known]] = kinds[known]
         return slots, torch.as_tensor(codes, device=self.device)
 
     def _prompt(self, history: History) -> str:

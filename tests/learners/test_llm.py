@@ -448,3 +448,19 @@ def test_a_positive_on_a_consumed_item_is_no_test_where_consumed_items_are_left_
     # "a" clicks "x" again (never recommended to them again) and "w" for the first time
     learner.learn_many(consumption("a", ["x", "w"], 3), positions(3, 2))
     assert learner.tester.overall.tests - before == (1 if exclude else 2)
+
+
+def test_the_user_tower_reads_histories_as_known_slots_with_unknown_items_as_padding() -> None:
+    learner = LLMLearner(LLMConfig(history_len=3))
+    events = stream(64)
+    learn(learner, events)
+    a, b, c = list(dict.fromkeys(e.item_id for e in events))[:3]
+    slot = {i: learner.items.catalog.index.get(i) for i in (a, b, c)}
+    histories = [
+        ((a, 1), ("never-seen", 2), (b, 3), (c, 4)),  # longer than history_len: newest 3
+        (),
+        ((c, 2),),
+    ]
+    slots, codes = learner.users._tensors(histories)
+    assert slots.tolist() == [[slot[a], 0, slot[b]], [0, 0, 0], [slot[c], 0, 0]]
+    assert codes.tolist() == [[1, 0, 3], [0, 0, 0], [2, 0, 0]]
