@@ -20,7 +20,7 @@ from learners.ledger import EventLedger
 from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
 
-__all__ = ["CatchUp", "LearnReport", "Learner", "VectorBatch"]
+__all__ = ["CatchUp", "IncompatibleState", "LearnReport", "Learner", "VectorBatch"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class CatchUp:
 
     redone: int = 0
     behind: int = 0
+
+
+class IncompatibleState(ValueError):
+    """Saved state this learner cannot resume: intact, but made with settings that shape the
+    state differently. A configuration mistake, not damage."""
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from learners.backbone import Backbone, load_adapter_weights, save_adapter
+from learners.base import IncompatibleState
 from learners.cooccurrence import Cooccurrence
 from learners.history import UserHistory
 from learners.item_tower import ItemTower
@@ -33,7 +34,7 @@ from learners.towers import Heads, bucket_of
 from learners.user_tower import UserTower
 from schemas.learner_config import LLMConfig
 
-__all__ = ["Parts", "Restored", "forget_users", "load", "predict_ratings", "save"]
+__all__ = ["NOT_STATE", "Parts", "Restored", "forget_users", "load", "predict_ratings", "save"]
 
 
 class Parts(Protocol):
@@ -93,6 +94,20 @@ class Restored:
     skipped_updates: int
 
 
+#: Settings no saved state depends on, so a checkpoint resumes under new values of them:
+#: where it runs (checkpoints move), how much of the item cache a step re-encodes (a
+#: budget), how many consumed items a user vector carries and what prequential tests rank
+#: against (read where they are used).
+NOT_STATE: set[str] = {
+    "device",
+    "cache_refresh_per_step",
+    "cache_refresh_per_event",
+    "publish_consumed",
+    "eval_candidates",
+    "eval_full_catalog",
+}
+
+
 def save(learner: Parts, directory: Path) -> None:
     save_adapter(learner.backbone, directory / "adapter")
     (directory / "adapter" / "learner_config.json").write_text(
@@ -149,15 +164,12 @@ def save(learner: Parts, directory: Path) -> None:
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
     saved = LLMConfig.model_validate(state["config"])
-    # where it runs is this machine's choice (checkpoints move), and how much of the item
-    # cache a step re-encodes is a budget, not state
-    not_state = {"device", "cache_refresh_per_step", "cache_refresh_per_event"}
-    was, now = saved.model_dump(exclude=not_state), learner.config.model_dump(exclude=not_state)
+    was, now = saved.model_dump(exclude=NOT_STATE), learner.config.model_dump(exclude=NOT_STATE)
     if was != now:
         differ = ", ".join(
             f"{k}={was[k]!r} (now {now.get(k)!r})" for k in was if was[k] != now.get(k)
         )
-        raise ValueError(
+        raise IncompatibleState(
             f"the checkpoint in {directory} was made with different learner settings: {differ};"
             " start with the checkpoint's learner.llm settings or use another checkpoint"
             " directory"

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from learners.base import Learner
+from learners.base import IncompatibleState, Learner
 from learners.state_io import load_arrays, save_arrays
 from stream.offsets import PartitionKey
 
@@ -332,9 +332,9 @@ class CheckpointStore:
     def restore(self, learner: Learner, events_topic: str | None = None) -> Restored:
         """Load the newest intact checkpoint into ``learner``, quarantining damaged newer ones.
 
-        A checkpoint made while consuming another events topic, or by another kind of
-        learner, is refused (:class:`CheckpointError`): that is a configuration mistake,
-        not damage."""
+        A checkpoint made while consuming another events topic, by another kind of learner,
+        or with learner settings that shape its state differently, is refused
+        (:class:`CheckpointError`): that is a configuration mistake, not damage."""
         started = time.perf_counter()
         quarantined: list[Path] = []
         for _, path in reversed(self._sequences()):
@@ -344,7 +344,10 @@ class CheckpointStore:
                 quarantined.append(self.quarantine(path, str(exc)))
                 continue
             self._check_fits(checkpoint, learner, events_topic)
-            learner.load(checkpoint.learner_dir)
+            try:
+                learner.load(checkpoint.learner_dir)
+            except IncompatibleState as exc:
+                raise CheckpointError(str(exc)) from exc
             log.info(
                 "restored checkpoint %s (%d events learned) in %.2fs",
                 checkpoint.path.name,

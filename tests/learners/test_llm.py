@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from learners.backbone import frozen_fingerprint, load_backbone, resolve_model_path
-from learners.base import CatchUp
+from learners.base import CatchUp, IncompatibleState
 from learners.checks import small_stream
 from learners.llm import LLMLearner
 from learners.scoring import PARTS
@@ -315,8 +315,20 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     learner = LLMLearner(LLMConfig())
     learn(learner, stream(64))
     learner.save(tmp_path)
-    with pytest.raises(ValueError, match=r"different learner settings: history_len=20 \(now 7\)"):
+    with pytest.raises(
+        IncompatibleState, match=r"different learner settings: history_len=20 \(now 7\)"
+    ):
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
+
+
+def test_a_checkpoint_resumes_under_new_serving_and_test_settings(tmp_path: Path) -> None:
+    learner = LLMLearner(LLMConfig(publish_consumed=500, eval_candidates=50))
+    learn(learner, stream(64))
+    learner.save(tmp_path)
+    resumed = LLMLearner(LLMConfig())  # publish_consumed 1000, eval_candidates 100
+    resumed.load(tmp_path)
+    assert resumed.updates == learner.updates
+    assert resumed.config.publish_consumed == 1000
 
 
 def test_a_checkpoint_loads_wherever_it_was_saved(tiny_decoder: Path, tmp_path: Path) -> None:

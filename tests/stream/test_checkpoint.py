@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import make_events
 
+from learners.base import IncompatibleState
 from learners.river_mf import RiverMFLearner
 from schemas.vectors import SourcePosition
 from stream.checkpoint import CheckpointError, CheckpointStore, CheckpointWriteError
@@ -159,6 +160,21 @@ def test_a_checkpoint_of_another_learner_kind_is_refused_not_quarantined(tmp_pat
 
     with pytest.raises(CheckpointError, match="written by the 'river-mf' learner"):
         store.restore(Other())
+    assert store.quarantined() == []
+
+
+def test_a_checkpoint_of_other_learner_settings_is_refused_not_quarantined(
+    tmp_path: Path,
+) -> None:
+    store = CheckpointStore(tmp_path)
+    save(store, learner_with(10), 10)
+
+    class Resized(RiverMFLearner):
+        def load(self, directory: Path) -> None:
+            raise IncompatibleState("made with different learner settings: n_factors=10 (now 8)")
+
+    with pytest.raises(CheckpointError, match="different learner settings: n_factors"):
+        store.restore(Resized())
     assert store.quarantined() == []
 
 
