@@ -7,9 +7,12 @@ from collections.abc import Callable
 import pytest
 from helpers import create_topic, event_record, make_events, send_raw
 
+from learners.llm import LLMLearner
 from learners.river_mf import RiverMFLearner
+from schemas.learner_config import LLMConfig
 from schemas.settings import Settings
 from stream.app import App, ExitStatus
+from stream.checkpoint import CheckpointStore
 from stream.metrics import WorkerMetrics
 from stream.poison import TooManyPoisonRecords
 
@@ -45,3 +48,22 @@ def test_a_stopped_worker_ends_ok(make_settings: Callable[..., Settings]) -> Non
     running = App(settings, learner=RiverMFLearner(), metrics=WorkerMetrics(process=False)).start()
     assert running.wait(3) is None, "still running"
     assert running.stop() is ExitStatus.OK
+
+
+def test_a_checkpoint_of_other_learner_settings_ends_with_setup_and_stays(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    create_topic(settings, settings.topics.events)
+    assert settings.checkpoint.dir is not None
+    store = CheckpointStore(settings.checkpoint.dir)
+    saved = LLMLearner(LLMConfig(history_len=20))
+    store.save(saved, {(settings.topics.events, 0): 0}, {}, {})
+    app = App(
+        settings,
+        learner=LLMLearner(LLMConfig(history_len=7)),
+        metrics=WorkerMetrics(process=False),
+    )
+    assert app.run(handle_signals=False) is ExitStatus.SETUP
+    assert "history_len=20 (now 7)" in str(app.error)
+    assert store.quarantined() == []
