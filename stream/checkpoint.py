@@ -80,6 +80,9 @@ class Manifest(BaseModel):
     worker: str | None = None
     group_id: str | None = None
     events_topic: str | None = None
+    # the state reads every partition it has no offset for from its earliest offset: it was
+    # restored behind damaged checkpoints, whose offsets it never learned up to
+    from_earliest: bool = False
     digest: str
 
     def offset_map(self) -> dict[PartitionKey, int]:
@@ -118,11 +121,14 @@ class Checkpoint:
 @dataclass(frozen=True)
 class Restored:
     """What :meth:`CheckpointStore.restore` found: the checkpoint loaded (None: none intact),
-    the damaged ones it moved aside, and whether any damaged checkpoint, moved aside now or
-    earlier, is newer than the one loaded. Until a newer checkpoint is written, offsets only
-    the damaged ones covered (and committed) are unknown to the state: a worker restarted
-    after moving one aside is as far behind it as the worker that moved it. With none
-    loaded it is False: a fresh learner, where allowed, starts at the group's offsets."""
+    the damaged ones it moved aside, and whether the state loaded is behind damaged ones —
+    a damaged checkpoint, moved aside now or earlier, is newer than the one loaded, or the
+    one loaded was saved by a state that was (``Manifest.from_earliest``). Offsets only the
+    damaged ones covered (and committed) are unknown to such a state, and stay unknown in
+    every checkpoint it writes until it has read the partition: a worker restarted after
+    moving one aside is as far behind it as the worker that moved it, and so is one
+    restarted from a checkpoint written before it placed every partition. With none loaded
+    it is False: a fresh learner, where allowed, starts at the group's offsets."""
 
     checkpoint: Checkpoint | None
     quarantined: list[Path] = field(default_factory=list)
@@ -229,7 +235,7 @@ class CheckpointStore:
         learner: Learner,
         offsets: Mapping[PartitionKey, int],
         stream_arrays: Mapping[str, np.ndarray],
-        meta: Mapping[str, str | None],
+        meta: Mapping[str, str | bool | None],
     ) -> Checkpoint:
         """Write a new checkpoint atomically; returns it once durable.
         Raises :class:`CheckpointWriteError` when the disk refuses."""
@@ -354,7 +360,8 @@ class CheckpointStore:
                 learner.ledger.count,
                 time.perf_counter() - started,
             )
-            behind = any(n > checkpoint.sequence for n in self._quarantined_sequences())
+            newer_damaged = any(n > checkpoint.sequence for n in self._quarantined_sequences())
+            behind = newer_damaged or checkpoint.manifest.from_earliest
             return Restored(checkpoint, quarantined, behind)
         return Restored(None, quarantined)  # a fresh learner starts where the group is
 

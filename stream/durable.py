@@ -67,7 +67,8 @@ class DurableState:
         self.schedule = CheckpointSchedule(c.every_events, c.every_s, c.idle_s)
         self.has_checkpoint = False
         # partitions a restored older checkpoint never read may have been committed by
-        # newer, damaged ones: those are read from the start
+        # newer, damaged ones: those are read from the start (saved with every checkpoint
+        # of this state, which may be written before every partition is placed)
         self.from_earliest = False
         self.restored: int | None = None  # sequence of the checkpoint last restored
         self.rewinds = 0  # roll-backs since the last checkpoint
@@ -138,6 +139,7 @@ class DurableState:
                         "worker": self.settings.kafka.client_id,
                         "group_id": self.settings.consumer.group_id,
                         "events_topic": self.settings.topics.events,
+                        "from_earliest": self.from_earliest,
                     },
                 )
         except CheckpointWriteError:

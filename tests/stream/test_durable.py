@@ -62,3 +62,31 @@ def test_a_restart_behind_a_checkpoint_moved_aside_earlier_still_reads_from_the_
         again.start(admin=None)  # a checkpoint is restored: the group is not asked
         assert again.restored == 1
         assert again.from_earliest
+
+
+def test_a_checkpoint_written_behind_damaged_ones_keeps_reading_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """Restored behind a damaged checkpoint, the state writes a checkpoint before it has
+    placed every partition (a start-offset lookup timed out) and dies: the restart restores
+    that newer checkpoint, which nothing damaged is newer than, and must still read the
+    partitions it has no offset for from their start — their committed offsets are the
+    damaged checkpoint's."""
+    durable = durable_state(tmp_path, max_rewinds=1)
+    durable.save({("t", 0): 3})
+    durable.save({("t", 0): 5, ("t", 1): 7})
+    (tmp_path / "ckpt-000000000002" / "manifest.json").write_text("{")
+    behind = durable_state(tmp_path, max_rewinds=1)
+    behind.start(admin=None)
+    assert behind.from_earliest
+    behind.save({("t", 0): 6})  # partition 1 not placed yet
+    restarted = durable_state(tmp_path, max_rewinds=1)
+    restarted.start(admin=None)
+    assert restarted.restored == 3
+    assert restarted.from_earliest
+
+    fresh = durable_state(tmp_path / "elsewhere", max_rewinds=1)
+    fresh.save({("t", 0): 1})
+    again = durable_state(tmp_path / "elsewhere", max_rewinds=1)
+    again.start(admin=None)
+    assert not again.from_earliest
