@@ -97,10 +97,18 @@ class _NetworkErrorsOnOneLine(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if record.name == "kafka.net.transport" and isinstance(exc, OSError):
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
-            record.args, record.exc_info, record.exc_text = None, None, None
+        if record.name != "kafka.net.transport" or not isinstance(record.exc_info, tuple):
+            return True
+        exc = record.exc_info[1]
+        if not isinstance(exc, OSError):
+            return True
+        try:  # runs on the client's I/O thread: a malformed record must not raise there
+            message = record.getMessage()
+        except Exception:
+            return True  # the handler reports it, stack and all, as without this filter
+        kind = type(exc).__name__
+        record.msg = f"{message} ({kind})" if str(exc) in message else f"{message}: {kind}: {exc}"
+        record.args, record.exc_info, record.exc_text = None, None, None
         return True
 
 

@@ -76,3 +76,18 @@ def test_a_network_error_the_kafka_client_logs_is_one_line_and_the_workers_own_k
     except ConnectionResetError:
         logging.getLogger("kafka.net.transport").exception("Error receiving network data")
     assert "Traceback" in out.getvalue(), "debug_kafka shows the client's stack"
+
+    out = io.StringIO()
+    setup_logging("text", stream=out)
+    transport = logging.getLogger("kafka.net.transport")
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError as exc:
+        transport.exception("Error sending request data: %s", exc)  # the error in the message
+        # malformed: the handler reports it on stderr, as it would without the filter;
+        # the call, on the client's I/O thread, does not raise
+        transport.exception("Error with %s and %s", "one argument")
+    (sent,) = out.getvalue().split(" ERROR ")[1:]
+    assert sent.count("Connection reset by peer") == 1
+    assert "(ConnectionResetError)" in sent
+    assert "Traceback" not in sent
