@@ -40,6 +40,17 @@ book; one lock guards it.
 {('ev', 0): 150}
 >>> book.freeze(); book.to_commit()        # a failed worker commits nothing
 {}
+
+Ranks hold one state, and each places the partitions it reads; every rank adopts the
+others' placements, so a roll-back on the rank a partition has since moved to reads it again
+from where the state began it:
+
+>>> rank = OffsetBook(checkpoints=True)
+>>> rank.assign([("ev", 1)]), rank.unplaced()
+({}, {('ev', 1)})
+>>> rank.adopt_placed({("ev", 1): 40})    # another rank placed it, then it moved here
+>>> rank.rewind({("ev", 0): 120})         # to a checkpoint from before the placement
+{('ev', 1): 40}
 """
 
 from __future__ import annotations
@@ -92,6 +103,19 @@ class OffsetBook:
                 self._placed[key] = offset
                 if not self._checkpoints:
                     self._durable[key] = offset
+
+    def placed(self) -> dict[PartitionKey, int]:
+        """Where this state began reading each partition it placed."""
+        with self._lock:
+            return dict(self._placed)
+
+    def adopt_placed(self, placements: Mapping[PartitionKey, int]) -> None:
+        """Placements made by another holder of this same state (ranks: each rank places
+        the partitions it reads, every rank learns them): a partition that moves here and
+        is then rolled back is read again from where the state began it."""
+        with self._lock:
+            for key, offset in placements.items():
+                self._placed[key] = min(offset, self._placed.get(key, offset))
 
     def sent(self, next_offsets: Mapping[PartitionKey, int]) -> None:
         """A batch is learned and its output sent, not yet acknowledged."""

@@ -119,6 +119,7 @@ class Tick:
     own: set[PartitionKey]  # the partitions this rank's records came from
     offsets: dict[PartitionKey, int] = field(default_factory=dict)  # highest processed
     before: dict[PartitionKey, int] = field(default_factory=dict)  # the same, before the step
+    placed: dict[PartitionKey, int] = field(default_factory=dict)  # where the state began each
     checkpoint: bool = False  # some rank's schedule is due, or some rank stops
     stopping: bool = False
     current: str | None = None  # the version every rank's published vectors are of, if one
@@ -138,8 +139,10 @@ def exchange(
     stopping: bool,
     current: str | None = None,
     before: dict[PartitionKey, int] | None = None,
+    placed: dict[PartitionKey, int] | None = None,
 ) -> Tick:
-    """Gather every rank's records, processed offsets and flags (two collectives)."""
+    """Gather every rank's records, processed offsets, placements and flags (two
+    collectives)."""
     head = {
         "where": [[a.record.topic, a.record.partition, a.record.offset] for a in accepted],
         "stamps": [a.record.timestamp_ms for a in accepted],
@@ -148,6 +151,7 @@ def exchange(
         "stopping": stopping,
         "current": current,
         "before": [[t, p, o] for (t, p), o in (before or {}).items()],
+        "placed": [[t, p, o] for (t, p), o in (placed or {}).items()],
     }
     payload = json.dumps(head).encode() + b"\n" + _DOCS.dump_json([a.event for a in accepted])
     tick = Tick([], {(a.record.topic, a.record.partition) for a in accepted})
@@ -172,6 +176,9 @@ def exchange(
         for topic, partition, offset in theirs["before"]:
             key = (topic, partition)
             tick.before[key] = max(tick.before.get(key, 0), offset)
+        for topic, partition, offset in theirs["placed"]:
+            key = (topic, partition)
+            tick.placed[key] = min(tick.placed.get(key, offset), offset)
         tick.checkpoint |= theirs["due"] or theirs["stopping"]
         tick.stopping |= theirs["stopping"]
         currents.add(theirs["current"])
@@ -264,8 +271,16 @@ class RankWorker(Worker):
         due, current = self.durable.due(), self.apply.current_version()
         with self.stages.time("exchange"):
             tick = exchange(
-                self.shard, batch.accepted(), processed, due, self._stop.is_set(), current, before
+                self.shard,
+                batch.accepted(),
+                processed,
+                due,
+                self._stop.is_set(),
+                current,
+                before,
+                self.book.placed(),
             )
+        self.book.adopt_placed(tick.placed)  # before a roll-back in this tick may need them
         if tick.stopping:  # another rank's stop is this one's too: its commits are bounded alike
             self.request_stop()
         if not self.durable.has_checkpoint:  # the fresh state: what a failed step goes back to

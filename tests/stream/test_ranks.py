@@ -310,3 +310,22 @@ def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> 
             RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
     finally:
         dist.destroy_process_group()
+
+
+def test_a_tick_carries_every_ranks_placements_and_the_earliest_wins() -> None:
+    """Every rank learns every rank's records, so where the state began a partition is the
+    same on every rank: whichever rank placed it, a roll-back on any rank reads it from
+    there (``OffsetBook.adopt_placed``)."""
+    from stream.ranks import exchange
+
+    class TwoRanks:
+        rank = 0
+
+        def gather_bytes(self, payload: bytes) -> list[bytes]:
+            head, docs = payload.split(b"\n", 1)
+            other = json.loads(head)
+            other["placed"] = [["ev", 1, 40], ["ev", 2, 9]]
+            return [payload, json.dumps(other).encode() + b"\n" + docs]
+
+    tick = exchange(TwoRanks(), [], {}, False, False, placed={("ev", 2): 5})  # type: ignore[arg-type]
+    assert tick.placed == {("ev", 1): 40, ("ev", 2): 5}
