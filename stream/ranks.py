@@ -212,10 +212,20 @@ class RankWorker(Worker):
         checkpoint aside (two ranks renaming one directory would race), and the others then
         find only what it left. All must hold the same checkpoint and the same model, and
         every rank reads partitions from the start where any rank must (each sees what rank
-        0 moved aside; this holds the ranks to one answer should they not)."""
+        0 moved aside; this holds the ranks to one answer should they not). Should rank 0
+        fail to restore, every rank stops with its reason, not a lost connection."""
+        failed: Exception | None = None
         if self.shard.rank == 0:
-            out = restore()
-        dist.barrier()
+            try:
+                out = restore()
+            except Exception as exc:
+                failed = exc
+        reason = json.dumps(None if failed is None else f"{type(failed).__name__}: {failed}")
+        first = json.loads(self.shard.gather_bytes(reason.encode())[0])  # rank 0's outcome
+        if failed is not None:
+            raise failed
+        if first is not None:
+            raise WorkerFailed(f"rank 0 could not restore the group's state: {first}")
         if self.shard.rank != 0:
             out = restore()
         mine = json.dumps([self.durable.restored, self.durable.from_earliest]).encode()

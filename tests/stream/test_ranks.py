@@ -259,15 +259,17 @@ def test_the_launcher_does_not_restart_ranks_that_bad_settings_stop(tmp_path: Pa
 
 
 class _TwoRanksSaid:
-    """A shard whose gather hands back what two ranks said (the test's process is rank 0)."""
+    """A shard whose gathers hand back what two ranks said: first how rank 0's restore went
+    (``rank_0``: None, or its error), then what each rank restored (``said``)."""
 
-    rank = 0
-
-    def __init__(self, said: list[list[Any]], in_step: bool = True) -> None:
-        self.said, self._in_step = said, in_step
+    def __init__(
+        self, said: list[list[Any]], in_step: bool = True, rank: int = 0, rank_0: str | None = None
+    ) -> None:
+        self.said, self._in_step, self.rank = said, in_step, rank
+        self.rounds = [[rank_0, None], said]
 
     def gather_bytes(self, payload: bytes) -> list[bytes]:
-        return [json.dumps(s).encode() for s in self.said]
+        return [json.dumps(s).encode() for s in self.rounds.pop(0)]
 
     def in_step(self) -> bool:
         return self._in_step
@@ -276,40 +278,45 @@ class _TwoRanksSaid:
 def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> None:
     """Where any rank is to read partitions from their start (restored behind a damaged
     checkpoint), every rank does; ranks that restored different checkpoints, or one
-    checkpoint into different models, stop."""
-    import socket
+    checkpoint into different models, stop; when rank 0 cannot restore, the others do not
+    try and stop with its reason."""
     from types import SimpleNamespace
-
-    import torch.distributed as dist
 
     from stream.durable import WorkerFailed
     from stream.ranks import RankWorker
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        for said, earliest in (
-            ([[3, True], [3, False]], True),
-            ([[3, False], [3, True]], True),
-            ([[3, False], [3, False]], False),
-        ):
-            rank = SimpleNamespace(
-                shard=_TwoRanksSaid(said),
-                durable=SimpleNamespace(restored=3, from_earliest=said[0][1]),
-                settings=SimpleNamespace(checkpoint=SimpleNamespace(dir=tmp_path)),
-            )
-            assert RankWorker._restore_rank_0_first(rank, lambda: "restored") == "restored"  # type: ignore[arg-type]
-            assert rank.durable.from_earliest is earliest
-        rank.shard = _TwoRanksSaid([[3, False], [2, False]])
-        with pytest.raises(WorkerFailed, match="different checkpoints"):
-            RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
-        rank.shard = _TwoRanksSaid([[3, False], [3, False]], in_step=False)
-        with pytest.raises(WorkerFailed, match="into different models"):
-            RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
-    finally:
-        dist.destroy_process_group()
+    for said, earliest in (
+        ([[3, True], [3, False]], True),
+        ([[3, False], [3, True]], True),
+        ([[3, False], [3, False]], False),
+    ):
+        rank = SimpleNamespace(
+            shard=_TwoRanksSaid(said),
+            durable=SimpleNamespace(restored=3, from_earliest=said[0][1]),
+            settings=SimpleNamespace(checkpoint=SimpleNamespace(dir=tmp_path)),
+        )
+        assert RankWorker._restore_rank_0_first(rank, lambda: "restored") == "restored"  # type: ignore[arg-type]
+        assert rank.durable.from_earliest is earliest
+    rank.shard = _TwoRanksSaid([[3, False], [2, False]])
+    with pytest.raises(WorkerFailed, match="different checkpoints"):
+        RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
+    rank.shard = _TwoRanksSaid([[3, False], [3, False]], in_step=False)
+    with pytest.raises(WorkerFailed, match="into different models"):
+        RankWorker._restore_rank_0_first(rank, lambda: "restored")  # type: ignore[arg-type]
+
+    def must_not_run() -> str:
+        raise AssertionError("rank 1 restored although rank 0 could not")
+
+    rank.shard = _TwoRanksSaid([], rank=1, rank_0="WorkerFailed: 4 batches failed")
+    with pytest.raises(WorkerFailed, match=r"rank 0 could not restore.*4 batches failed"):
+        RankWorker._restore_rank_0_first(rank, must_not_run)  # type: ignore[arg-type]
+
+    def refuse() -> str:
+        raise WorkerFailed("no intact checkpoint to roll back to")
+
+    rank.shard = _TwoRanksSaid([])  # rank 0 itself raises its own error, after telling
+    with pytest.raises(WorkerFailed, match="no intact checkpoint"):
+        RankWorker._restore_rank_0_first(rank, refuse)  # type: ignore[arg-type]
 
 
 def test_a_tick_carries_every_ranks_placements_and_the_earliest_wins() -> None:
