@@ -50,6 +50,7 @@ class Excluded:
 class Tester:
     """Runs the tests, keeps the rolling metrics (overall and per part), feeds the selector."""
 
+    __test__ = False  # a prequential tester, not a pytest test class
     PARTS = ("prior", "personal")
 
     def __init__(
