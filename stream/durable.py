@@ -139,7 +139,9 @@ class DurableState:
                         "worker": self.settings.kafka.client_id,
                         "group_id": self.settings.consumer.group_id,
                         "events_topic": self.settings.topics.events,
-                        "from_earliest": self.from_earliest,
+                        # only when set: other checkpoints stay readable by a release
+                        # whose manifest has no such field
+                        **({"from_earliest": True} if self.from_earliest else {}),
                     },
                 )
         except CheckpointWriteError:

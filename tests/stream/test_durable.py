@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,10 @@ def test_a_checkpoint_written_behind_damaged_ones_keeps_reading_from_the_start(
     behind.start(admin=None)
     assert behind.from_earliest
     behind.save({("t", 0): 6})  # partition 1 not placed yet
+    marked = json.loads((tmp_path / "ckpt-000000000003" / "manifest.json").read_text())
+    assert marked["from_earliest"] is True
+    plain = json.loads((tmp_path / "ckpt-000000000001" / "manifest.json").read_text())
+    assert "from_earliest" not in plain  # readable by a release without the field
     restarted = durable_state(tmp_path, max_rewinds=1)
     restarted.start(admin=None)
     assert restarted.restored == 3
