@@ -94,17 +94,15 @@ class Restored:
     skipped_updates: int
 
 
-#: Settings no saved state depends on, so a checkpoint resumes under new values of them:
-#: where it runs (checkpoints move), how much of the item cache a step re-encodes (a
-#: budget), how many consumed items a user vector carries and what prequential tests rank
-#: against (read where they are used).
+#: Settings that change neither the saved state nor how it moves on (the random draws
+#: included, which ranks must make alike), so a checkpoint resumes under new values of
+#: them: where it runs (checkpoints move), how much of the item cache a step re-encodes (a
+#: budget) and how many consumed items a user vector carries (read only when publishing).
 NOT_STATE: set[str] = {
     "device",
     "cache_refresh_per_step",
     "cache_refresh_per_event",
     "publish_consumed",
-    "eval_candidates",
-    "eval_full_catalog",
 }
 
 

@@ -321,11 +321,11 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
 
 
-def test_a_checkpoint_resumes_under_new_serving_and_test_settings(tmp_path: Path) -> None:
-    learner = LLMLearner(LLMConfig(publish_consumed=500, eval_candidates=50))
+def test_a_checkpoint_resumes_under_a_new_serving_setting(tmp_path: Path) -> None:
+    learner = LLMLearner(LLMConfig(publish_consumed=500))
     learn(learner, stream(64))
     learner.save(tmp_path)
-    resumed = LLMLearner(LLMConfig())  # publish_consumed 1000, eval_candidates 100
+    resumed = LLMLearner(LLMConfig())  # publish_consumed 1000
     resumed.load(tmp_path)
     assert resumed.updates == learner.updates
     assert resumed.config.publish_consumed == 1000
