@@ -62,6 +62,7 @@ from schemas.settings import Settings
 from stream.adapters import publish_adapter
 from stream.apply import Applied, AttemptFailed
 from stream.batcher import Batch
+from stream.checkpoint import CheckpointError, CheckpointWriteError
 from stream.clients import StreamSetupError
 from stream.decode import Accepted, RawRecord, Rejection
 from stream.durable import WorkerFailed
@@ -187,6 +188,17 @@ def exchange(
     return tick
 
 
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """A failure to set up that a restart cannot cure (the exit status says so)."""
+    return isinstance(exc, (CheckpointError, StreamSetupError)) and not isinstance(
+        exc, CheckpointWriteError
+    )
+
+
 class RankWorker(Worker):
     """A :class:`~stream.worker.Worker` that learns in lockstep with the other ranks."""
 
@@ -213,19 +225,22 @@ class RankWorker(Worker):
         find only what it left. All must hold the same checkpoint and the same model, and
         every rank reads partitions from the start where any rank must (each sees what rank
         0 moved aside; this holds the ranks to one answer should they not). Should rank 0
-        fail to restore, every rank stops with its reason, not a lost connection."""
+        fail to restore, every rank stops with its reason, not a lost connection, and as
+        a refusal where rank 0's is one (a checkpoint that does not fit, state lost: a
+        restart cannot cure it)."""
         failed: Exception | None = None
         if self.shard.rank == 0:
             try:
                 out = restore()
             except Exception as exc:
                 failed = exc
-        reason = json.dumps(None if failed is None else f"{type(failed).__name__}: {failed}")
-        first = json.loads(self.shard.gather_bytes(reason.encode())[0])  # rank 0's outcome
+        told = [None, False] if failed is None else [_reason(failed), _is_refusal(failed)]
+        reason, refusal = json.loads(self.shard.gather_bytes(json.dumps(told).encode())[0])
         if failed is not None:
             raise failed
-        if first is not None:
-            raise WorkerFailed(f"rank 0 could not restore the group's state: {first}")
+        if reason is not None:
+            said = f"rank 0 could not restore the group's state: {reason}"
+            raise CheckpointError(said) if refusal else WorkerFailed(said)
         if self.shard.rank != 0:
             out = restore()
         mine = json.dumps([self.durable.restored, self.durable.from_earliest]).encode()

@@ -27,7 +27,7 @@ from helpers import (
 from learners.ledger import EventLedger
 from learners.random_backbone import build_random_backbone
 from schemas.settings import Settings
-from stream.checkpoint import CheckpointStore
+from stream.checkpoint import CheckpointError, CheckpointStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -260,15 +260,22 @@ def test_the_launcher_does_not_restart_ranks_that_bad_settings_stop(tmp_path: Pa
 
 class _TwoRanksSaid:
     """A shard whose gathers hand back what two ranks said: first how rank 0's restore went
-    (``rank_0``: None, or its error), then what each rank restored (``said``)."""
+    (``rank_0``: [its error or None, whether a refusal]), then what each rank restored
+    (``said``); ``sent`` keeps what this rank gave each gather."""
 
     def __init__(
-        self, said: list[list[Any]], in_step: bool = True, rank: int = 0, rank_0: str | None = None
+        self,
+        said: list[list[Any]],
+        in_step: bool = True,
+        rank: int = 0,
+        rank_0: list[Any] | None = None,
     ) -> None:
         self.said, self._in_step, self.rank = said, in_step, rank
-        self.rounds = [[rank_0, None], said]
+        self.rounds = [[rank_0 or [None, False], [None, False]], said]
+        self.sent: list[Any] = []
 
     def gather_bytes(self, payload: bytes) -> list[bytes]:
+        self.sent.append(json.loads(payload))
         return [json.dumps(s).encode() for s in self.rounds.pop(0)]
 
     def in_step(self) -> bool:
@@ -307,16 +314,30 @@ def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> 
     def must_not_run() -> str:
         raise AssertionError("rank 1 restored although rank 0 could not")
 
-    rank.shard = _TwoRanksSaid([], rank=1, rank_0="WorkerFailed: 4 batches failed")
+    rank.shard = _TwoRanksSaid([], rank=1, rank_0=["WorkerFailed: 4 batches failed", False])
     with pytest.raises(WorkerFailed, match=r"rank 0 could not restore.*4 batches failed"):
+        RankWorker._restore_rank_0_first(rank, must_not_run)  # type: ignore[arg-type]
+    rank.shard = _TwoRanksSaid([], rank=1, rank_0=["StateLost: no intact checkpoint", True])
+    with pytest.raises(CheckpointError, match=r"rank 0 could not restore.*StateLost"):
         RankWorker._restore_rank_0_first(rank, must_not_run)  # type: ignore[arg-type]
 
     def refuse() -> str:
+        raise CheckpointError("made with different learner settings: history_len=20 (now 7)")
+
+    rank.shard = shard = _TwoRanksSaid([])  # rank 0 tells the others, then raises its own
+    with pytest.raises(CheckpointError, match="history_len=20"):
+        RankWorker._restore_rank_0_first(rank, refuse)  # type: ignore[arg-type]
+    assert shard.sent == [
+        ["CheckpointError: made with different learner settings: history_len=20 (now 7)", True]
+    ]
+
+    def fail() -> str:
         raise WorkerFailed("no intact checkpoint to roll back to")
 
-    rank.shard = _TwoRanksSaid([])  # rank 0 itself raises its own error, after telling
+    rank.shard = shard = _TwoRanksSaid([])
     with pytest.raises(WorkerFailed, match="no intact checkpoint"):
-        RankWorker._restore_rank_0_first(rank, refuse)  # type: ignore[arg-type]
+        RankWorker._restore_rank_0_first(rank, fail)  # type: ignore[arg-type]
+    assert shard.sent == [["WorkerFailed: no intact checkpoint to roll back to", False]]
 
 
 def test_a_tick_carries_every_ranks_placements_and_the_earliest_wins() -> None:
