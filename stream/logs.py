@@ -97,9 +97,12 @@ class _NetworkErrorsOnOneLine(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "kafka.net.transport" or not isinstance(record.exc_info, tuple):
+        exc_info = record.exc_info
+        if record.name != "kafka.net.transport" or not (
+            isinstance(exc_info, tuple) and len(exc_info) == 3
+        ):
             return True
-        exc = record.exc_info[1]
+        exc = exc_info[1]
         if not isinstance(exc, OSError):
             return True
         try:  # runs on the client's I/O thread: a malformed record must not raise there
