@@ -27,7 +27,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from enum import IntEnum
 from importlib.metadata import version
 from pathlib import Path
 
@@ -36,37 +35,17 @@ from kafka.errors import AuthorizationError
 from learners.base import Learner
 from learners.data_parallel import Shard
 from schemas.settings import Settings
-from stream.checkpoint import CheckpointError, CheckpointWriteError
 from stream.clients import StreamSetupError, not_authorized
+from stream.exits import ExitStatus, status_of
 from stream.http import Health, MetricsServer, serve
 from stream.metrics import WorkerMetrics
 from stream.observers import BatchObserver
-from stream.poison import TooManyPoisonRecords
-from stream.publisher import DeliveryError
 from stream.ranks import RankWorker, join_group
-from stream.worker import InvalidRecord, Worker, WorkerFailed
+from stream.worker import Worker
 
 __all__ = ["App", "ExitStatus", "Running"]
 
 log = logging.getLogger(__name__)
-
-
-class ExitStatus(IntEnum):
-    """How a run ended (the process exit status of ``lorastream run``)."""
-
-    OK = 0  # stopped on request, checkpointed and committed
-    INVALID_RECORD = 1  # worker.on_invalid=stop met a bad record
-    SETUP = 2  # bad settings, unreachable or refusing broker, missing topics, unusable state
-    SHUTDOWN_TIMEOUT = 3  # stopping took longer than worker.shutdown_timeout_s
-    FAILED = 4  # failed while running; nothing past the newest checkpoint was committed
-
-
-#: What each failure means for the exit status (the first match wins).
-_FAILURES: list[tuple[tuple[type[BaseException], ...], ExitStatus]] = [
-    ((CheckpointWriteError, WorkerFailed, TooManyPoisonRecords, DeliveryError), ExitStatus.FAILED),
-    ((StreamSetupError, CheckpointError, AuthorizationError), ExitStatus.SETUP),
-    ((InvalidRecord,), ExitStatus.INVALID_RECORD),
-]
 
 
 class App:
@@ -167,17 +146,13 @@ class App:
         self.error = exc
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise exc
-        for kinds, status in _FAILURES:
-            if isinstance(exc, kinds):
-                message = (
-                    not_authorized(exc, self.settings)
-                    if isinstance(exc, AuthorizationError)
-                    else exc
-                )
-                log.error("%s: %s", status.name.lower().replace("_", " "), message)
-                return status
-        log.exception("the worker failed: %s", exc)
-        return ExitStatus.FAILED
+        status = status_of(exc)
+        if status is None:
+            log.exception("the worker failed: %s", exc)
+            return ExitStatus.FAILED
+        message = not_authorized(exc, self.settings) if isinstance(exc, AuthorizationError) else exc
+        log.error("%s: %s", status.name.lower().replace("_", " "), message)
+        return status
 
     def _serve_metrics(self, stack: ExitStack) -> MetricsServer | None:
         m = self.settings.metrics

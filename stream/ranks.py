@@ -62,10 +62,11 @@ from schemas.settings import Settings
 from stream.adapters import publish_adapter
 from stream.apply import Applied, AttemptFailed
 from stream.batcher import Batch
-from stream.checkpoint import CheckpointError, CheckpointWriteError
+from stream.checkpoint import CheckpointError
 from stream.clients import StreamSetupError
 from stream.decode import Accepted, RawRecord, Rejection
 from stream.durable import WorkerFailed
+from stream.exits import ExitStatus, status_of
 from stream.idle import REFRESH_DELIVERY_S
 from stream.observers import BatchSummary
 from stream.offsets import PartitionKey
@@ -188,17 +189,6 @@ def exchange(
     return tick
 
 
-def _reason(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _is_refusal(exc: Exception) -> bool:
-    """A failure to set up that a restart cannot cure (the exit status says so)."""
-    return isinstance(exc, (CheckpointError, StreamSetupError)) and not isinstance(
-        exc, CheckpointWriteError
-    )
-
-
 class RankWorker(Worker):
     """A :class:`~stream.worker.Worker` that learns in lockstep with the other ranks."""
 
@@ -234,7 +224,9 @@ class RankWorker(Worker):
                 out = restore()
             except Exception as exc:
                 failed = exc
-        told = [None, False] if failed is None else [_reason(failed), _is_refusal(failed)]
+        told: list[str | bool | None] = [None, False]
+        if failed is not None:  # the others end as rank 0 does: a refusal, or a failure
+            told = [f"{type(failed).__name__}: {failed}", status_of(failed) is ExitStatus.SETUP]
         reason, refusal = json.loads(self.shard.gather_bytes(json.dumps(told).encode())[0])
         if failed is not None:
             raise failed
