@@ -227,7 +227,12 @@ class RankWorker(Worker):
         told: list[str | bool | None] = [None, False]
         if failed is not None:  # the others end as rank 0 does: a refusal, or a failure
             told = [f"{type(failed).__name__}: {failed}", status_of(failed) is ExitStatus.SETUP]
-        reason, refusal = json.loads(self.shard.gather_bytes(json.dumps(told).encode())[0])
+        try:
+            reason, refusal = json.loads(self.shard.gather_bytes(json.dumps(told).encode())[0])
+        except Exception as lost:  # the group is gone: rank 0's own reason still says why
+            if failed is not None:
+                raise failed from lost
+            raise
         if failed is not None:
             raise failed
         if reason is not None:

@@ -339,6 +339,15 @@ def test_every_rank_reads_from_the_start_where_any_rank_must(tmp_path: Path) -> 
         RankWorker._restore_rank_0_first(rank, fail)  # type: ignore[arg-type]
     assert shard.sent == [["WorkerFailed: no intact checkpoint to roll back to", False]]
 
+    class _GroupGone(_TwoRanksSaid):
+        def gather_bytes(self, payload: bytes) -> list[bytes]:
+            raise RuntimeError("Connection closed by peer")
+
+    rank.shard = _GroupGone([])  # rank 0's reason outlives the group it could not tell
+    with pytest.raises(CheckpointError, match="history_len=20") as raised:
+        RankWorker._restore_rank_0_first(rank, refuse)  # type: ignore[arg-type]
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
 
 def test_a_tick_carries_every_ranks_placements_and_the_earliest_wins() -> None:
     """Every rank learns every rank's records, so where the state began a partition is the
