@@ -10,7 +10,9 @@ popularity decayed with several half-lives. Scores are computed in bulk with num
   last ``history`` positives with recency weights;
 - :class:`SessionKNN` — users with similar recent positives vote for their recent items;
 - :class:`EASE` — Steck's closed form, refitted every ``every`` events on everything seen;
-- :class:`Blend` — item-kNN and decayed popularity, each scaled to [0, 1] per user, mixed.
+- :class:`Blend` — item-kNN and decayed popularity, each scaled to [0, 1] per user, mixed;
+- :class:`CategoryAffinity` — decayed popularity times the user's share of recent positives
+  in the item's categories (genres, topics): content-based, needs item metadata only.
 
 >>> from datetime import datetime, UTC
 >>> from schemas.events import InteractionEvent
@@ -35,7 +37,16 @@ import numpy as np
 
 from schemas.events import InteractionEvent
 
-__all__ = ["EASE", "Blend", "Counts", "DecayedPopularity", "ItemKNN", "SessionKNN", "is_positive"]
+__all__ = [
+    "EASE",
+    "Blend",
+    "CategoryAffinity",
+    "Counts",
+    "DecayedPopularity",
+    "ItemKNN",
+    "SessionKNN",
+    "is_positive",
+]
 
 
 def is_positive(event: InteractionEvent, threshold: float = 3.5) -> bool:
@@ -60,6 +71,9 @@ class Counts:
         self.pop_t = np.zeros(0)
         self.t = 0  # events seen
         self._last: tuple[int, str, str] | None = None
+        self.category_ids: dict[str, int] = {}
+        self._item_categories: list[list[int]] = []  # column -> category ids
+        self._categories = np.zeros((0, 0))  # [n, C] cache of category_matrix()
 
     @property
     def n(self) -> int:
@@ -89,7 +103,7 @@ class Counts:
             return
         self._last = key
         for k, e in enumerate(events):
-            self.index.setdefault(e.item_id, len(self.index))
+            self._add_item(e)
             if not is_positive(e):
                 continue
             self._grow(self.n)
@@ -104,6 +118,26 @@ class Counts:
             self._count(i, self.t + k)
         self._grow(self.n)
         self.t += len(events)
+
+    def _add_item(self, event: InteractionEvent) -> None:
+        col = self.index.setdefault(event.item_id, len(self.index))
+        if col == len(self._item_categories):
+            self._item_categories.append([])
+        if not self._item_categories[col] and event.item is not None:
+            ids = self.category_ids
+            self._item_categories[col] = [
+                ids.setdefault(c, len(ids)) for c in dict.fromkeys(event.item.categories)
+            ]
+
+    def category_matrix(self) -> np.ndarray:
+        """[n, C] each item's categories as a row summing to 1 (1/C each where it has none)."""
+        n, C = self.n, max(1, len(self.category_ids))
+        if self._categories.shape != (n, C):
+            G = np.zeros((n, C))
+            for col, cats in enumerate(self._item_categories):
+                G[col, cats or slice(None)] = 1.0 / (len(cats) or C)
+            self._categories = G
+        return self._categories
 
     def _count(self, i: int, t: float) -> None:
         if not self.half_lives:
@@ -307,6 +341,55 @@ class Blend(_Simple):
         knn = _unit(knn_scores(self.counts, users, cols, self.history, self.decay))
         pop = self.counts.popularity(self.which, cols)[None, :]
         return self.weight * knn + (1 - self.weight) * _unit(pop)
+
+
+class CategoryAffinity(_Simple):
+    """Decayed popularity times ``P̂(category | user)``, averaged over the item's categories:
+    the user's recency-weighted share of their last ``history`` positives in each category,
+    smoothed by ``smoothing`` per category (a user with no history gets popularity).
+
+    Where categories are what users choose by (topics of a catalog) it is the generative
+    model ``P(item | user) = Σ_c P(c | user) · P(item | c)`` with counts for both parts.
+
+    >>> from datetime import datetime, UTC
+    >>> from schemas.events import InteractionEvent, ItemText
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> def click(u, i, cat): return InteractionEvent(event_id=f"{u}{i}", user_id=u,
+    ...     item_id=i, event_type="click", timestamp=t, item=ItemText(title=i, categories=[cat]))
+    >>> counts = Counts(half_lives=[float("inf")])
+    >>> jazz_fan = CategoryAffinity(counts, float("inf"), smoothing=0.5)
+    >>> jazz_fan.learn([click("a", "sax", "jazz"), click("b", "tent", "camping"),
+    ...                 click("c", "tent", "camping"), click("d", "trio", "jazz")])
+    >>> jazz_fan.scores(["a", "new"], ["sax", "tent", "trio"]).round(3).tolist()
+    [[0.75, 0.5, 0.75], [0.5, 1.0, 0.5]]
+    """
+
+    def __init__(
+        self,
+        counts: Counts,
+        half_life: float,
+        history: int = 50,
+        decay: float = 0.9,
+        smoothing: float = 0.1,
+    ) -> None:
+        super().__init__(counts)
+        self.which = counts.half_lives.index(half_life)
+        self.history, self.decay, self.smoothing = history, decay, smoothing
+        self.name = (
+            f"category affinity × popularity (half-life {half_life:g}, last {history},"
+            f" smoothing {smoothing:g})"
+        )
+
+    def _scores(self, users: Sequence[str], cols: np.ndarray) -> np.ndarray:
+        G = self.counts.category_matrix()  # [n, C]
+        shares = np.zeros((len(users), G.shape[1]))  # [U, C]
+        for row, user in enumerate(users):
+            recent = self.counts.recent(user, self.history)
+            shares[row] = self.decay ** np.arange(len(recent))[::-1] @ G[recent]
+        a = self.smoothing
+        affinity = (shares + a) / (shares.sum(1, keepdims=True) + a * G.shape[1])  # [U, C]
+        pop = self.counts.popularity(self.which, cols)  # [n']
+        return (affinity @ G[cols].T) * pop[None, :]  # type: ignore[no-any-return]
 
 
 def half_life_grid(lo: float = 250.0, hi: float = 64_000.0) -> list[float]:

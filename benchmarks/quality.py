@@ -28,6 +28,7 @@ import numpy as np
 from benchmarks.baselines import (
     EASE,
     Blend,
+    CategoryAffinity,
     Counts,
     DecayedPopularity,
     ItemKNN,
@@ -142,6 +143,14 @@ def contenders_for(args: argparse.Namespace, run: StreamRun) -> tuple[list[Conte
         [Blend(counts, h, w, 50, 0.9) for h in (1000.0, 4000.0, 16000.0) for w in (0.5, 0.7)],
     )
     out += families.add("EASE", [EASE(counts, lam, args.ease_every) for lam in (100.0, 500.0)])
+    out += families.add(
+        "category affinity × popularity",
+        [
+            CategoryAffinity(counts, h, 50, 0.9, a)
+            for h in (2000.0, 4000.0, 16000.0)
+            for a in (0.1, 1.0)
+        ],
+    )
     out += [SessionKNN(counts), SASRec(counts), RiverMF()]
     every = retrain_every(args, run)
     if every:

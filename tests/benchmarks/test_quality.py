@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from benchmarks import harness
-from benchmarks.baselines import EASE, Blend, Counts, DecayedPopularity, ItemKNN, is_positive
+from benchmarks.baselines import (
+    EASE,
+    Blend,
+    CategoryAffinity,
+    Counts,
+    DecayedPopularity,
+    ItemKNN,
+    is_positive,
+)
 from benchmarks.contenders import RiverMF
 from benchmarks.protocol import StreamRun, evaluate, gini, rows_for
 from benchmarks.quality import synthetic_run
@@ -242,6 +250,28 @@ def test_item_knn_and_ease_recommend_what_co_occurs_with_the_users_items() -> No
     # a user with no history gets popularity from the blend, nothing from item-kNN
     assert knn.scores(["new"], items).tolist() == [[0.0, 0.0, 0.0]]
     assert items[int(blend.scores(["new"], items).argmax())] == "z"
+
+
+def test_category_affinity_ranks_by_popularity_within_the_users_categories() -> None:
+    """A user's categories lift their items above more popular ones elsewhere; an item of
+    two categories counts each by half; an item without categories counts as any."""
+    from schemas.events import ItemText
+
+    text = {"sax": ["jazz"], "trio": ["jazz"], "tent": ["camping"], "map": ["camping", "jazz"]}
+    pairs = [("a", "sax")] + [(f"p{k}", "tent") for k in range(3)] + [("p0", "trio")]
+    pairs += [("p1", "map"), ("p2", "plain")]
+    events = [
+        e.model_copy(update={"item": ItemText(title=e.item_id, categories=text.get(e.item_id, []))})
+        for e in _stream(pairs)
+    ]
+    counts = Counts(half_lives=[float("inf")])
+    affinity = CategoryAffinity(counts, float("inf"), smoothing=0.5)
+    affinity.learn(events)
+    items = ["trio", "tent", "map", "plain"]
+    # a: jazz (1 + 0.5) / (1 + 2 · 0.5) = 0.75, camping 0.25; popularity 1, 3, 1, 1
+    assert affinity.scores(["a"], items).round(3).tolist() == [[0.75, 0.75, 0.5, 0.5]]
+    # no history: popularity alone, halved by the two categories' equal shares
+    assert affinity.scores(["new"], items).round(3).tolist() == [[0.5, 1.5, 0.5, 0.5]]
 
 
 def test_a_stream_counted_twice_in_one_batch_is_counted_once() -> None:
