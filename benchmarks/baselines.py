@@ -72,8 +72,7 @@ class Counts:
         self.t = 0  # events seen
         self._last: tuple[int, str, str] | None = None
         self.category_ids: dict[str, int] = {}
-        self._item_categories: list[list[int]] = []  # column -> category ids
-        self._categories = np.zeros((0, 0))  # [n, C] cache of category_matrix()
+        self._in_category = np.zeros((0, 0), dtype=bool)  # [n, C] item column in category
 
     @property
     def n(self) -> int:
@@ -120,24 +119,26 @@ class Counts:
         self.t += len(events)
 
     def _add_item(self, event: InteractionEvent) -> None:
+        """Give a new item its column, and its categories the first time its text has any."""
         col = self.index.setdefault(event.item_id, len(self.index))
-        if col == len(self._item_categories):
-            self._item_categories.append([])
-        if not self._item_categories[col] and event.item is not None:
-            ids = self.category_ids
-            self._item_categories[col] = [
-                ids.setdefault(c, len(ids)) for c in dict.fromkeys(event.item.categories)
-            ]
+        cats = event.item.categories if event.item is not None else []
+        ids = [self.category_ids.setdefault(c, len(self.category_ids)) for c in cats]
+        rows, width = self._in_category.shape
+        more_rows, more_cols = self.n - rows, len(self.category_ids) - width
+        if more_rows > 0 or more_cols > 0:  # rows grow in steps, as co-occurrence does
+            more_rows = max(self._growth, more_rows) if more_rows > 0 else 0
+            self._in_category = np.pad(self._in_category, ((0, more_rows), (0, max(0, more_cols))))
+        if ids and not self._in_category[col].any():
+            self._in_category[col, ids] = True
 
     def category_matrix(self) -> np.ndarray:
         """[n, C] each item's categories as a row summing to 1 (1/C each where it has none)."""
-        n, C = self.n, max(1, len(self.category_ids))
-        if self._categories.shape != (n, C):
-            G = np.zeros((n, C))
-            for col, cats in enumerate(self._item_categories):
-                G[col, cats or slice(None)] = 1.0 / (len(cats) or C)
-            self._categories = G
-        return self._categories
+        member = self._in_category[: self.n].astype(np.float64)
+        if member.shape[1] == 0:  # no item has categories: all alike
+            return np.ones((self.n, 1))
+        size = member.sum(axis=1, keepdims=True)
+        uniform = 1.0 / max(1, member.shape[1])
+        return np.where(size > 0, member / np.maximum(size, 1.0), uniform)  # type: ignore[no-any-return]
 
     def _count(self, i: int, t: float) -> None:
         if not self.half_lives:

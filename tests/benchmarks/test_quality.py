@@ -272,6 +272,12 @@ def test_category_affinity_ranks_by_popularity_within_the_users_categories() -> 
     assert affinity.scores(["a"], items).round(3).tolist() == [[0.75, 0.75, 0.5, 0.5]]
     # no history: popularity alone, halved by the two categories' equal shares
     assert affinity.scores(["new"], items).round(3).tolist() == [[0.5, 1.5, 0.5, 0.5]]
+    # "plain" gets its categories when its text first carries some
+    later = _stream([("p3", "plain")])[0]
+    affinity.learn(
+        [later.model_copy(update={"item": ItemText(title="plain", categories=["jazz"])})]
+    )
+    assert affinity.scores(["a"], ["plain"]).round(3).tolist() == [[1.5]]  # 0.75 · 2
 
 
 def test_a_stream_counted_twice_in_one_batch_is_counted_once() -> None:
