@@ -92,6 +92,7 @@ class Counts:
         self.cooc = cooc
         self.pop = np.pad(self.pop, ((0, 0), (0, new - size)))
         self.pop_t = np.pad(self.pop_t, (0, new - size))
+        self._in_category = np.pad(self._in_category, ((0, new - size), (0, 0)))
 
     def update(self, events: Sequence[InteractionEvent]) -> None:
         """Count a batch (once, however many contenders call this for it)."""
@@ -102,11 +103,9 @@ class Counts:
             return
         self._last = key
         for k, e in enumerate(events):
-            self._add_item(e)
+            i = self._add_item(e)  # every table has the item's row from here
             if not is_positive(e):
                 continue
-            self._grow(self.n)
-            i = self.index[e.item_id]
             past = self.history.setdefault(e.user_id, [])
             if past:
                 mine = np.asarray(past)
@@ -115,21 +114,21 @@ class Counts:
             self.cooc[i, i] += 1.0
             past.append(i)
             self._count(i, self.t + k)
-        self._grow(self.n)
         self.t += len(events)
 
-    def _add_item(self, event: InteractionEvent) -> None:
-        """Give a new item its column, and its categories the first time its text has any."""
+    def _add_item(self, event: InteractionEvent) -> int:
+        """The item's column (a new item gets one, and a row in every table), and its
+        categories the first time its text has any."""
         col = self.index.setdefault(event.item_id, len(self.index))
         cats = event.item.categories if event.item is not None else []
         ids = [self.category_ids.setdefault(c, len(self.category_ids)) for c in cats]
-        rows, width = self._in_category.shape
-        more_rows, more_cols = self.n - rows, len(self.category_ids) - width
-        if more_rows > 0 or more_cols > 0:  # rows grow in steps, as co-occurrence does
-            more_rows = max(self._growth, more_rows) if more_rows > 0 else 0
-            self._in_category = np.pad(self._in_category, ((0, more_rows), (0, max(0, more_cols))))
+        self._grow(self.n)
+        more = len(self.category_ids) - self._in_category.shape[1]
+        if more > 0:
+            self._in_category = np.pad(self._in_category, ((0, 0), (0, more)))
         if ids and not self._in_category[col].any():
             self._in_category[col, ids] = True
+        return col
 
     def category_matrix(self) -> np.ndarray:
         """[n, C] each item's categories as a row summing to 1 (1/C each where it has none)."""
