@@ -154,10 +154,28 @@ class LLMLearner:
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
         """Scale the learning rates and the replay mix until called again (drift policy)."""
         self._lr_factor, self._replay_factor = lr_factor, replay_factor
-        for group in self.dense_optimizer.param_groups:
-            group["lr"] = group["base"] * lr_factor
+        self._set_rates()
+
+    def _set_rates(self) -> None:
+        """The optimisers' rates now: the adapter's group annealed by events learned, every
+        group scaled by the drift policy's boost."""
+        slow, fast = self.dense_optimizer.param_groups
+        slow["lr"] = slow["base"] * self.lr_annealing * self._lr_factor
+        fast["lr"] = fast["base"] * self._lr_factor
         for group in self.sparse_optimizer.param_groups:
-            group["lr"] = self.config.embedding_lr * lr_factor
+            group["lr"] = self.config.embedding_lr * self._lr_factor
+
+    @property
+    def lr_annealing(self) -> float:
+        """The adapter's rate as a fraction of ``lr``: from 1 towards ``lr_floor``, halving
+        the distance every ``lr_half_life`` events learned. The adapter shapes the pretrained
+        geometry to the catalog early; trained on at the full rate it overwrites what the
+        geometry knew, and a change of users' interests then finds it worse than untrained
+        (docs/design.md)."""
+        c = self.config
+        if not c.lr_half_life:
+            return 1.0
+        return c.lr_floor + (1.0 - c.lr_floor) * math.pow(0.5, self.scorer.t / c.lr_half_life)
 
     def learn_many(
         self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
@@ -171,6 +189,7 @@ class LLMLearner:
         )
         batch, counts = self._walk(events, positions)
         replayed = self._replayed(len(batch.examples))
+        self._set_rates()
         step = self._step(batch, replayed)
         self._apply_counts(counts, len(events))
         if self.config.replay.enabled:
@@ -200,6 +219,7 @@ class LLMLearner:
             "learn_seconds": seconds,
             "replay_fill": len(self.replay) / c.capacity,
             "replay_ratio": c.ratio * self._replay_factor if c.enabled else 0.0,
+            "lr_annealing": self.lr_annealing,
             "mix_knn": self.mix.knn,
             "mix_towers": self.mix.towers,
         }

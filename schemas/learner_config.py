@@ -251,6 +251,18 @@ class LLMConfig(BaseModel):
     )
     # optimisation
     lr: float = Field(default=5e-4, gt=0, description="adapter, projections, composer")
+    lr_floor: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="lr anneals to lr × lr_floor as events are learned (the drift policy's"
+        " boost multiplies it)",
+    )
+    lr_half_life: int = Field(
+        default=750,
+        ge=0,
+        description="events learned that halve lr's distance to its floor; 0: lr throughout",
+    )
     embedding_lr: float = Field(
         default=0.01, gt=0, description="id embeddings, item biases and score-balance scalars"
     )

@@ -350,6 +350,12 @@ class WorkerMetrics:
             "Factor on the learner's learning rates (above 1 while adapting to drift)",
             registry=r,
         )
+        self.lr_annealing = Gauge(
+            p + "learning_rate_annealing",
+            "Fraction of its configured learning rate the adapter learns at, before the drift"
+            " factor (annealed by events learned; 1 where a learner does not anneal)",
+            registry=r,
+        )
         self.drift_boost = Gauge(
             p + "drift_adaptation_active",
             "1 while the drift policy has raised learning rate / replay",

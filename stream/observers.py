@@ -162,6 +162,7 @@ class MetricsRecorder:
             m.prequential.labels(name, part, _ranked_against(report.metrics)).set(value)
         if "replay_ratio" in report.metrics:
             m.replay_ratio.set(report.metrics["replay_ratio"])
+        m.lr_annealing.set(report.metrics.get("lr_annealing", 1.0))
         for percentile in ("50", "99"):
             age = report.metrics.get(f"item_encoding_age_p{percentile}")
             if age is not None:

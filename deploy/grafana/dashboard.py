@@ -176,6 +176,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 [
                     (f"lorastream_drift_adaptation_active{I}", "adapting"),
                     (f"lorastream_learning_rate_factor{I}", "learning-rate factor"),
+                    (f"lorastream_learning_rate_annealing{I}", "adapter's rate annealed"),
                     (f"lorastream_replay_ratio{I}", "replay ratio"),
                 ],
             ),

@@ -98,7 +98,10 @@ def test_replay_forgets_phase_a_markedly_less_than_no_replay() -> None:
     that the towers carry the popularity that phase B overwrites: over the fixed counts prior
     (the default) the towers hold less of it and replay's margin is 0.006 (docs/design.md).
     The id tables are on for the same reason: without them (the default) the towers keep
-    almost nothing of phase A either way (HR@10 0.006 with replay, 0.021 without)."""
+    almost nothing of phase A either way (HR@10 0.006 with replay, 0.021 without). Phase B
+    is learned at the full rate (``lr_half_life = 0``): with the default annealing the
+    updates overwrite less of phase A with or without replay, and replay's margin then
+    depends on the seed (docs/design.md)."""
     n_a = n_b = 1500
     config = SyntheticConfig(n_users=40, n_items=320, seed=11)
     switching = SyntheticConfig(
@@ -138,6 +141,7 @@ def test_replay_forgets_phase_a_markedly_less_than_no_replay() -> None:
             mix_towers=(1.0,),
             popularity_prior="learned",
             id_embeddings=True,
+            lr_half_life=0,
         )
         learner = LLMLearner(config)
         learn(learner, 0, n_a)
@@ -150,6 +154,7 @@ def test_replay_forgets_phase_a_markedly_less_than_no_replay() -> None:
         f"\nphase-A HR@10 drop after phase B: with replay {drops[True]:.3f},"
         f" without {drops[False]:.3f}"
     )
-    # measured: drop 0.132 with replay, 0.179 without (seed 11; counts prior: 0.156, 0.162)
+    # measured: drop 0.150 with replay, 0.194 without (seed 11; seeds 3 and 7: 0.155 and
+    # 0.190, 0.117 and 0.164)
     assert drops[False] - drops[True] >= 0.02
     assert after[True] > after[False]

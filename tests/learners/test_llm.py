@@ -311,6 +311,23 @@ def test_a_checkpoint_restores_in_a_fresh_process_to_the_same_vectors_and_next_u
     np.testing.assert_allclose(other["items"], items, atol=1e-6)
 
 
+def test_the_adapters_rate_anneals_with_events_learned_and_the_drift_boost_scales_it() -> None:
+    learner = LLMLearner(LLMConfig(lr=1e-3, lr_floor=0.25, lr_half_life=128))
+    slow, fast = learner.dense_optimizer.param_groups
+    learn(learner, stream(128))  # two steps, the second after 64 events
+    assert slow["lr"] == pytest.approx(1e-3 * (0.25 + 0.75 * 0.5**0.5))
+    assert learner.lr_annealing == pytest.approx(0.25 + 0.75 * 0.5)  # what the next step gets
+    learner.set_boost(lr_factor=3.0)
+    assert slow["lr"] == pytest.approx(1e-3 * 0.625 * 3.0)
+    assert fast["lr"] == pytest.approx(learner.config.embedding_lr * 3.0)  # ids never anneal
+    learner.set_boost()
+    learn(learner, stream(64 * 20, seed=1))
+    assert learner.lr_annealing == pytest.approx(0.25, abs=1e-3)
+    constant = LLMLearner(LLMConfig(lr_half_life=0))
+    learn(constant, stream(128))
+    assert constant.dense_optimizer.param_groups[0]["lr"] == constant.config.lr
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     learner = LLMLearner(LLMConfig())
     learn(learner, stream(64))
