@@ -1,9 +1,11 @@
 """How a run ends: the exit status of ``lorastream run``, and what each failure means for it.
 
 One rule for every place that must tell a refusal (a restart cannot cure it) from a failure:
-the application object (:mod:`stream.app`) and the ranks, whose others stop as rank 0 does
-when it cannot restore (:mod:`stream.ranks`).
+the application object (:mod:`stream.app`), the ranks, whose others stop as rank 0 does
+when it cannot restore (:mod:`stream.ranks`), and the launcher, which restarts a group
+except after an exit in ``NOT_RESTARTED`` (:mod:`stream.launch`).
 
+>>> from stream.checkpoint import CheckpointError, CheckpointWriteError
 >>> status_of(CheckpointError("the checkpoint was made consuming 'clicks'"))
 <ExitStatus.SETUP: 2>
 >>> status_of(CheckpointWriteError("the disk is full")), status_of(ValueError("a bug"))
@@ -13,16 +15,9 @@ when it cannot restore (:mod:`stream.ranks`).
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import cache
 
-from kafka.errors import AuthorizationError
-
-from stream.checkpoint import CheckpointError, CheckpointWriteError
-from stream.clients import StreamSetupError
-from stream.poison import TooManyPoisonRecords
-from stream.publisher import DeliveryError
-from stream.worker import InvalidRecord, WorkerFailed
-
-__all__ = ["ExitStatus", "status_of"]
+__all__ = ["NOT_RESTARTED", "ExitStatus", "status_of"]
 
 
 class ExitStatus(IntEnum):
@@ -35,18 +30,37 @@ class ExitStatus(IntEnum):
     FAILED = 4  # failed while running; nothing past the newest checkpoint was committed
 
 
-#: What each failure means for the exit status (the first match wins).
-_FAILURES: list[tuple[tuple[type[BaseException], ...], ExitStatus]] = [
-    ((CheckpointWriteError, WorkerFailed, TooManyPoisonRecords, DeliveryError), ExitStatus.FAILED),
-    ((StreamSetupError, CheckpointError, AuthorizationError), ExitStatus.SETUP),
-    ((InvalidRecord,), ExitStatus.INVALID_RECORD),
-]
+#: Exit statuses a restart cannot cure: an invalid record under on_invalid=stop, bad settings.
+NOT_RESTARTED = frozenset({ExitStatus.INVALID_RECORD, ExitStatus.SETUP})
+
+
+@cache
+def _failures() -> list[tuple[tuple[type[BaseException], ...], ExitStatus]]:
+    """What each failure means for the exit status (the first match wins). Imported when
+    first asked, so that the launcher (:mod:`stream.launch`) reads the statuses without
+    loading the worker and torch."""
+    from kafka.errors import AuthorizationError
+
+    from stream.checkpoint import CheckpointError, CheckpointWriteError
+    from stream.clients import StreamSetupError
+    from stream.poison import TooManyPoisonRecords
+    from stream.publisher import DeliveryError
+    from stream.worker import InvalidRecord, WorkerFailed
+
+    return [
+        (
+            (CheckpointWriteError, WorkerFailed, TooManyPoisonRecords, DeliveryError),
+            ExitStatus.FAILED,
+        ),
+        ((StreamSetupError, CheckpointError, AuthorizationError), ExitStatus.SETUP),
+        ((InvalidRecord,), ExitStatus.INVALID_RECORD),
+    ]
 
 
 def status_of(exc: BaseException) -> ExitStatus | None:
     """The exit status a known failure means; None for an unforeseen one (a bug: FAILED,
     logged with its stack)."""
-    for kinds, status in _FAILURES:
+    for kinds, status in _failures():
         if isinstance(exc, kinds):
             return status
     return None

@@ -24,13 +24,13 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from stream.exits import NOT_RESTARTED
+
 __all__ = ["launch"]
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 120.0  # after a failure, how long the other ranks may take to stop
-#: exit statuses a restart cannot cure: an invalid record under on_invalid=stop, bad settings
-NOT_RESTARTED = frozenset({1, 2})
 
 
 def launch(args: Sequence[str], world_size: int, max_restarts: int) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,13 @@ def test_the_launcher_does_not_restart_ranks_that_bad_settings_stop(tmp_path: Pa
     result = cli("run", "--world-size", "2", "--learner", "river-mf", "--metrics-port", "0", "-v")
     assert result.returncode == 2, result.stderr
     assert "restarting the group" not in result.stderr
+
+
+def test_the_launcher_loads_neither_the_worker_nor_torch() -> None:
+    """It waits on its ranks for as long as they run: its memory is not a learner's."""
+    probe = "import sys, stream.launch; print({'torch', 'stream.worker'} & set(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "set()"
 
 
 class _TwoRanksSaid:
