@@ -161,7 +161,8 @@ def save(learner: Parts, directory: Path) -> None:
 
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
-    saved = LLMConfig.model_validate(state["config"])
+    # a checkpoint from before the rate annealed (no lr_half_life saved) learned at lr throughout
+    saved = LLMConfig.model_validate({"lr_half_life": 0, **state["config"]})
     was, now = saved.model_dump(exclude=NOT_STATE), learner.config.model_dump(exclude=NOT_STATE)
     if was != now:
         differ = ", ".join(

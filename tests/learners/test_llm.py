@@ -338,6 +338,22 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
 
 
+def test_a_checkpoint_from_before_the_rate_annealed_resumes_only_at_a_constant_rate(
+    tmp_path: Path,
+) -> None:
+    learner = LLMLearner(LLMConfig(lr_half_life=0))
+    learn(learner, stream(64))
+    learner.save(tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["config"]["lr_half_life"], state["config"]["lr_floor"]  # none saved
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(IncompatibleState, match=r"lr_half_life=0 \(now 750\)"):
+        LLMLearner(LLMConfig()).load(tmp_path)
+    resumed = LLMLearner(LLMConfig(lr_half_life=0))
+    resumed.load(tmp_path)
+    assert resumed.updates == learner.updates
+
+
 def test_a_checkpoint_resumes_under_a_new_serving_setting(tmp_path: Path) -> None:
     learner = LLMLearner(LLMConfig(publish_consumed=500))
     learn(learner, stream(64))
