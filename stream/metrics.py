@@ -352,8 +352,9 @@ class WorkerMetrics:
         )
         self.lr_annealing = Gauge(
             p + "learning_rate_annealing",
-            "Fraction of its configured learning rate the adapter learns at, before the drift"
-            " factor (annealed by events learned; 1 where a learner does not anneal)",
+            "Fraction of its configured learning rate the adapter's next update learns at,"
+            " before the drift factor (annealed by events learned; 1 where a learner does not"
+            " anneal); set with each batch",
             registry=r,
         )
         self.drift_boost = Gauge(
