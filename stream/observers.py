@@ -127,6 +127,9 @@ class MetricsRecorder:
 
     def __init__(self, metrics: WorkerMetrics, learner: Learner) -> None:
         self.metrics, self.learner = metrics, learner
+        # a restored learner is already part-way through its schedule; learners without
+        # one learn at their full rate
+        metrics.lr_annealing.set(getattr(learner, "lr_annealing", 1.0))
 
     def __call__(self, s: BatchSummary) -> None:
         m = self.metrics
