@@ -161,8 +161,10 @@ def save(learner: Parts, directory: Path) -> None:
 
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
-    # a checkpoint from before the rate annealed (no lr_half_life saved) learned at lr throughout
-    saved = LLMConfig.model_validate({"lr_half_life": 0, **state["config"]})
+    # a checkpoint from before the rate annealed (no lr_half_life saved) learned at lr
+    # throughout, whatever lr_floor says now
+    before_annealing = {"lr_half_life": 0, "lr_floor": learner.config.lr_floor}
+    saved = LLMConfig.model_validate({**before_annealing, **state["config"]})
     was, now = saved.model_dump(exclude=NOT_STATE), learner.config.model_dump(exclude=NOT_STATE)
     if was != now:
         differ = ", ".join(

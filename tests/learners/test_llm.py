@@ -352,6 +352,7 @@ def test_a_checkpoint_from_before_the_rate_annealed_resumes_only_at_a_constant_r
     resumed = LLMLearner(LLMConfig(lr_half_life=0))
     resumed.load(tmp_path)
     assert resumed.updates == learner.updates
+    LLMLearner(LLMConfig(lr_half_life=0, lr_floor=0.5)).load(tmp_path)  # no effect at 0
 
 
 def test_a_checkpoint_resumes_under_a_new_serving_setting(tmp_path: Path) -> None:
