@@ -127,9 +127,10 @@ class MetricsRecorder:
 
     def __init__(self, metrics: WorkerMetrics, learner: Learner) -> None:
         self.metrics, self.learner = metrics, learner
-        # a restored learner is already part-way through its schedule; learners without
-        # one learn at their full rate
+        # a restored learner is already part-way through its schedule (learners without
+        # one learn at their full rate) and has made its checkpoint's updates
         metrics.lr_annealing.set(getattr(learner, "lr_annealing", 1.0))
+        metrics.model_version.set(learner.updates)
 
     def __call__(self, s: BatchSummary) -> None:
         m = self.metrics

@@ -14,7 +14,7 @@ from stream.metrics import WorkerMetrics
 from stream.observers import MetricsRecorder
 
 
-def test_a_resumed_learners_annealed_rate_is_on_the_gauge_before_its_first_batch(
+def test_a_resumed_learners_rate_and_version_are_on_the_gauges_before_its_first_batch(
     tmp_path: Path,
 ) -> None:
     config = LLMConfig(lr_floor=0.25, lr_half_life=64)
@@ -28,3 +28,4 @@ def test_a_resumed_learners_annealed_rate_is_on_the_gauge_before_its_first_batch
     MetricsRecorder(metrics, resumed)
     gauge = metrics.registry.get_sample_value("lorastream_learning_rate_annealing")
     assert gauge == pytest.approx(0.25 + 0.75 * 0.5)
+    assert metrics.registry.get_sample_value("lorastream_adapter_version") == resumed.updates == 1
