@@ -94,6 +94,7 @@ class DurableState:
             return
         self.has_checkpoint = True
         self.restored = checkpoint.sequence
+        self.metrics.show_learner(self.learner)
         self.recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
         self.book.restore(checkpoint.offsets)
         self.metrics.last_checkpoint.set(checkpoint.manifest.created_at.timestamp())
@@ -192,6 +193,7 @@ class DurableState:
         if restored.behind_damaged:  # what only damaged ones covered is read again
             self.from_earliest = True
         self.restored = checkpoint.sequence
+        self.metrics.show_learner(self.learner)
         self.recent.load_array(checkpoint.stream_arrays()["recent_event_hashes"])
         self.schedule.rewound()
         self.metrics.rewinds.inc()

@@ -24,6 +24,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from learners.base import Learner
 from schemas.dead_letter import RejectCode
 from stream.drift import SIGNALS
 
@@ -390,6 +391,14 @@ class WorkerMetrics:
             "Damaged checkpoints moved aside on restore",
             registry=r,
         )
+
+    def show_learner(self, learner: Learner) -> None:
+        """The gauges that describe the learner rather than a batch: its updates so far and
+        the rate its next update learns at (1 where a learner does not anneal). Set on
+        start, after every restore or roll-back, and with each batch, so a resumed worker
+        shows its checkpoint's values before it learns anything."""
+        self.model_version.set(learner.updates)
+        self.lr_annealing.set(getattr(learner, "lr_annealing", 1.0))
 
     def set_state_sizes(self, sizes: Mapping[str, tuple[float, float]]) -> None:
         """``{state: (entries, capacity)}`` for every bounded state."""

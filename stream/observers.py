@@ -127,10 +127,7 @@ class MetricsRecorder:
 
     def __init__(self, metrics: WorkerMetrics, learner: Learner) -> None:
         self.metrics, self.learner = metrics, learner
-        # a restored learner is already part-way through its schedule (learners without
-        # one learn at their full rate) and has made its checkpoint's updates
-        metrics.lr_annealing.set(getattr(learner, "lr_annealing", 1.0))
-        metrics.model_version.set(learner.updates)
+        metrics.show_learner(learner)
 
     def __call__(self, s: BatchSummary) -> None:
         m = self.metrics
@@ -151,7 +148,7 @@ class MetricsRecorder:
         m.update_duration.observe(s.learn_seconds)
         m.event_to_vector.observe_many(s.latencies)
         m.last_update.set_to_current_time()
-        m.model_version.set(self.learner.updates)
+        m.show_learner(self.learner)
         if s.report.loss is not None and np.isfinite(s.report.loss):
             m.loss.set(s.report.loss)
         if s.report.skipped_update:
@@ -166,7 +163,6 @@ class MetricsRecorder:
             m.prequential.labels(name, part, _ranked_against(report.metrics)).set(value)
         if "replay_ratio" in report.metrics:
             m.replay_ratio.set(report.metrics["replay_ratio"])
-        m.lr_annealing.set(report.metrics.get("lr_annealing", 1.0))
         for percentile in ("50", "99"):
             age = report.metrics.get(f"item_encoding_age_p{percentile}")
             if age is not None:

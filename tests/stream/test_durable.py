@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from learners.base import Learner
+from learners.checks import small_stream
+from learners.llm import LLMLearner
 from learners.river_mf import RiverMFLearner
+from schemas.learner_config import LLMConfig
 from schemas.settings import Settings
+from schemas.vectors import SourcePosition
 from stream.apply import AttemptFailed
 from stream.dedupe import RecentEvents
 from stream.durable import DurableState, WorkerFailed
@@ -17,14 +22,14 @@ from stream.offsets import OffsetBook
 from stream.stages import StageClock
 
 
-def durable_state(tmp_path: Path, max_rewinds: int) -> DurableState:
+def durable_state(tmp_path: Path, max_rewinds: int, learner: Learner | None = None) -> DurableState:
     settings = Settings.load(
         environ={}, checkpoint={"dir": str(tmp_path)}, worker={"max_rewinds": max_rewinds}
     )
     metrics = WorkerMetrics(process=False)
     return DurableState(
         settings,
-        RiverMFLearner(),
+        learner if learner is not None else RiverMFLearner(),
         RecentEvents(100),
         OffsetBook(checkpoints=True),
         metrics,
@@ -95,3 +100,34 @@ def test_a_checkpoint_written_behind_damaged_ones_keeps_reading_from_the_start(
     again = durable_state(tmp_path / "elsewhere", max_rewinds=1)
     again.start(admin=None)
     assert not again.from_earliest
+
+
+def test_a_restored_learners_version_and_rate_are_on_the_gauges_before_its_next_batch(
+    tmp_path: Path,
+) -> None:
+    """Between a restart (or a roll-back) and the next batch an operator sees the
+    checkpoint's updates and annealed rate, not a fresh learner's 0 and full rate."""
+    config = LLMConfig(lr_floor=0.25, lr_half_life=64)
+    events = small_stream(128, 8, 40, 0)
+    at = [SourcePosition(topic="t", partition=0, offset=k) for k in range(128)]
+    first = durable_state(tmp_path, 1, LLMLearner(config))
+    first.learner.learn_many(events[:64], at[:64])
+    first.save({("t", 0): 64})
+
+    resumed = durable_state(tmp_path, 1, LLMLearner(config))
+    metrics = resumed.metrics.registry
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (
+            metrics.get_sample_value("lorastream_adapter_version"),
+            metrics.get_sample_value("lorastream_learning_rate_annealing"),
+        )
+
+    resumed.start(admin=None)
+    after_one_update = (1.0, pytest.approx(0.25 + 0.75 * 0.5))
+    assert gauges() == after_one_update
+    resumed.learner.learn_many(events[64:], at[64:])
+    resumed.metrics.show_learner(resumed.learner)  # as each batch's metrics do
+    assert gauges() == (2.0, pytest.approx(0.25 + 0.75 * 0.25))
+    resumed.roll_back(AttemptFailed("learn", ValueError("a poison record")), None)
+    assert gauges() == after_one_update
