@@ -355,7 +355,7 @@ class WorkerMetrics:
             p + "learning_rate_annealing",
             "Fraction of its configured learning rate the adapter's next update learns at,"
             " before the drift factor (annealed by events learned; 1 where a learner does not"
-            " anneal); set with each batch",
+            " anneal); set on start, after a restore and with each batch",
             registry=r,
         )
         self.drift_boost = Gauge(
