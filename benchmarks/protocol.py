@@ -218,6 +218,19 @@ def _mean(values: Sequence[float] | np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
+def difference_se(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard error of ``mean(a) − mean(b)`` for two independent samples of hits (a hit
+    is fractional where ties share a slot), so a bar on a difference can be read against
+    its noise.
+
+    >>> round(difference_se(np.array([1, 0] * 50), np.array([1, 0, 0, 0] * 25)), 4)
+    0.0661
+    """
+    if not len(a) or not len(b):
+        return float("nan")
+    return float(np.sqrt(np.var(a) / len(a) + np.var(b) / len(b)))
+
+
 def rows_for(
     run: StreamRun, results: dict[str, Outcomes], contenders: Sequence[Contender]
 ) -> list[Row]:
@@ -259,13 +272,15 @@ def _rows_of(run: StreamRun, name: str, t: Outcomes, seconds: float, catalog: in
 def _change_rows(
     run: StreamRun, name: str, t: Outcomes, hit: np.ndarray, at: np.ndarray
 ) -> list[Row]:
-    """Forgetting (unchanged users) and recovery (changed users) around the change point."""
+    """Forgetting (unchanged users' HR@10 in the window before the change minus the window
+    after, with its standard error) and recovery (changed users) around the change point."""
     assert run.change_at is not None
     cp, window = run.change_at, max(500, len(run.events) // 10)
     changed = np.array([u in run.changed_users for u in t.user])
     before = (at >= cp - window) & (at < cp)
     after = (at >= cp) & (at < cp + window)
     drop = _mean(hit[before & ~changed]) - _mean(hit[after & ~changed])
+    drop_se = difference_se(hit[before & ~changed], hit[after & ~changed])
     baseline = _mean(hit[before & changed])
     recovery = float(len(run.events) - cp)  # censored: never recovered within the stream
     mine = np.flatnonzero(changed & (at >= cp))
@@ -276,5 +291,6 @@ def _change_rows(
             break
     return [
         Row(name, run.name, "forgetting_hr_at_10_drop", drop, ""),
+        Row(name, run.name, "forgetting_hr_at_10_drop_se", drop_se, ""),
         Row(name, run.name, "recovery_events", recovery, "events"),
     ]

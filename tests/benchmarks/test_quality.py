@@ -180,6 +180,7 @@ def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
             "coverage_at_10",
             "exposure_gini",
             "forgetting_hr_at_10_drop",
+            "forgetting_hr_at_10_drop_se",
             "recovery_events",
         ):
             assert (c.name, metric) in metrics
