@@ -20,7 +20,14 @@ from learners.ledger import EventLedger
 from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
 
-__all__ = ["CatchUp", "IncompatibleState", "LearnReport", "Learner", "VectorBatch"]
+__all__ = [
+    "CatchUp",
+    "IncompatibleState",
+    "LearnReport",
+    "Learner",
+    "LearnerInfo",
+    "VectorBatch",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,15 @@ class CatchUp:
     behind: int = 0
 
 
+@dataclass(frozen=True)
+class LearnerInfo:
+    """What a learner is, for the worker's build-info metric: the model it learns (a
+    backbone's name, or the learner's kind where it has none) and the device it runs on."""
+
+    model: str
+    device: str = "cpu"
+
+
 class IncompatibleState(ValueError):
     """Saved state this learner cannot resume: intact, but made with settings that shape the
     state differently. A configuration mistake, not damage."""
@@ -93,6 +109,17 @@ class Learner(Protocol):
     @property
     def updates(self) -> int:
         """Updates applied so far (the adapter version)."""
+        ...
+
+    @property
+    def lr_annealing(self) -> float:
+        """The factor a learning-rate schedule puts on the next update, in (0, 1]; 1 for
+        a learner without one. Part of the state: a restored learner has the saved one."""
+        ...
+
+    @property
+    def info(self) -> LearnerInfo:
+        """The model and device, for the build-info metric."""
         ...
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:

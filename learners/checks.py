@@ -126,7 +126,8 @@ def check_state_stays_within_its_bounds(make: Callable[[], Learner]) -> None:
 
 def check_save_then_load_gives_the_same_next_update(make: Callable[[], Learner]) -> None:
     """A learner restored from a checkpoint is indistinguishable from the one saved: the
-    same vectors now and after the next batch (which brings a new user and item)."""
+    same vectors and learning-rate schedule now and after the next batch (which brings a
+    new user and item)."""
     events = small_stream(128)
     later = [*events[96:], _newcomer(events[-1])]
     saved, restored = make(), make()
@@ -135,6 +136,8 @@ def check_save_then_load_gives_the_same_next_update(make: Callable[[], Learner])
         saved.save(Path(tmp))
         restored.load(Path(tmp))
     _same_vectors(saved, restored)
+    assert 0.0 < saved.lr_annealing <= 1.0
+    assert restored.lr_annealing == saved.lr_annealing, "the schedule restarted on restore"
     for learner in (saved, restored):
         _learn(learner, later, 96)
     _same_vectors(saved, restored)

@@ -33,7 +33,7 @@ import torch
 
 from learners import llm_state
 from learners.backbone import Backbone, load_backbone
-from learners.base import CatchUp, LearnReport, VectorBatch
+from learners.base import CatchUp, LearnerInfo, LearnReport, VectorBatch
 from learners.cooccurrence import Cooccurrence
 from learners.data_parallel import Shard
 from learners.feedback import Feedback, HistoryKind, classify
@@ -122,8 +122,8 @@ class LLMLearner:
         return f"{self.kind}:{self.config.model}:a{self._updates}"
 
     @property
-    def model_name(self) -> str:
-        return self.config.model
+    def info(self) -> LearnerInfo:
+        return LearnerInfo(model=self.config.model, device=str(self.device))
 
     @property
     def ledger(self) -> EventLedger:

@@ -177,8 +177,8 @@ class App:
         return {
             "version": version("lorastream"),
             "learner": learner.kind,
-            "model": str(getattr(learner, "model_name", learner.kind)),
-            "device": str(getattr(learner, "device", "cpu")),
+            "model": learner.info.model,
+            "device": learner.info.device,
         }
 
 

@@ -398,7 +398,7 @@ class WorkerMetrics:
         start, after every restore or roll-back, and with each batch, so a resumed worker
         shows its checkpoint's values before it learns anything."""
         self.model_version.set(learner.updates)
-        self.lr_annealing.set(getattr(learner, "lr_annealing", 1.0))
+        self.lr_annealing.set(learner.lr_annealing)
 
     def set_state_sizes(self, sizes: Mapping[str, tuple[float, float]]) -> None:
         """``{state: (entries, capacity)}`` for every bounded state."""

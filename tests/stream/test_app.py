@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 
 import pytest
 from helpers import create_topic, event_record, make_events, send_raw
@@ -48,6 +49,9 @@ def test_a_stopped_worker_ends_ok(make_settings: Callable[..., Settings]) -> Non
     running = App(settings, learner=RiverMFLearner(), metrics=WorkerMetrics(process=False)).start()
     assert running.wait(3) is None, "still running"
     assert running.stop() is ExitStatus.OK
+    build = {"version": version("lorastream"), "learner": "river-mf", "model": "river-mf"}
+    sample = running.app.metrics.registry.get_sample_value
+    assert sample("lorastream_build_info", {**build, "device": "cpu"}) == 1.0
 
 
 def test_a_checkpoint_of_other_learner_settings_ends_with_setup_and_stays(

@@ -263,7 +263,7 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         assert sample("lorastream_vectors_behind_updates", {"kind": "user"}) == 0
         assert sample("lorastream_item_encodings_behind") == 0
         assert learner.catch_up(0).behind == 0
-        annealed = getattr(learner, "lr_annealing", 1.0)  # River's rate does not anneal
+        annealed = learner.lr_annealing
         assert sample("lorastream_learning_rate_annealing") == pytest.approx(annealed)
         assert kind == "river-mf" or 0.2 < annealed < 1.0  # 200 events of a 750 half-life
     finally:
