@@ -93,6 +93,7 @@ class LLMLearner:
         self._updates = 0
         self.skipped_updates = 0
         self._lr_factor, self._replay_factor = 1.0, 1.0
+        self._batch_share = 1.0  # of lr_batch_events, in the step being taken
         self.adapter = [p for p in self.backbone.model.parameters() if p.requires_grad]
         self.dense_optimizer = torch.optim.AdamW(
             [
@@ -156,14 +157,22 @@ class LLMLearner:
         self._lr_factor, self._replay_factor = lr_factor, replay_factor
         self._set_rates()
 
-    def _set_rates(self) -> None:
+    def _set_rates(self, events: int | None = None) -> None:
         """The optimisers' rates now: the adapter's group annealed by events learned, every
-        group scaled by the drift policy's boost."""
+        group scaled by the drift policy's boost and by the step's share of a full batch.
+        Adam moves each parameter by about its rate per step whatever the batch holds, so
+        eight steps of 8 events at whole rates would move it about eight times as far as one
+        step of 64; scaled, how the stream is cut into batches below ``lr_batch_events``
+        leaves what is learned about the same (docs/design.md)."""
+        c = self.config
+        if events is not None:
+            self._batch_share = min(1.0, events / c.lr_batch_events) if c.lr_batch_events else 1.0
+        scale = self._lr_factor * self._batch_share
         slow, fast = self.dense_optimizer.param_groups
-        slow["lr"] = slow["base"] * self.lr_annealing * self._lr_factor
-        fast["lr"] = fast["base"] * self._lr_factor
+        slow["lr"] = slow["base"] * self.lr_annealing * scale
+        fast["lr"] = fast["base"] * scale
         for group in self.sparse_optimizer.param_groups:
-            group["lr"] = self.config.embedding_lr * self._lr_factor
+            group["lr"] = c.embedding_lr * scale
 
     @property
     def lr_annealing(self) -> float:
@@ -189,7 +198,7 @@ class LLMLearner:
         )
         batch, counts = self._walk(events, positions)
         replayed = self._replayed(len(batch.examples))
-        self._set_rates()
+        self._set_rates(len(events))
         step = self._step(batch, replayed)
         self._apply_counts(counts, len(events))
         if self.config.replay.enabled:

@@ -161,10 +161,11 @@ def save(learner: Parts, directory: Path) -> None:
 
 def load(learner: Parts, directory: Path) -> Restored:
     state = load_json(directory / "state.json")
-    # a checkpoint from before the rate annealed (no lr_half_life saved) learned at lr
-    # throughout, whatever lr_floor says now
-    before_annealing = {"lr_half_life": 0, "lr_floor": learner.config.lr_floor}
-    saved = LLMConfig.model_validate({**before_annealing, **state["config"]})
+    # a setting a checkpoint does not name did not exist when it was made: read it as what
+    # the learner did then (before the rate annealed it learned at lr throughout, whatever
+    # lr_floor says now; before rates followed the batch's size every step had them whole)
+    earlier = {"lr_half_life": 0, "lr_floor": learner.config.lr_floor, "lr_batch_events": 0}
+    saved = LLMConfig.model_validate({**earlier, **state["config"]})
     was, now = saved.model_dump(exclude=NOT_STATE), learner.config.model_dump(exclude=NOT_STATE)
     if was != now:
         differ = ", ".join(

@@ -266,6 +266,13 @@ class LLMConfig(BaseModel):
     embedding_lr: float = Field(
         default=0.01, gt=0, description="id embeddings, item biases and score-balance scalars"
     )
+    lr_batch_events: int = Field(
+        default=64,
+        ge=0,
+        description="the batch the rates are set for: a step on fewer events learns at every"
+        " rate times events / lr_batch_events, so batches closed early learn what one full"
+        " batch would; 0: the same rates for any batch",
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     proximal_weight: float = Field(

@@ -79,7 +79,7 @@ def test_prequential_hr_rises_within_a_few_hundred_events_and_beats_no_updates()
     ):
         learner = LLMLearner(llm)
         learner.observe_items(catalog_events(SyntheticStream(config)))
-        results[name] = hit_rates(learner, events, items)
+        results[name] = hit_rates(learner, events, items, batch=64)  # whole rates
     start, later = window(results["trained"], 0, 200), window(results["trained"], 400, 1600)
     frozen = window(results["frozen"], 400, 1600)
     print(

@@ -328,6 +328,38 @@ def test_the_adapters_rate_anneals_with_events_learned_and_the_drift_boost_scale
     assert constant.dense_optimizer.param_groups[0]["lr"] == constant.config.lr
 
 
+def test_a_batch_smaller_than_lr_batch_events_learns_at_its_share_of_the_rates() -> None:
+    learner = LLMLearner(LLMConfig(lr=1e-3, lr_half_life=0, lr_batch_events=64))
+    slow, fast = learner.dense_optimizer.param_groups
+    learn(learner, stream(16), batch=16)
+    assert (slow["lr"], fast["lr"]) == pytest.approx((1e-3 / 4, learner.config.embedding_lr / 4))
+    sparse = learner.sparse_optimizer.param_groups[0]
+    assert sparse["lr"] == pytest.approx(learner.config.embedding_lr / 4)
+    learner.set_boost(lr_factor=2.0)  # the boost keeps the step's share
+    assert slow["lr"] == pytest.approx(1e-3 / 2)
+    learner.set_boost()
+    learn(learner, stream(128, seed=1), batch=128, start=16)  # a larger batch: whole rates
+    assert slow["lr"] == pytest.approx(1e-3)
+
+
+def test_eight_small_steps_move_the_adapter_about_as_far_as_one_full_one() -> None:
+    """Cut into batches of 8, 64 events move the adapter about as far as in one batch;
+    at whole rates (``lr_batch_events = 0``) eight Adam steps move it several times as far."""
+    events = stream(64)
+
+    def moved(batch: int, lr_batch_events: int) -> float:
+        learner = LLMLearner(LLMConfig(lr_half_life=0, lr_batch_events=lr_batch_events))
+        start = [p.detach().clone() for p in learner.adapter]
+        learn(learner, events, batch=batch)
+        pairs = zip(learner.adapter, start, strict=True)
+        return float(sum((p.detach() - s).norm() ** 2 for p, s in pairs))
+
+    # squared distances; measured: scaled 0.99 × full, whole 48 × full
+    full, scaled, whole = moved(64, 64), moved(8, 64), moved(8, 0)
+    assert 0.3 * full < scaled < 2 * full
+    assert whole > 4 * full
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     learner = LLMLearner(LLMConfig())
     learn(learner, stream(64))
@@ -353,6 +385,20 @@ def test_a_checkpoint_from_before_the_rate_annealed_resumes_only_at_a_constant_r
     resumed.load(tmp_path)
     assert resumed.updates == learner.updates
     LLMLearner(LLMConfig(lr_half_life=0, lr_floor=0.5)).load(tmp_path)  # no effect at 0
+
+
+def test_a_checkpoint_from_before_rates_followed_the_batch_resumes_only_at_whole_rates(
+    tmp_path: Path,
+) -> None:
+    learner = LLMLearner(LLMConfig(lr_batch_events=0))
+    learn(learner, stream(64))
+    learner.save(tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["config"]["lr_batch_events"]  # none saved
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(IncompatibleState, match=r"lr_batch_events=0 \(now 64\)"):
+        LLMLearner(LLMConfig()).load(tmp_path)
+    LLMLearner(LLMConfig(lr_batch_events=0)).load(tmp_path)
 
 
 def test_a_checkpoint_resumes_under_a_new_serving_setting(tmp_path: Path) -> None:
