@@ -94,6 +94,8 @@ class App:
         """The worker, with its learner and observers (builds the learner when needed)."""
         if self.worker is None:
             self.metrics.build_info.info(self._build_info())
+            if (warning := partial_rate_warning(self.settings)) is not None:
+                log.warning(warning)
             learner, shard = self.learner, self.shard
             if shard is None:
                 self.worker = Worker(
@@ -221,6 +223,26 @@ class Running:
         if status is None:
             raise TimeoutError(f"the worker did not stop within {limit:.0f}s")
         return status
+
+
+def partial_rate_warning(settings: Settings) -> str | None:
+    """What to tell an operator whose batches can never reach the LLM learner's whole rates.
+
+    >>> from schemas.settings import Settings
+    >>> partial_rate_warning(Settings(learner={"kind": "llm"})) is None
+    True
+    >>> small = Settings(learner={"kind": "llm"}, batch={"max_events": 16})
+    >>> print(partial_rate_warning(small).split(": ")[1])  # doctest: +ELLIPSIS
+    every step learns at 16/64 of the learner's rates; set ... = 16 for whole rates
+    """
+    full, most = settings.learner.llm.lr_batch_events, settings.batch.max_events
+    if settings.learner.kind != "llm" or not full or most >= full:
+        return None
+    return (
+        f"batch.max_events ({most}) is under learner.llm.lr_batch_events ({full}): every step"
+        f" learns at {most}/{full} of the learner's rates; set learner.llm.lr_batch_events ="
+        f" {most} for whole rates"
+    )
 
 
 def _install_signals(stop: Callable[[], None]) -> None:
