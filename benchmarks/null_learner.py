@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learners.base import CatchUp, LearnerInfo, LearnReport, VectorBatch
+from learners.base import CatchUp, LearnReport, Unscheduled, VectorBatch
 from learners.ledger import EventLedger
 from schemas.events import InteractionEvent
 from schemas.vectors import SourcePosition
@@ -31,7 +31,7 @@ from schemas.vectors import SourcePosition
 __all__ = ["NullLearner"]
 
 
-class NullLearner:
+class NullLearner(Unscheduled):
     """Learns nothing; one fixed ``dim``-vector per known user and item."""
 
     kind = "null"
@@ -56,14 +56,6 @@ class NullLearner:
     @property
     def updates(self) -> int:
         return self._updates
-
-    @property
-    def lr_annealing(self) -> float:
-        return 1.0  # no schedule: every update learns at the configured rate
-
-    @property
-    def info(self) -> LearnerInfo:
-        return LearnerInfo(model=self.kind)
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
         pass

@@ -26,6 +26,7 @@ __all__ = [
     "LearnReport",
     "Learner",
     "LearnerInfo",
+    "Unscheduled",
     "VectorBatch",
 ]
 
@@ -83,6 +84,21 @@ class LearnerInfo:
 
     model: str
     device: str = "cpu"
+
+
+class Unscheduled:
+    """The protocol's descriptive part for a learner without a learning-rate schedule or a
+    backbone: every update at the configured rate, the model named by the learner's kind."""
+
+    kind: str
+
+    @property
+    def lr_annealing(self) -> float:
+        return 1.0
+
+    @property
+    def info(self) -> LearnerInfo:
+        return LearnerInfo(model=self.kind)
 
 
 class IncompatibleState(ValueError):

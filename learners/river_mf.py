@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from river import optim, reco
 
-from learners.base import CatchUp, LearnerInfo, LearnReport, VectorBatch
+from learners.base import CatchUp, LearnReport, Unscheduled, VectorBatch
 from learners.feedback import classify
 from learners.history import Interaction, UserHistory, marker_of
 from learners.ledger import EventLedger
@@ -58,7 +58,7 @@ def interaction_of(event: InteractionEvent, snippet_chars: int = 160) -> Interac
     )
 
 
-class RiverMFLearner:
+class RiverMFLearner(Unscheduled):
     """Online ``river.reco.BiasedMF`` behind the :class:`~learners.base.Learner` protocol."""
 
     kind = "river-mf"
@@ -105,14 +105,6 @@ class RiverMFLearner:
     @property
     def updates(self) -> int:
         return self._updates
-
-    @property
-    def lr_annealing(self) -> float:
-        return 1.0  # no schedule: every update learns at the configured rate
-
-    @property
-    def info(self) -> LearnerInfo:
-        return LearnerInfo(model=self.kind)
 
     def set_boost(self, lr_factor: float = 1.0, replay_factor: float = 1.0) -> None:
         """Scale the SGD learning rates, at most to ``max_learning_rate`` (River MF has no

@@ -370,15 +370,23 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
         LLMLearner(LLMConfig(history_len=7)).load(tmp_path)
 
 
+def saved_without(config: LLMConfig, directory: Path, *settings: str) -> LLMLearner:
+    """A learner of ``config`` after one batch, saved as a checkpoint made before
+    ``settings`` existed (its state names none of them)."""
+    learner = LLMLearner(config)
+    learn(learner, stream(64))
+    learner.save(directory)
+    state = json.loads((directory / "state.json").read_text())
+    for name in settings:
+        del state["config"][name]
+    (directory / "state.json").write_text(json.dumps(state))
+    return learner
+
+
 def test_a_checkpoint_from_before_the_rate_annealed_resumes_only_at_a_constant_rate(
     tmp_path: Path,
 ) -> None:
-    learner = LLMLearner(LLMConfig(lr_half_life=0))
-    learn(learner, stream(64))
-    learner.save(tmp_path)
-    state = json.loads((tmp_path / "state.json").read_text())
-    del state["config"]["lr_half_life"], state["config"]["lr_floor"]  # none saved
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    learner = saved_without(LLMConfig(lr_half_life=0), tmp_path, "lr_half_life", "lr_floor")
     with pytest.raises(IncompatibleState, match=r"lr_half_life=0 \(now 750\)"):
         LLMLearner(LLMConfig()).load(tmp_path)
     resumed = LLMLearner(LLMConfig(lr_half_life=0))
@@ -390,12 +398,7 @@ def test_a_checkpoint_from_before_the_rate_annealed_resumes_only_at_a_constant_r
 def test_a_checkpoint_from_before_rates_followed_the_batch_resumes_only_at_whole_rates(
     tmp_path: Path,
 ) -> None:
-    learner = LLMLearner(LLMConfig(lr_batch_events=0))
-    learn(learner, stream(64))
-    learner.save(tmp_path)
-    state = json.loads((tmp_path / "state.json").read_text())
-    del state["config"]["lr_batch_events"]  # none saved
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    saved_without(LLMConfig(lr_batch_events=0), tmp_path, "lr_batch_events")
     with pytest.raises(IncompatibleState, match=r"lr_batch_events=0 \(now 64\)"):
         LLMLearner(LLMConfig()).load(tmp_path)
     LLMLearner(LLMConfig(lr_batch_events=0)).load(tmp_path)
