@@ -24,7 +24,7 @@ popularity decayed with several half-lives. Scores are computed in bulk with num
 >>> knn.learn([click("a", "x"), click("a", "y"), click("b", "x"), click("b", "y"),
 ...            click("c", "x")])
 >>> knn.scores(["c"], ["x", "y", "z"]).round(2).tolist()   # c likes x; x goes with y
-[[1.0, 0.82, 0.0]]
+[[1.0, 0.82, -inf]]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from schemas.events import InteractionEvent
 
 __all__ = [
     "EASE",
+    "UNLEARNED",
     "Blend",
     "CategoryAffinity",
     "Counts",
@@ -47,6 +48,12 @@ __all__ = [
     "SessionKNN",
     "is_positive",
 ]
+
+#: The score of an item a contender has learned nothing about: ranked last. The protocol's
+#: candidates include a batch's new items, and most of those are the truth of a test in
+#: that batch (someone interacts with them there), so a contender that scored them 0 above
+#: known items scored below 0 would be told answers.
+UNLEARNED = -math.inf
 
 
 def is_positive(event: InteractionEvent, threshold: float = 3.5) -> bool:
@@ -184,8 +191,9 @@ class _Simple:
         pass
 
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """[U, items]; an item never counted is -inf (ranked last: see :data:`UNLEARNED`)."""
         cols = self.counts.columns(items)
-        out = np.zeros((len(users), len(items)))
+        out = np.full((len(users), len(items)), UNLEARNED)
         known = cols >= 0
         if known.any():
             out[:, known] = self._scores(users, cols[known])
@@ -277,7 +285,7 @@ class SessionKNN(_Simple):
 class EASE(_Simple):
     """EASE (Steck 2019): ``B = I - P / diag(P)``, ``P = (XᵀX + λI)⁻¹``, refitted every
     ``every`` events on all positives so far; a user's score is their history times B.
-    Items newer than the last fit score 0."""
+    Items newer than the last fit are :data:`UNLEARNED`."""
 
     def __init__(self, counts: Counts, lam: float = 200.0, every: int = 5000) -> None:
         super().__init__(counts)
@@ -302,8 +310,8 @@ class EASE(_Simple):
 
     def _scores(self, users: Sequence[str], cols: np.ndarray) -> np.ndarray:
         n = self._B.shape[0]
-        out = np.zeros((len(users), len(cols)))
         fitted = cols < n
+        out = np.where(fitted, 0.0, UNLEARNED)[None, :].repeat(len(users), axis=0)
         for row, user in enumerate(users):
             past = np.asarray(self.counts.history.get(user, []), dtype=np.int64)
             past = past[past < n]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchmarks.baselines import UNLEARNED
 from learners.river_mf import RiverMFLearner
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, RiverMFConfig
@@ -53,7 +54,7 @@ class RiverMF(_Timed):
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         m, k = self.learner._model, self.learner.config.n_factors
         q = np.zeros((len(items), k))
-        b = np.zeros(len(items))
+        b = np.full(len(items), UNLEARNED)
         for col, item in enumerate(items):
             if item in m.i_latents:
                 q[col] = m.i_latents[item]

@@ -7,7 +7,9 @@ batch itself, which the contenders observed — and the true item's rank gives H
 NDCG@10 (ties broken fairly: a constant scorer gets chance). The batch's new items are all
 candidates, not only those that are tests: were they not, an item first seen in this
 batch would be a candidate only if it were a test's truth, and a contender favouring new
-items would be told the answer.
+items would be told the answer. Most of them are still some test's truth, so a contender
+ranks an item it has learned nothing about last (``baselines.UNLEARNED``); lorastream
+ranks a new item by its text under the lowest popularity prior (no counts yet).
 Items the user already interacted with are excluded where ``exclude_seen`` (MovieLens:
 people rarely rate a movie twice), as recommendations exclude them — and there a positive on
 such an item (a tag on a movie rated before) is no test: it could never be recommended, and

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from benchmarks.baselines import Counts
+from benchmarks.baselines import UNLEARNED, Counts
 from schemas.events import InteractionEvent
 
 __all__ = ["SASRec"]
@@ -95,8 +95,8 @@ class SASRec:
 
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         cols = self.counts.columns(items)
-        out = np.zeros((len(users), len(items)))
         known = (cols >= 0) & (cols < self.capacity)
+        out = np.where(known, 0.0, UNLEARNED)[None, :].repeat(len(users), axis=0)
         if not users or not known.any():
             return out
         self.net.eval()
@@ -105,7 +105,7 @@ class SASRec:
             rows = torch.as_tensor(cols[known] + 1)
             out[:, known] = (last @ self.net.items.weight[rows].T).numpy()
         has_history = np.array([bool(self.counts.history.get(u)) for u in users])
-        out[~has_history] = 0.0
+        out[np.ix_(~has_history, known)] = 0.0
         return out
 
     def learn(self, events: Sequence[InteractionEvent]) -> None:

@@ -14,6 +14,7 @@ import pytest
 from benchmarks import harness
 from benchmarks.baselines import (
     EASE,
+    UNLEARNED,
     Blend,
     CategoryAffinity,
     Counts,
@@ -24,6 +25,7 @@ from benchmarks.baselines import (
 from benchmarks.contenders import RiverMF
 from benchmarks.protocol import StreamRun, evaluate, gini, rows_for
 from benchmarks.quality import synthetic_run
+from benchmarks.sasrec import SASRec
 from schemas.events import InteractionEvent
 
 
@@ -233,7 +235,7 @@ def test_decayed_popularity_prefers_the_recent_favourite_and_no_decay_the_all_ti
         c.learn(events)
     assert short.scores(["w"], ["x", "y"]).argmax() == 1
     assert forever.scores(["w"], ["x", "y"]).argmax() == 0
-    assert forever.scores(["w"], ["x", "y", "new"])[0].tolist() == [6.0, 3.0, 0.0]
+    assert forever.scores(["w"], ["x", "y", "new"])[0].tolist() == [6.0, 3.0, UNLEARNED]
 
 
 def test_item_knn_and_ease_recommend_what_co_occurs_with_the_users_items() -> None:
@@ -251,6 +253,22 @@ def test_item_knn_and_ease_recommend_what_co_occurs_with_the_users_items() -> No
     # a user with no history gets popularity from the blend, nothing from item-kNN
     assert knn.scores(["new"], items).tolist() == [[0.0, 0.0, 0.0]]
     assert items[int(blend.scores(["new"], items).argmax())] == "z"
+
+
+def test_an_item_a_contender_has_not_learned_ranks_below_every_item_it_has() -> None:
+    """A batch's new items are candidates because someone takes them in that batch: scored
+    0 above learned items scored below 0, they would be handed the tests' answers."""
+    pairs = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "z"), ("c", "y"), ("c", "z")]
+    counts = Counts(half_lives=[float("inf")])
+    ease, river, sasrec = EASE(counts, lam=1.0, every=100), RiverMF(), SASRec(counts)
+    for c in (ease, river, sasrec):
+        c.learn(_stream(pairs))
+    ease.learn(_stream([("d", "late")]))  # counted, but EASE has not refitted since
+    items = ["x", "y", "z", "late", "new"]
+    for c, unlearned in ((ease, {"late", "new"}), (river, {"late", "new"}), (sasrec, {"new"})):
+        scores = c.scores(["a", "d"], items)
+        for k, item in enumerate(items):
+            assert (scores[:, k] == UNLEARNED).all() == (item in unlearned), (c.name, item)
 
 
 def test_category_affinity_ranks_by_popularity_within_the_users_categories() -> None:
