@@ -285,13 +285,14 @@ class SessionKNN(_Simple):
 class EASE(_Simple):
     """EASE (Steck 2019): ``B = I - P / diag(P)``, ``P = (XᵀX + λI)⁻¹``, refitted every
     ``every`` events on all positives so far; a user's score is their history times B.
-    Items newer than the last fit are :data:`UNLEARNED`."""
+    Items without a positive at the last fit are :data:`UNLEARNED`."""
 
     def __init__(self, counts: Counts, lam: float = 200.0, every: int = 5000) -> None:
         super().__init__(counts)
         self.lam, self.every = lam, every
         self.name = f"EASE (λ={lam:g}, refit every {every})"
         self._B = np.zeros((0, 0), dtype=np.float32)
+        self._positive = np.zeros(0, dtype=bool)  # [n at the fit] had a positive by then
         self._fitted_at = -every
 
     def _learned(self, events: Sequence[InteractionEvent]) -> None:
@@ -306,11 +307,12 @@ class EASE(_Simple):
         B = -P / np.diagonal(P)[None, :]
         B[np.diag_indices(n)] = 0.0
         self._B = B.astype(np.float32)
+        self._positive = np.diagonal(self.counts.cooc)[:n] > 0
         self._fitted_at = self.counts.t
 
     def _scores(self, users: Sequence[str], cols: np.ndarray) -> np.ndarray:
         n = self._B.shape[0]
-        fitted = cols < n
+        fitted = (cols < n) & self._positive[np.minimum(cols, n - 1)] if n else cols < 0
         out = np.where(fitted, 0.0, UNLEARNED)[None, :].repeat(len(users), axis=0)
         for row, user in enumerate(users):
             past = np.asarray(self.counts.history.get(user, []), dtype=np.int64)

@@ -73,6 +73,15 @@ class Constant:
         pass
 
 
+class Unlearned(Constant):
+    """Has learned nothing: every item ranks last, so all tie (chance among candidates)."""
+
+    name = "unlearned"
+
+    def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        return np.full((len(users), len(items)), UNLEARNED)
+
+
 class Newest:
     """Scores the items it first observed in the current batch above all others."""
 
@@ -161,10 +170,11 @@ def test_where_seen_items_are_excluded_a_positive_on_one_is_no_test() -> None:
         (False, [*range(22)], 10 / 21),
     ):
         run = StreamRun("hand", rated + later, exclude_seen)
-        results = evaluate(run, [Constant()], batch=20, progress_every=0)
-        assert results["constant"].at == tested
-        # m-new among the 20 movies rated before, or alone once they are left out
-        assert results["constant"].hit[-1] == pytest.approx(hit)
+        results = evaluate(run, [Constant(), Unlearned()], batch=20, progress_every=0)
+        for name in ("constant", "unlearned"):
+            assert results[name].at == tested
+            # m-new among the 20 movies rated before, or alone once they are left out
+            assert results[name].hit[-1] == pytest.approx(hit), name
 
 
 def test_popularity_and_river_are_scored_and_reported_with_change_metrics(
@@ -210,7 +220,7 @@ def test_gini_is_zero_for_equal_exposure_and_near_one_when_one_item_takes_all() 
     assert 0.0 < gini([1, 2, 3, 4]) < 0.75
 
 
-def _stream(pairs: list[tuple[str, str]]) -> list[InteractionEvent]:
+def _stream(pairs: list[tuple[str, str]], kind: str = "click") -> list[InteractionEvent]:
     from datetime import UTC, datetime, timedelta
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
@@ -219,7 +229,7 @@ def _stream(pairs: list[tuple[str, str]]) -> list[InteractionEvent]:
             event_id=f"e{k}",
             user_id=u,
             item_id=i,
-            event_type="click",  # type: ignore[arg-type]
+            event_type=kind,  # type: ignore[arg-type]
             timestamp=t + timedelta(seconds=k),
         )
         for k, (u, i) in enumerate(pairs)
@@ -259,14 +269,20 @@ def test_an_item_a_contender_has_not_learned_ranks_below_every_item_it_has() -> 
     """A batch's new items are candidates because someone takes them in that batch: scored
     0 above learned items scored below 0, they would be handed the tests' answers."""
     pairs = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "z"), ("c", "y"), ("c", "z")]
-    counts = Counts(half_lives=[float("inf")])
-    ease, river, sasrec = EASE(counts, lam=1.0, every=100), RiverMF(), SASRec(counts)
-    for c in (ease, river, sasrec):
-        c.learn(_stream(pairs))
-    ease.learn(_stream([("d", "late")]))  # counted, but EASE has not refitted since
-    items = ["x", "y", "z", "late", "new"]
-    for c, unlearned in ((ease, {"late", "new"}), (river, {"late", "new"}), (sasrec, {"new"})):
-        scores = c.scores(["a", "d"], items)
+    first = [*_stream(pairs), _stream([("a", "shown")], kind="impression")[0]]
+    then = _stream([("d", "late"), ("d", "shown")])
+    ease = EASE(Counts(half_lives=[float("inf")]), lam=1.0, every=100)
+    river, sasrec = RiverMF(), SASRec(Counts(half_lives=[float("inf")]))
+    for batch in (first, then):  # EASE refits on the first batch only
+        for c in (ease, river, sasrec):
+            c.learn(batch)
+    items = ["x", "y", "z", "shown", "late", "new"]
+    for c, unlearned in (
+        (ease, {"shown", "late", "new"}),  # "shown" had no positive at the fit
+        (river, {"new"}),
+        (sasrec, {"new"}),
+    ):
+        scores = c.scores(["a", "d", "stranger"], items)  # a user with no history too
         for k, item in enumerate(items):
             assert (scores[:, k] == UNLEARNED).all() == (item in unlearned), (c.name, item)
 
