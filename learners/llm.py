@@ -228,7 +228,6 @@ class LLMLearner:
             "learn_seconds": seconds,
             "replay_fill": len(self.replay) / c.capacity,
             "replay_ratio": c.ratio * self._replay_factor if c.enabled else 0.0,
-            "lr_annealing": self.lr_annealing,
             "mix_knn": self.mix.knn,
             "mix_towers": self.mix.towers,
         }

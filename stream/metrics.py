@@ -312,10 +312,12 @@ class WorkerMetrics:
             ["metric", "part", "ranked_against"],
             registry=r,
         )
-        self.learner_stat = Gauge(
-            p + "learner_state",
-            "Learner state sizes and settings (replay fill, users, items...)",
-            ["name"],
+        self.score_mix = Gauge(
+            p + "score_mix",
+            "Weight the served score gives a part, chosen online by prequential hit rate:"
+            " knn, item-kNN's share of the score; towers, the towers' weight beside the"
+            " popularity prior in the rest (0: nothing the towers learned is served)",
+            ["part"],
             registry=r,
         )
         self.state_entries = Gauge(

@@ -163,6 +163,10 @@ class MetricsRecorder:
             m.prequential.labels(name, part, _ranked_against(report.metrics)).set(value)
         if "replay_ratio" in report.metrics:
             m.replay_ratio.set(report.metrics["replay_ratio"])
+        for part in ("knn", "towers"):
+            weight = report.metrics.get(f"mix_{part}")
+            if weight is not None:
+                m.score_mix.labels(part).set(weight)
         for percentile in ("50", "99"):
             age = report.metrics.get(f"item_encoding_age_p{percentile}")
             if age is not None:

@@ -137,6 +137,11 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                 ],
             ),
             (
+                "Score mix: the weight served to item-kNN and to the towers",
+                "none",
+                [(f"lorastream_score_mix{I}", "{{part}}")],
+            ),
+            (
                 "Prequential AUC (chosen vs shown)",
                 "percentunit",
                 [

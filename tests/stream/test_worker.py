@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ from helpers import (
 )
 
 from learners.ledger import EventLedger
+from learners.llm import LLMLearner
 from learners.registry import build_learner
 from learners.river_mf import RiverMFLearner
 from schemas.dead_letter import HEADER_PREFIX, DeadLetter
@@ -266,6 +267,12 @@ def test_a_version_is_announced_once_every_published_vector_is_of_it(
         annealed = learner.lr_annealing
         assert sample("lorastream_learning_rate_annealing") == pytest.approx(annealed)
         assert kind == "river-mf" or 0.2 < annealed < 1.0  # 200 events of a 750 half-life
+        if kind == "river-mf":  # no mix to show: the gauge stays unset rather than 0
+            assert sample("lorastream_score_mix", {"part": "knn"}) is None
+        else:  # the mix the learner serves now, as its report gives it
+            mix = cast(LLMLearner, learner).mix
+            assert sample("lorastream_score_mix", {"part": "knn"}) == mix.knn
+            assert sample("lorastream_score_mix", {"part": "towers"}) == mix.towers
     finally:
         running.stop(30)
     newest: dict[bytes, dict[str, Any]] = {}
