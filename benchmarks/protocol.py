@@ -12,9 +12,10 @@ ranks an item it has learned nothing about last (``baselines.UNLEARNED``); loras
 ranks a new item by its text under the lowest popularity prior (no counts yet).
 Items the user already interacted with are excluded where ``exclude_seen`` (MovieLens:
 people rarely rate a movie twice), as recommendations exclude them — and there a positive on
-such an item (a tag on a movie rated before) is no test: it could never be recommended, and
-ranked against unseen items only it is found by whoever scores the user's own past items
-highly. Each test's top 10 also counts towards the contender's
+such an item (a tag on a movie rated before, in an earlier batch or earlier in the same
+one) is no test: it could never be recommended, and ranked against unseen items only it is
+found by whoever scores the user's own past items highly. NDCG, like HR, is expected over a
+random order of ties. Each test's top 10 also counts towards the contender's
 exposure: catalog coverage@10 and the Gini coefficient of how often items are shown.
 Rating events test rating predictions (MAE/RMSE) of contenders that make them.
 """
@@ -32,7 +33,7 @@ import numpy as np
 
 from benchmarks.baselines import is_positive
 from benchmarks.harness import Row
-from learners.prequential import rank_of_true
+from learners.prequential import ndcg_at, rank_of_true
 from schemas.events import EventType, InteractionEvent
 
 __all__ = ["Contender", "Outcomes", "StreamRun", "evaluate", "gini", "rows_for"]
@@ -114,11 +115,7 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(run.events), batch):
         chunk = run.events[start : start + batch]
-        tests = [
-            (start + k, e)
-            for k, e in enumerate(chunk)
-            if is_positive(e) and not (run.exclude_seen and seen.interacted(e))
-        ]
+        tests = _tests_of(run, chunk, start, seen)
         for c in contenders:
             c.observe(chunk)
         if tests:
@@ -141,6 +138,21 @@ def evaluate(
                 summary,
             )
     return results
+
+
+def _tests_of(
+    run: StreamRun, chunk: Sequence[InteractionEvent], start: int, seen: _Seen
+) -> list[tuple[int, InteractionEvent]]:
+    """The batch's positives with their stream index; where seen items are excluded, not
+    those on an item the user took before — before the batch or earlier within it."""
+    tests, earlier = [], set()
+    for k, e in enumerate(chunk):
+        pair = (e.user_id, e.item_id)
+        if is_positive(e) and not (run.exclude_seen and (seen.interacted(e) or pair in earlier)):
+            tests.append((start + k, e))
+        if e.event_type is not EventType.IMPRESSION:
+            earlier.add(pair)
+    return tests
 
 
 def _test(
@@ -181,8 +193,7 @@ def _record_one(out: Outcomes, s: np.ndarray, true: int, names: np.ndarray) -> N
         greater = np.array([float(np.isfinite(s).sum())])
         ties = np.array([float(np.isneginf(s).sum() - 1)])
     out.hit.append(float(np.clip((K - greater[0]) / (ties[0] + 1.0), 0.0, 1.0)))
-    rank = greater[0] + ties[0] / 2.0
-    out.ndcg.append(1.0 / np.log2(rank + 2.0) if rank < K else 0.0)
+    out.ndcg.append(float(ndcg_at(K, greater, ties)[0]))
     finite = np.isfinite(s)
     if finite.sum() > K:
         top = np.argpartition(-np.where(finite, s, -np.inf), K)[:K]

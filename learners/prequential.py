@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prequential", "rank_of_true"]
+__all__ = ["Prequential", "ndcg_at", "rank_of_true"]
 
 
 def rank_of_true(
@@ -36,6 +36,20 @@ def rank_of_true(
     greater = (scores > true).sum(1).astype(np.float64)
     ties = (scores == true).sum(1).astype(np.float64) - 1.0
     return greater, ties
+
+
+def ndcg_at(k: int, greater: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """NDCG@k of one relevant item with ``greater`` candidates above it and ``ties`` tied
+    with it, expected over a random order of the ties (as hit@k is): the discount averaged
+    over every place the tie lets it take.
+
+    >>> ndcg_at(10, np.array([0.0, 3.0, 0.0]), np.array([0.0, 10.0, 30.0])).round(3)
+    array([1.   , 0.219, 0.147])
+    """
+    cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])  # [k + 1]
+    g = np.minimum(np.asarray(greater, dtype=np.int64), k)
+    last = np.minimum(g + np.asarray(ties, dtype=np.int64) + 1, k)
+    return (cum[last] - cum[g]) / (np.asarray(ties, dtype=np.float64) + 1.0)  # type: ignore[no-any-return]
 
 
 class Prequential:
@@ -56,7 +70,7 @@ class Prequential:
         # P(true lands in the top k) when ties are ordered at random
         hit = np.clip((self.k - greater) / (ties + 1.0), 0.0, 1.0)
         rank = greater + ties / 2.0  # expected 0-based rank
-        ndcg = np.where(rank < self.k, 1.0 / np.log2(rank + 2.0), 0.0)
+        ndcg = ndcg_at(self.k, greater, ties)
         self._hits.extend(hit.tolist())
         self._ndcg.extend(ndcg.tolist())
         self._rr.extend((1.0 / (rank + 1.0)).tolist())

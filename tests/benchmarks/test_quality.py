@@ -146,6 +146,9 @@ def test_every_item_of_the_batch_is_a_candidate_so_new_items_do_not_give_tests_a
     # and a constant ranks it among all 63 items known by then
     constant = dict(zip(results["constant"].at, results["constant"].hit, strict=True))
     assert constant[32] == pytest.approx(10 / 63)
+    # NDCG too is expected over the ties' order: the top 10 places' discounts, 1 in 63 each
+    ndcg = dict(zip(results["constant"].at, results["constant"].ndcg, strict=True))
+    assert ndcg[32] == pytest.approx(sum(1 / np.log2(p + 2) for p in range(10)) / 63)
 
 
 def test_where_seen_items_are_excluded_a_positive_on_one_is_no_test() -> None:
@@ -163,11 +166,15 @@ def test_where_seen_items_are_excluded_a_positive_on_one_is_no_test() -> None:
         )
 
     rated = [event("a", f"m-{k}", "rating", 4.0) for k in range(20)]
-    # a tag on a movie rated before, and a rating of a movie not seen before
-    later = [event("a", "m-3", "review"), event("a", "m-new", "rating", 5.0)]
+    # a tag on a movie rated before, a rating of a movie not seen before and its tag
+    later = [
+        event("a", "m-3", "review"),
+        event("a", "m-new", "rating", 5.0),
+        event("a", "m-new", "review"),
+    ]
     for exclude_seen, tested, hit in (
         (True, [*range(20), 21], 1.0),
-        (False, [*range(22)], 10 / 21),
+        (False, [*range(23)], 10 / 21),
     ):
         run = StreamRun("hand", rated + later, exclude_seen)
         results = evaluate(run, [Constant(), Unlearned()], batch=20, progress_every=0)
