@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,11 @@ from learners.river_mf import RiverMFLearner
 from schemas.events import InteractionEvent
 from schemas.learner_config import LLMConfig, RiverMFConfig
 from schemas.vectors import SourcePosition
+
+if TYPE_CHECKING:
+    import torch
+
+    from learners.llm import LLMLearner
 
 __all__ = ["BatchRetrained", "LoRAStream", "Part", "RiverMF"]
 
@@ -168,6 +174,20 @@ class BatchRetrained(_Timed):
         if self._since >= self.every:
             self._since, self._due = 0, True
 
+    def _heads_by_item(self, fresh: LLMLearner) -> dict[str, torch.Tensor]:
+        """The fresh learner's heads, its per-item biases moved from its catalog slots to
+        the same items' slots in the live learner (every item it learned the live one has)."""
+        import torch
+
+        state = fresh.heads.state_dict()
+        key = "item_bias.weight"
+        theirs = fresh.items.catalog.index
+        slots = theirs.live_slots()
+        mine = self.live.items.catalog.index.slots_of(theirs.ids_of(slots))
+        bias = torch.zeros_like(state[key])
+        bias[torch.as_tensor(mine[mine >= 0])] = state[key][torch.as_tensor(slots[mine >= 0])]
+        return {**state, key: bias}
+
     def _retrain(self) -> None:
         from learners.llm import LLMLearner
 
@@ -178,7 +198,7 @@ class BatchRetrained(_Timed):
             fresh.learn_many(chunk, _positions(chunk, start))
         for mine, theirs in zip(self.live.adapter, fresh.adapter, strict=True):
             mine.data.copy_(theirs.data)
-        self.live.heads.load_state_dict(fresh.heads.state_dict())
+        self.live.heads.load_state_dict(self._heads_by_item(fresh))
         catalog = self.live.items.catalog
         catalog.version[:] = -1  # every cached item vector is stale now: re-encode gradually
         self.live.catch_up(self.config.cache_refresh_per_step)  # the rest as steps go on

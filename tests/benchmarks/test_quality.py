@@ -358,3 +358,30 @@ def test_an_ablation_runs_beside_the_default_with_its_prior_alone_and_popularity
     assert out[-2].learner.config.knn_recent == 20  # type: ignore[attr-defined]
     assert out[0].learner.config.knn_recent != 20  # type: ignore[attr-defined]
     assert sum(isinstance(c, DecayedPopularity) for c in out) >= 2, "the decayed-popularity bar"
+
+
+def test_batch_retraining_gives_each_item_the_bias_its_retrain_learned_for_it() -> None:
+    """The retrain's catalog holds only its window's items, in other slots than the live
+    learner's: a learned per-item bias must follow the item, not the slot."""
+    import torch
+
+    from benchmarks.contenders import BatchRetrained, _positions
+    from learners.llm import LLMLearner
+    from schemas.learner_config import LLMConfig
+
+    config = LLMConfig(popularity_prior="learned", sampled_negatives=8, history_len=4)
+    retrained = BatchRetrained(config, every=10_000, window=40)
+    early = _stream([(f"u{k % 3}", f"old-{k}") for k in range(24)])
+    window = _stream([(f"u{k % 5}", f"new-{k % 12}") for k in range(40)])
+    for batch in (early, window[:20], window[20:]):
+        retrained.observe(batch)
+        retrained.learn(batch)
+    fresh = LLMLearner(config)
+    fresh.learn_many(window, _positions(window, 0))
+    ids = [f"new-{k}" for k in range(12)]
+    theirs = fresh.heads.item_bias.weight[fresh.items.catalog.index.slots_of(ids)]
+    assert theirs.abs().sum() > 0, "the retrain learned biases"
+    mine = retrained.live.items.catalog.index.slots_of(ids)
+    assert (mine != fresh.items.catalog.index.slots_of(ids)).all(), "the slots differ"
+    moved = retrained._heads_by_item(fresh)["item_bias.weight"]
+    assert torch.equal(moved[mine], theirs)
