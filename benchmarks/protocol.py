@@ -1,21 +1,22 @@
 """The prequential protocol every quality contender is judged by, and the figures it yields.
 
 All contenders see the same events in the same order, in mini-batches. Before a batch is
-learned, each positive event in it is a test: every contender ranks the *whole catalog
-known so far* for the test's user — every item seen before the batch and every item of the
-batch itself, which the contenders observed — and the true item's rank gives HR@10 and
-NDCG@10, both expected over a random order of ties (a constant scorer gets chance). The batch's new items are all
-candidates, not only those that are tests: were they not, an item first seen in this
-batch would be a candidate only if it were a test's truth, and a contender favouring new
-items would be told the answer. Most of them are still some test's truth, so a contender
-ranks an item it has learned nothing about last (``baselines.UNLEARNED``); lorastream
-ranks a new item by its text under the lowest popularity prior (no counts yet).
-Items the user already interacted with are excluded where ``exclude_seen`` (MovieLens:
-people rarely rate a movie twice), as recommendations exclude them — and there a positive on
-such an item (a tag on a movie rated before, in an earlier batch or earlier in the same
-one) is no test: it could never be recommended, and ranked against unseen items only it is
-found by whoever scores the user's own past items highly. Each test's top 10 also counts
-towards the contender's exposure: catalog coverage@10 and the Gini coefficient of how often items are shown.
+learned, each positive event in it is a test: every contender ranks the *whole catalog known
+so far* for the test's user — every item seen before the batch and every item of the batch
+itself, which the contenders observed — and the true item's rank gives HR@10 and NDCG@10,
+both expected over a random order of ties (a constant scorer gets chance). The batch's new
+items are all candidates, not only those that are tests: were they not, an item first seen
+in this batch would be a candidate only if it were a test's truth, and a contender favouring
+new items would be told the answer. Most of them are still some test's truth, so a contender
+ranks an item it has learned nothing about last (``baselines.UNLEARNED``); lorastream ranks
+a new item by its text under the lowest popularity prior (no counts yet). Items the user
+already interacted with are excluded where ``exclude_seen`` (MovieLens: people rarely rate a
+movie twice), as recommendations exclude them — and there a positive on such an item (a tag
+on a movie rated before, in an earlier batch or earlier in the same one) is no test: it
+could never be recommended, and ranked against unseen items only it is found by whoever
+scores the user's own past items highly. Each test's top 10 also counts towards the
+contender's exposure: catalog coverage@10 and the Gini coefficient of how often items are
+shown.
 Rating events test rating predictions (MAE/RMSE) of contenders that make them.
 """
 
