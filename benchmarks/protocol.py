@@ -40,6 +40,7 @@ __all__ = ["Contender", "Outcomes", "StreamRun", "evaluate", "gini", "rows_for"]
 
 log = logging.getLogger(__name__)
 COLD = 5  # users/items with fewer past events than this are "cold"
+LAST = float(np.finfo(np.float64).min)  # a score the contender could not give
 K = 10
 
 
@@ -175,7 +176,9 @@ def _test(
         scores = np.asarray(c.scores(users, candidates), dtype=np.float64)
         out = results[c.name]
         for at, event in tests:
-            s = np.nan_to_num(scores[row[event.user_id]], nan=-np.inf)
+            # NaN and UNLEARNED alike: below every score, tied among themselves, above only
+            # the items left out (-inf)
+            s = np.nan_to_num(scores[row[event.user_id]], nan=LAST, neginf=LAST)
             true = column[event.item_id]
             if run.exclude_seen:  # the truth is never among them: it is no test then
                 s = s.copy()
@@ -189,14 +192,11 @@ def _test(
 
 def _record_one(out: Outcomes, s: np.ndarray, true: int, names: np.ndarray) -> None:
     greater, ties = rank_of_true(s[None, :], true)
-    if np.isneginf(s[true]):  # an item the contender cannot score ranks last
-        greater = np.array([float(np.isfinite(s).sum())])
-        ties = np.array([float(np.isneginf(s).sum() - 1)])
     out.hit.append(float(np.clip((K - greater[0]) / (ties[0] + 1.0), 0.0, 1.0)))
     out.ndcg.append(float(ndcg_at(K, greater, ties)[0]))
-    finite = np.isfinite(s)
-    if finite.sum() > K:
-        top = np.argpartition(-np.where(finite, s, -np.inf), K)[:K]
+    scored = s > LAST  # neither left out nor unscored: what a top 10 can show
+    if scored.sum() > K:
+        top = np.argpartition(-np.where(scored, s, -np.inf), K)[:K]
         out.exposure.update(names[top].tolist())
 
 
