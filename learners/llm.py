@@ -44,7 +44,7 @@ from learners.objective import BatchExamples, Objective, StepOutput
 from learners.replay import Example, ReplayBuffer
 from learners.scorer import Scorer
 from learners.scoring import Mix, MixSelector
-from learners.tester import Tester, TestOutcome
+from learners.tester import Tester, TestOutcome, positives_to_test
 from learners.towers import Heads
 from learners.user_tower import UserTower
 from schemas.events import EventType, InteractionEvent
@@ -192,8 +192,9 @@ class LLMLearner:
         started = time.perf_counter()
         for slot in self.items.register(events, self._updates):
             self.cooccurrence.forget(slot)  # an evicted item's slot went to a new one
+        positive = [self._feedback(e).positive for e in events]
         outcome = self.tester.run(
-            [e for e in events if self._feedback(e).positive],
+            positives_to_test(events, positive, self.config.exclude_consumed),
             [e for e in events if e.event_type is EventType.IMPRESSION],
         )
         batch, counts = self._walk(events, positions)

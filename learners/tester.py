@@ -5,7 +5,8 @@ The true item is ranked against the whole catalog while it holds at most
 user's consumed items excluded as recommendations exclude them — and then a positive on an
 item the user already consumed (a review of a movie rated before) is no test: it could
 never be recommended, and ranked against unconsumed items only it would reward whatever
-scores the user's own past highest (kNN, by an item's likeness to itself). Consumed items
+scores the user's own past highest (kNN, by an item's likeness to itself) — nor is one on
+an item the user took earlier in the same batch (:func:`positives_to_test`). Consumed items
 are the user's last ``consumed_len``, what recommendations exclude; the benchmark's
 protocol, which keeps every interaction, excludes a few more for its heaviest users. Every
 candidate mix of :class:`~learners.scoring.MixSelector` is scored on the same tests (that
@@ -24,10 +25,38 @@ from learners.history import UserHistory
 from learners.prequential import Prequential, rank_of_true
 from learners.scorer import Scorer
 from learners.scoring import MixSelector
-from schemas.events import InteractionEvent
+from schemas.events import EventType, InteractionEvent
 from schemas.learner_config import LLMConfig
 
-__all__ = ["TestOutcome", "Tester"]
+__all__ = ["TestOutcome", "Tester", "positives_to_test"]
+
+
+def positives_to_test(
+    events: Sequence[InteractionEvent], positive: Sequence[bool], exclude_consumed: bool
+) -> list[InteractionEvent]:
+    """A batch's positives to test; with ``exclude_consumed``, not one on an item its user
+    took (any event but an impression) earlier in the batch, which the user's consumed
+    items, updated only after the tests, do not hold yet.
+
+    >>> from datetime import UTC, datetime
+    >>> def ev(n, kind, item):
+    ...     return InteractionEvent(event_id=f"e{n}", user_id="u", item_id=item,
+    ...                             event_type=kind, timestamp=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> batch = [ev(0, "click", "a"), ev(1, "purchase", "a"), ev(2, "impression", "b"),
+    ...          ev(3, "click", "b")]
+    >>> [e.event_id for e in positives_to_test(batch, [True, True, False, True], True)]
+    ['e0', 'e3']
+    >>> [e.event_id for e in positives_to_test(batch, [True, True, False, True], False)]
+    ['e0', 'e1', 'e3']
+    """
+    tests, taken = [], set()
+    for event, chosen in zip(events, positive, strict=True):
+        pair = (event.user_id, event.item_id)
+        if chosen and not (exclude_consumed and pair in taken):
+            tests.append(event)
+        if event.event_type is not EventType.IMPRESSION:
+            taken.add(pair)
+    return tests
 
 
 @dataclass

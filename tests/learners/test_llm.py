@@ -543,6 +543,10 @@ def test_a_positive_on_a_consumed_item_is_no_test_where_consumed_items_are_left_
     # "a" clicks "x" again (never recommended to them again) and "w" for the first time
     learner.learn_many(consumption("a", ["x", "w"], 3), positions(3, 2))
     assert learner.tester.overall.tests - before == (1 if exclude else 2)
+    before = learner.tester.overall.tests
+    # "a" takes "v" twice within one batch: the second is a repeat of the first
+    learner.learn_many(consumption("a", ["v", "v"], 5), positions(5, 2))
+    assert learner.tester.overall.tests - before == (1 if exclude else 2)
 
 
 def test_the_user_tower_reads_histories_as_known_slots_with_unknown_items_as_padding() -> None:
