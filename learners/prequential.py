@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prequential", "ndcg_at", "rank_of_true"]
+__all__ = ["Prequential", "ndcg_at", "rank_of_true", "reciprocal_rank"]
 
 
 def rank_of_true(
@@ -52,6 +52,21 @@ def ndcg_at(k: int, greater: np.ndarray, ties: np.ndarray) -> np.ndarray:
     return (cum[last] - cum[g]) / (np.asarray(ties, dtype=np.float64) + 1.0)  # type: ignore[no-any-return]
 
 
+def reciprocal_rank(greater: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """1 / rank of one relevant item with ``greater`` candidates above it and ``ties`` tied
+    with it, expected over a random order of the ties: the mean of 1/r over the ranks
+    ``greater + 1 … greater + ties + 1``, a difference of harmonic numbers.
+
+    >>> reciprocal_rank(np.array([0.0, 3.0, 0.0]), np.array([0.0, 0.0, 1.0])).round(3)
+    array([1.  , 0.25, 0.75])
+    """
+    from scipy.special import digamma
+
+    g, t = np.asarray(greater, dtype=np.float64), np.asarray(ties, dtype=np.float64)
+    # H(n) = digamma(n + 1) + Euler's gamma, so H(g + t + 1) - H(g) needs no sum over t
+    return (digamma(g + t + 2.0) - digamma(g + 1.0)) / (t + 1.0)  # type: ignore[no-any-return]
+
+
 class Prequential:
     """Rolling HR@k, NDCG@k, MRR (and AUC of positives against impressions)."""
 
@@ -69,11 +84,10 @@ class Prequential:
         """Record tests given candidates scoring above / tied with the truth; returns hit@k."""
         # P(true lands in the top k) when ties are ordered at random
         hit = np.clip((self.k - greater) / (ties + 1.0), 0.0, 1.0)
-        rank = greater + ties / 2.0  # expected 0-based rank
         ndcg = ndcg_at(self.k, greater, ties)
         self._hits.extend(hit.tolist())
         self._ndcg.extend(ndcg.tolist())
-        self._rr.extend((1.0 / (rank + 1.0)).tolist())
+        self._rr.extend(reciprocal_rank(greater, ties).tolist())
         self.tests += len(hit)
         self.hits_total += float(hit.sum())
         return hit
