@@ -47,6 +47,7 @@ __all__ = [
     "ItemKNN",
     "SessionKNN",
     "is_positive",
+    "unlearned_rest",
 ]
 
 #: The score of an item a contender has learned nothing about: ranked last. The protocol's
@@ -54,6 +55,16 @@ __all__ = [
 #: that batch (someone interacts with them there), so a contender that scored them 0 above
 #: known items scored below 0 would be told answers.
 UNLEARNED = -math.inf
+
+
+def unlearned_rest(users: int, learned: np.ndarray) -> np.ndarray:
+    """[users, items] scores to fill in: 0 where ``learned`` [items], UNLEARNED elsewhere.
+
+    >>> unlearned_rest(2, np.array([True, False]))
+    array([[  0., -inf],
+           [  0., -inf]])
+    """
+    return np.where(learned, 0.0, UNLEARNED)[None, :].repeat(users, axis=0)
 
 
 def is_positive(event: InteractionEvent, threshold: float = 3.5) -> bool:
@@ -313,7 +324,7 @@ class EASE(_Simple):
     def _scores(self, users: Sequence[str], cols: np.ndarray) -> np.ndarray:
         n = self._B.shape[0]
         fitted = (cols < n) & self._positive[np.minimum(cols, n - 1)] if n else cols < 0
-        out = np.where(fitted, 0.0, UNLEARNED)[None, :].repeat(len(users), axis=0)
+        out = unlearned_rest(len(users), fitted)
         for row, user in enumerate(users):
             past = np.asarray(self.counts.history.get(user, []), dtype=np.int64)
             past = past[past < n]

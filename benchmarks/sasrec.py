@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from benchmarks.baselines import UNLEARNED, Counts
+from benchmarks.baselines import Counts, unlearned_rest
 from schemas.events import InteractionEvent
 
 __all__ = ["SASRec"]
@@ -96,7 +96,7 @@ class SASRec:
     def scores(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         cols = self.counts.columns(items)
         known = (cols >= 0) & (cols < self.capacity)
-        out = np.where(known, 0.0, UNLEARNED)[None, :].repeat(len(users), axis=0)
+        out = unlearned_rest(len(users), known)
         if not users or not known.any():
             return out
         self.net.eval()
