@@ -49,14 +49,18 @@ def test_event_mix_shift_is_detected() -> None:
 def test_on_a_seeded_stream_drift_fires_after_the_change_point_and_not_before() -> None:
     """Every user switches interests at event 1500: the learner's prequential errors say so
     within a few hundred events, and raise no alarm before. (One seed: a second doubled the
-    test's minute of LLM training in ``make test``; seed 2 passed the same bounds.)"""
+    test's minute of LLM training in ``make test``; seed 2 passed the same bounds.) Its
+    users come back to items — a session's click, cart and purchase are one item — so the
+    learner tests them as the quality suite does on this stream, consumed items included:
+    with them left out a session is one test, and 900 events after the change gave ADWIN
+    too few to fire on."""
     seed = 1
     change_at, n, batch = 1500, 2400, 64
     config = SyntheticConfig(
         n_users=40, n_items=320, seed=seed, change_points=(ChangePoint(change_at, share=1.0),)
     )
     events = list(SyntheticStream(config).events(n))
-    learner = LLMLearner(LLMConfig())
+    learner = LLMLearner(LLMConfig(exclude_consumed=False))
     monitor = DriftMonitor(DriftSettings(detector="adwin", policy="adapt", adapt_events=500))
     fired = []
     for k in range(0, n, batch):
