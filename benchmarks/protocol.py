@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks.baselines import is_positive
 from benchmarks.harness import Row
 from learners.prequential import ndcg_at, rank_of_true
+from learners.tester import positives_to_test
 from schemas.events import EventType, InteractionEvent
 
 __all__ = ["Contender", "Outcomes", "StreamRun", "evaluate", "gini", "rows_for"]
@@ -145,15 +146,12 @@ def _tests_of(
     run: StreamRun, chunk: Sequence[InteractionEvent], start: int, seen: _Seen
 ) -> list[tuple[int, InteractionEvent]]:
     """The batch's positives with their stream index; where seen items are excluded, not
-    those on an item the user took before — before the batch or earlier within it."""
-    tests, earlier = [], set()
-    for k, e in enumerate(chunk):
-        pair = (e.user_id, e.item_id)
-        if is_positive(e) and not (run.exclude_seen and (seen.interacted(e) or pair in earlier)):
-            tests.append((start + k, e))
-        if e.event_type is not EventType.IMPRESSION:
-            earlier.add(pair)
-    return tests
+    those on an item the user took before — before the batch or earlier within it (the
+    learner's own rule, :func:`learners.tester.positives_to_test`)."""
+    fresh = positives_to_test(chunk, [is_positive(e) for e in chunk], run.exclude_seen)
+    return [
+        (start + k, chunk[k]) for k in fresh if not (run.exclude_seen and seen.interacted(chunk[k]))
+    ]
 
 
 def _test(

@@ -192,12 +192,15 @@ class LLMLearner:
         started = time.perf_counter()
         for slot in self.items.register(events, self._updates):
             self.cooccurrence.forget(slot)  # an evicted item's slot went to a new one
-        positive = [self._feedback(e).positive for e in events]
+        feedback = [self._feedback(e) for e in events]
+        tests = positives_to_test(
+            events, [f.positive for f in feedback], self.config.exclude_consumed
+        )
         outcome = self.tester.run(
-            positives_to_test(events, positive, self.config.exclude_consumed),
+            [events[k] for k in tests],
             [e for e in events if e.event_type is EventType.IMPRESSION],
         )
-        batch, counts = self._walk(events, positions)
+        batch, counts = self._walk(events, feedback, positions)
         replayed = self._replayed(len(batch.examples))
         self._set_rates(len(events))
         step = self._step(batch, replayed)
@@ -252,15 +255,17 @@ class LLMLearner:
         return classify(event, c.positive_rating, c.negative_rating, c.event_weights)
 
     def _walk(
-        self, events: Sequence[InteractionEvent], positions: Sequence[SourcePosition]
+        self,
+        events: Sequence[InteractionEvent],
+        feedback: Sequence[Feedback],
+        positions: Sequence[SourcePosition],
     ) -> tuple[BatchExamples, _Counts]:
         """Events in order → examples with the history each user had then; histories move on."""
         batch, counts = BatchExamples(), _Counts()
         t0 = self.scorer.t
         slots = self.items.slots([e.item_id for e in events])  # registered: every one has a slot
         handles = self.items.handles(slots).tolist()
-        for k, (event, position) in enumerate(zip(events, positions, strict=True)):
-            fb = self._feedback(event)
+        for k, (event, fb, position) in enumerate(zip(events, feedback, positions, strict=True)):
             user, item = event.user_id, event.item_id
             rating = event.value if event.event_type is EventType.RATING else None
             example = Example(

@@ -33,10 +33,11 @@ __all__ = ["TestOutcome", "Tester", "positives_to_test"]
 
 def positives_to_test(
     events: Sequence[InteractionEvent], positive: Sequence[bool], exclude_consumed: bool
-) -> list[InteractionEvent]:
-    """A batch's positives to test; with ``exclude_consumed``, not one on an item its user
-    took (any event but an impression) earlier in the batch, which the user's consumed
-    items, updated only after the tests, do not hold yet.
+) -> list[int]:
+    """Where in a batch its positives to test are; with ``exclude_consumed``, not one on an
+    item its user took (any event but an impression) earlier in the batch, which the user's
+    consumed items, updated only after the tests, do not hold yet. The benchmark's
+    protocol applies the same rule.
 
     >>> from datetime import UTC, datetime
     >>> def ev(n, kind, item):
@@ -44,16 +45,16 @@ def positives_to_test(
     ...                             event_type=kind, timestamp=datetime(2026, 1, 1, tzinfo=UTC))
     >>> batch = [ev(0, "click", "a"), ev(1, "purchase", "a"), ev(2, "impression", "b"),
     ...          ev(3, "click", "b")]
-    >>> [e.event_id for e in positives_to_test(batch, [True, True, False, True], True)]
-    ['e0', 'e3']
-    >>> [e.event_id for e in positives_to_test(batch, [True, True, False, True], False)]
-    ['e0', 'e1', 'e3']
+    >>> positives_to_test(batch, [True, True, False, True], exclude_consumed=True)
+    [0, 3]
+    >>> positives_to_test(batch, [True, True, False, True], exclude_consumed=False)
+    [0, 1, 3]
     """
     tests, taken = [], set()
-    for event, chosen in zip(events, positive, strict=True):
+    for k, (event, chosen) in enumerate(zip(events, positive, strict=True)):
         pair = (event.user_id, event.item_id)
         if chosen and not (exclude_consumed and pair in taken):
-            tests.append(event)
+            tests.append(k)
         if event.event_type is not EventType.IMPRESSION:
             taken.add(pair)
     return tests
